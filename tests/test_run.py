@@ -1,0 +1,75 @@
+"""`python run.py` end to end through the real Hydra entry point (debug=smoke sizes)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {
+    "stage",
+    "model",
+    "benchmark",
+    "level",
+    "acc",
+    "len_t",
+    "len_a",
+    "auc",
+    "steps",
+    "step_len",
+    "n_problems",
+    "n_samples",
+}
+
+
+def run_py(tmp_path: Path, *overrides: str, run_dir: str = "run") -> subprocess.CompletedProcess:
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / run_dir}", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
+    first = run_py(tmp_path, "debug=smoke", run_dir="a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    payload = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    rows = payload["rows"]
+    assert METRIC_KEYS <= set(rows[0])
+    levels = {r["level"] for r in rows}
+    assert levels == {"1", "2", "3", "4", "5", "all"}
+    overall = next(r for r in rows if r["level"] == "all")
+    assert overall["n_problems"] == 20 and overall["n_samples"] == 40
+    assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
+    assert "cache miss" in first.stderr + first.stdout
+
+    second = run_py(tmp_path, "debug=smoke", run_dir="b")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stderr + second.stdout
+    assert "stage base_model: cache hit" in log and "stage eval: cache hit" in log
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.n_samples=0", "n (samples per prompt) must be > 0"),
+        ("eval.temperature=-1", "temperature must be >= 0"),
+        ("eval.split=nosuch", "unknown split 'nosuch'"),
+        ("data.split_sizes.test=0", "data.split_sizes.test must be > 0"),
+        ("data=nope", "Available options"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):
+    result = run_py(tmp_path, "debug=smoke", override)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (tmp_path / "cache" / "base_model").exists()  # nothing expensive ran

@@ -1,0 +1,214 @@
+"""`eval=default`: sample n responses per problem, grade them, and reduce to the papers' metrics.
+
+The sampled and graded responses are a content-addressed artifact (model key + world + split +
+sampling settings), so re-evaluating an unchanged model only re-reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tsq.cache import ArtifactStore, atomic_write_text, stage_key
+from tsq.evaluation import metrics as M
+from tsq.models.base import ModelHandle
+from tsq.sampling.base import Sampler, SamplingParams
+from tsq.steps import split_steps
+
+log = logging.getLogger(__name__)
+
+STAGE = "eval"
+STAGE_VERSION = 1
+ALL_LEVELS = "all"
+METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
+
+
+@dataclass
+class Evaluator:
+    """How a model is evaluated. `b_max` defaults to `max_new_tokens` (the paper: 32K and 32K)."""
+
+    split: str = "test"
+    n_samples: int = 16
+    temperature: float = 0.6
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 1234
+    b_max: int | None = None
+    budgets: list[int] | None = None
+    curve_points: int = 32
+    shortcut_probe: bool = True
+    max_problems: int | None = None
+
+    def __post_init__(self) -> None:
+        self.params = SamplingParams(
+            n=self.n_samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+        self.b_max = int(self.b_max or self.max_new_tokens)
+        if self.b_max <= 0:
+            raise ValueError(f"eval.b_max must be > 0, got {self.b_max}")
+        if self.budgets is not None:
+            self.budgets = [int(b) for b in self.budgets]
+            if not self.budgets or min(self.budgets) <= 0:
+                raise ValueError(f"eval.budgets must be a non-empty list of positive token counts, got {self.budgets}")
+        if self.curve_points < 2:
+            raise ValueError(f"eval.curve_points must be >= 2, got {self.curve_points}")
+        if self.max_problems is not None and self.max_problems <= 0:
+            raise ValueError(f"eval.max_problems must be > 0, got {self.max_problems}")
+
+    def curve_grid(self) -> list[int]:
+        if self.budgets is not None:
+            return sorted(set(self.budgets))
+        return sorted({max(1, round(x)) for x in np.linspace(0, self.b_max, self.curve_points + 1)[1:]})
+
+    def problems(self, world) -> list:
+        problems = world.split(self.split)
+        if not problems:
+            raise ValueError(f"eval.split={self.split!r} of data={world.name} is empty")
+        return problems[: self.max_problems] if self.max_problems else problems
+
+    def key(self, handle: ModelHandle, world, sampler_config: dict) -> str:
+        own = {k: v for k, v in asdict(self).items() if k not in ("budgets", "curve_points", "b_max")}
+        inputs = {"model": handle.key, "world": stage_key("world", 1, world.fingerprint())}
+        return stage_key(STAGE, STAGE_VERSION, {"eval": own, "sampler": sampler_config}, inputs)
+
+    # ------------------------------------------------------------------ sampling
+    def samples(
+        self,
+        handle: ModelHandle,
+        world,
+        make_sampler: Callable[..., Sampler],
+        store: ArtifactStore,
+        sampler_config: dict,
+    ) -> tuple[pd.DataFrame, dict]:
+        """One row per sampled response (graded, with token and step counts), and diagnostics; cached."""
+        key = self.key(handle, world, sampler_config)
+        path = store.path(STAGE, key)
+        if store.exists(STAGE, key):
+            log.info("stage %s: cache hit %s (%s)", STAGE, key, handle.name)
+            frame = pd.read_json(path / "samples.jsonl", lines=True, dtype={"problem_id": str, "level": str})
+            return frame, json.loads((path / "diagnostics.json").read_text())
+        log.info("stage %s: cache miss %s, sampling %s", STAGE, key, handle.name)
+        sampler = make_sampler(model_path=handle.path)
+        frame = self.sample_and_grade(world, sampler)
+        diagnostics = {}
+        if self.shortcut_probe and hasattr(world, "shortcut_answer"):
+            diagnostics["shortcut_acc_by_level"] = self.probe_shortcut(world, sampler)
+        with store.build(STAGE, key, {"model": handle.key, "split": self.split}) as tmp:
+            frame.to_json(tmp / "samples.jsonl", orient="records", lines=True)
+            (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
+        return frame, diagnostics
+
+    def sample_and_grade(self, world, sampler: Sampler) -> pd.DataFrame:
+        problems = self.problems(world)
+        completions = sampler.generate([p.prompt for p in problems], self.params)
+        rows = []
+        for problem, group in zip(problems, completions, strict=True):
+            for j, c in enumerate(group):
+                steps = split_steps(c.text, world.step_delimiter)
+                row = {
+                    "problem_id": problem.id,
+                    "benchmark": problem.benchmark,
+                    "level": str(problem.level),
+                    "sample": j,
+                    "text": c.text,
+                    "n_tokens": c.n_tokens,
+                    "finish_reason": c.finish_reason,
+                    "correct": bool(world.grade(problem, c.text)),
+                    "n_steps": len(steps),
+                    "_steps": steps,
+                }
+                if hasattr(world, "anatomy"):
+                    anatomy = world.anatomy(problem, c.text)
+                    row["redundant_tokens"], row["filler_tokens"] = anatomy.redundant, anatomy.filler
+                rows.append(row)
+        counts = iter(sampler.count_tokens([s for r in rows for s in r["_steps"]]))
+        for r in rows:
+            r["step_tokens"] = sum(next(counts) for _ in r.pop("_steps"))
+        return pd.DataFrame(rows)
+
+    def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
+        """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""
+        from tsq.data.synthetic import THINK_CLOSE, THINK_OPEN
+
+        problems = self.problems(world)
+        prefix = f" {THINK_OPEN} {THINK_CLOSE}"
+        params = SamplingParams(n=self.n_samples, max_new_tokens=2, temperature=self.temperature, seed=self.seed)
+        groups = sampler.generate([p.prompt + prefix for p in problems], params)
+        hits: dict[int, list[bool]] = {}
+        for problem, group in zip(problems, groups, strict=True):
+            hits.setdefault(problem.level, []).extend(world.grade(problem, f"{THINK_CLOSE} {c.text}") for c in group)
+        return {str(level): float(np.mean(v)) for level, v in sorted(hits.items())}
+
+    # ------------------------------------------------------------------ metrics
+    def summarize(self, frame: pd.DataFrame, stage: str, model: str) -> tuple[list[dict], list[dict]]:
+        """Metric rows per (benchmark, level) plus an `all` row per benchmark, and budget curves."""
+        rows, curves = [], []
+        grid = self.curve_grid()
+        for benchmark, bench in frame.groupby("benchmark", sort=True):
+            groups = [(level, g) for level, g in bench.groupby("level", sort=True)] + [(ALL_LEVELS, bench)]
+            for level, g in groups:
+                lens, ok = g["n_tokens"].to_numpy(), g["correct"].to_numpy(dtype=bool)
+                steps, step_len = M.step_stats(g["n_steps"], g["step_tokens"], ok)
+                row = {
+                    "stage": stage,
+                    "model": model,
+                    "benchmark": benchmark,
+                    "level": str(level),
+                    "acc": M.accuracy(ok),
+                    "len_t": M.mean_length_correct(lens, ok),
+                    "len_a": M.mean_length_all(lens),
+                    "auc": M.auc(lens, ok, self.b_max, self.budgets),
+                    "steps": steps,
+                    "step_len": step_len,
+                    "n_problems": int(g["problem_id"].nunique()),
+                    "n_samples": len(g),
+                    "truncated": float((g["finish_reason"] == "length").mean()),
+                }
+                if "redundant_tokens" in g:
+                    row["compressible"] = float((g["redundant_tokens"] + g["filler_tokens"]).sum() / max(1, lens.sum()))
+                rows.append(row)
+                curve = M.budget_curve(lens, ok, grid)
+                curves += [
+                    {"stage": stage, "benchmark": benchmark, "level": str(level), "budget": b, "acc": float(a)}
+                    for b, a in zip(grid, curve, strict=True)
+                ]
+        return rows, curves
+
+
+def write_metrics(out_dir: Path, rows: list[dict], curves: list[dict], extra: dict | None = None) -> Path:
+    """`metrics.json` in the run's output dir: rows, budget curves and anything stage-specific."""
+
+    def clean(x):
+        return None if isinstance(x, float) and math.isnan(x) else x
+
+    payload = {
+        "rows": [{k: clean(v) for k, v in r.items()} for r in rows],
+        "curves": curves,
+        **(extra or {}),
+    }
+    return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(payload, indent=2) + "\n")
+
+
+def format_table(rows: list[dict]) -> str:
+    """The metric rows as an aligned text table (percentages for acc and auc)."""
+    df = pd.DataFrame(rows)
+    df = df.assign(acc=100 * df["acc"], auc=100 * df["auc"])
+    cols = [
+        "stage",
+        "benchmark",
+        "level",
+        *[c for c in METRIC_COLUMNS if c in df],
+        *(["compressible"] if "compressible" in df else []),
+    ]
+    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")

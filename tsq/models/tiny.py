@@ -1,0 +1,189 @@
+"""The tiny base reasoning model: a randomly initialised Llama pretrained here on teacher traces.
+
+The result is a standard Hugging Face directory (config, safetensors weights, tokenizer files) that
+`AutoModelForCausalLM` / `AutoTokenizer` load like any hub model, cached under a content key of the
+world and of this config, so a second run only loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch.utils.data import DataLoader
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from tsq.cache import ArtifactStore, stage_key
+from tsq.models.base import ModelHandle
+from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, collate_pairs, encode_pairs
+
+log = logging.getLogger(__name__)
+
+STAGE = "base_model"
+STAGE_VERSION = 1
+SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
+
+
+def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level HF tokenizer: whitespace split, one id per word, special tokens first.
+
+    Prompts are left-padded, as batched generation needs.
+    """
+    vocab: dict[str, int] = {}
+    for w in [*SPECIAL_TOKENS.values(), *words]:
+        vocab.setdefault(w, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, padding_side="left", **SPECIAL_TOKENS)
+
+
+@dataclass
+class Architecture:
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+
+
+@dataclass
+class Pretraining:
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class TinyReasoningModel:
+    """`model=tiny`: builds the base model for a synthetic world (or loads it from the cache)."""
+
+    name: str = "tiny"
+    architecture: Architecture = field(default_factory=Architecture)
+    pretrain: Pretraining = field(default_factory=Pretraining)
+    accelerator: str = "cpu"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.architecture, Architecture):
+            self.architecture = Architecture(**dict(self.architecture))
+        if not isinstance(self.pretrain, Pretraining):
+            self.pretrain = Pretraining(**dict(self.pretrain))
+        for key in ("steps", "batch_size"):
+            if getattr(self.pretrain, key) <= 0:
+                raise ValueError(f"model.pretrain.{key} must be > 0, got {getattr(self.pretrain, key)}")
+        if self.pretrain.lr <= 0:
+            raise ValueError(f"model.pretrain.lr must be > 0, got {self.pretrain.lr}")
+        if self.architecture.hidden_size % self.architecture.num_heads:
+            raise ValueError("model.architecture.hidden_size must be divisible by num_heads")
+
+    def key(self, world) -> str:
+        world_key = stage_key("world", 1, world.fingerprint())
+        own = {"architecture": asdict(self.architecture), "pretrain": asdict(self.pretrain)}
+        return stage_key(STAGE, STAGE_VERSION, own, {"world": world_key})
+
+    def materialize(self, world, store: ArtifactStore) -> ModelHandle:
+        if not hasattr(world, "teacher_response"):
+            raise ValueError(f"model=tiny is trained on a synthetic world's teacher; data={world.name} has none")
+        key = self.key(world)
+        if store.exists(STAGE, key):
+            log.info("stage %s: cache hit %s", STAGE, key)
+        else:
+            log.info("stage %s: cache miss %s, pretraining", STAGE, key)
+            with store.build(STAGE, key, {"architecture": asdict(self.architecture)}) as tmp:
+                self._pretrain(world, tmp)
+        return ModelHandle(name=self.name, path=store.path(STAGE, key), key=key)
+
+    # -----------------------------------------------------------------------
+    def corpus(self, world) -> tuple[list[str], list[str]]:
+        """Teacher traces on fresh problems, never on a dev or test prompt."""
+        rng = random.Random(self.pretrain.seed)
+        held_out = world.held_out_prompts()
+        prompts, responses = [], []
+        for _ in range(self.pretrain.steps * self.pretrain.batch_size):
+            problem = world.sample_problem(rng, held_out)
+            prompts.append(problem.prompt)
+            responses.append(world.teacher_response(problem, rng))
+        return prompts, responses
+
+    def _pretrain(self, world, out_dir: Path) -> None:
+        from tsq.data.synthetic import vocabulary
+
+        start = time.perf_counter()
+        L.seed_everything(self.pretrain.seed, verbose=False)
+        tokenizer = build_word_tokenizer(vocabulary())
+        arch = self.architecture
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size,
+            num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_heads,
+            num_key_value_heads=arch.num_heads,
+            max_position_embeddings=arch.max_position_embeddings,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        model = LlamaForCausalLM(config)
+        examples = encode_pairs(tokenizer, *self.corpus(world))
+        too_long = max(len(p) + len(r) for p, r in examples)
+        if too_long > arch.max_position_embeddings:
+            raise ValueError(
+                f"model.architecture.max_position_embeddings={arch.max_position_embeddings} is shorter "
+                f"than the longest teacher trace ({too_long} tokens)"
+            )
+        sampler = LengthBucketBatchSampler(
+            [len(p) + len(r) for p, r in examples], self.pretrain.batch_size, self.pretrain.seed
+        )
+        loader = DataLoader(
+            examples, batch_sampler=sampler, collate_fn=lambda b: collate_pairs(b, tokenizer.pad_token_id)
+        )
+        module = CausalLMModule(
+            model,
+            lr=self.pretrain.lr,
+            weight_decay=self.pretrain.weight_decay,
+            warmup_steps=self.pretrain.warmup_steps,
+            total_steps=self.pretrain.steps,
+        )
+        trainer = L.Trainer(
+            max_steps=self.pretrain.steps,
+            accelerator=self.accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            gradient_clip_val=1.0,
+            log_every_n_steps=50,
+            default_root_dir=str(out_dir),
+        )
+        trainer.fit(module, loader)
+        model.generation_config = GenerationConfig(
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        summary = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "steps": self.pretrain.steps,
+            "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+            "wall_seconds": round(time.perf_counter() - start, 1),
+        }
+        (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+        log.info(
+            "pretrained %s parameters in %.0fs, final loss %.3f",
+            summary["parameters"],
+            summary["wall_seconds"],
+            summary["final_loss"],
+        )
