@@ -26,7 +26,7 @@ from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, collate_pa
 log = logging.getLogger(__name__)
 
 STAGE = "base_model"
-STAGE_VERSION = 1
+STAGE_VERSION = 3  # bump whenever a code change alters the trained weights
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 
 
@@ -54,12 +54,14 @@ class Architecture:
 
 @dataclass
 class Pretraining:
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
     seed: int = 0
+    # Batches of similar length, sorted within windows of this many batches (see LengthBucketBatchSampler).
+    bucket_window: int = 4
 
 
 @dataclass
@@ -142,9 +144,9 @@ class TinyReasoningModel:
                 f"model.architecture.max_position_embeddings={arch.max_position_embeddings} is shorter "
                 f"than the longest teacher trace ({too_long} tokens)"
             )
-        sampler = LengthBucketBatchSampler(
-            [len(p) + len(r) for p, r in examples], self.pretrain.batch_size, self.pretrain.seed
-        )
+        lengths = [len(p) + len(r) for p, r in examples]
+        pre = self.pretrain
+        sampler = LengthBucketBatchSampler(lengths, pre.batch_size, pre.seed, pre.bucket_window)
         loader = DataLoader(
             examples, batch_sampler=sampler, collate_fn=lambda b: collate_pairs(b, tokenizer.pad_token_id)
         )
@@ -154,6 +156,7 @@ class TinyReasoningModel:
             weight_decay=self.pretrain.weight_decay,
             warmup_steps=self.pretrain.warmup_steps,
             total_steps=self.pretrain.steps,
+            tokens_per_batch=self.pretrain.batch_size * sum(len(r) for _, r in examples) / len(examples),
         )
         trainer = L.Trainer(
             max_steps=self.pretrain.steps,

@@ -1,0 +1,1 @@
+"""Results -> pandas -> tables and plots."""

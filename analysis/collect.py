@@ -1,0 +1,31 @@
+"""Gather every run's `metrics.json` under a folder (runs and multiruns alike) into one DataFrame.
+
+python -m analysis.collect logs/        # prints the overall rows of every run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def collect_metrics(root: str | Path) -> pd.DataFrame:
+    """One row per metric row of every `metrics.json` below `root`, with the run folder in `run`."""
+    frames = []
+    for path in sorted(Path(root).rglob("metrics.json")):
+        try:
+            rows = json.loads(path.read_text())["rows"]
+        except (json.JSONDecodeError, KeyError) as err:
+            raise ValueError(f"{path}: not a tsq metrics file ({err})") from err
+        frames.append(pd.DataFrame(rows).assign(run=str(path.parent)))
+    if not frames:
+        raise FileNotFoundError(f"no metrics.json below {root}")
+    return pd.concat(frames, ignore_index=True)
+
+
+if __name__ == "__main__":
+    frame = collect_metrics(sys.argv[1] if len(sys.argv) > 1 else "logs")
+    print(frame[frame["level"] == "all"].to_string(index=False))
