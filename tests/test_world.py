@@ -60,7 +60,7 @@ def test_grader_exact_answer_after_think():
 
 
 def test_teacher_traces_are_correct_and_have_the_promised_anatomy():
-    w = small_world()
+    w = small_world(teacher={"p_slip": 0.0})
     rng = random.Random(0)
     kinds, shortcut = Counter(), 0
     for p in w.split("train"):
@@ -83,6 +83,15 @@ def test_teacher_traces_are_correct_and_have_the_promised_anatomy():
     assert shortcut > 0 and kinds[REDUNDANT] > 0 and kinds[FILLER] > 0
     concise = w.teacher_response(w.split("test")[-1], rng, TeacherStyle.concise())
     assert w.anatomy(w.split("test")[-1], concise).compressible == 0
+
+
+def test_slips_make_long_wrong_traces():
+    w = small_world(operands=[2], teacher={"p_slip": 1.0, "p_shortcut": 0.0})
+    rng = random.Random(0)
+    for p in w.split("test"):
+        text = w.teacher_response(p, rng)
+        assert not w.grade(p, text), text  # one operation, always slipped
+        assert w.anatomy(p, text).necessary == 5  # still a full necessary step: "a op = r ;"
 
 
 def test_shortcut_reliable_on_easy_and_near_chance_on_hard():

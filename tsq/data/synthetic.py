@@ -10,6 +10,8 @@ a tiny transformer can learn. The teacher overthinks the way long CoT does:
 * redundant steps: ``check 3 +4 = 7 ;`` (re-computes the last operation) and ``again 7 -2 +9 ;``
   (restates the current chain), both dropping out without changing the answer;
 * filler inside steps: phrases such as ``ok so`` before a step's content;
+* arithmetic slips: now and then a necessary step writes a wrong digit and the trace carries it on,
+  which gives long incorrect traces (the negatives of preference pairs);
 * a System-1 shortcut: ``<think> </think> d`` where ``d`` is a glance at the first operands, exact on
   the easiest level and near chance (one in ten) once more operands follow.
 
@@ -71,6 +73,9 @@ class TeacherStyle:
     p_check: float = 0.6
     p_again: float = 0.35
     p_filler: float = 0.8
+    # An arithmetic slip in a necessary step (a wrong digit that the rest of the trace carries on):
+    # the source of long incorrect traces, as in real long CoT.
+    p_slip: float = 0.03
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -79,7 +84,7 @@ class TeacherStyle:
 
     @classmethod
     def concise(cls) -> TeacherStyle:
-        return cls(p_shortcut=0.0, p_check=0.0, p_again=0.0, p_filler=0.0)
+        return cls(p_shortcut=0.0, p_check=0.0, p_again=0.0, p_filler=0.0, p_slip=0.0)
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,10 @@ class SyntheticWorld:
 
         state = self.chain_of(problem)
         while len(state) > 1:
-            new_state = [apply_op(state[0], state[1]), *state[2:]]
+            value = apply_op(state[0], state[1])
+            if rng.random() < style.p_slip:
+                value = rng.choice([d for d in DIGITS if d != value])
+            new_state = [value, *state[2:]]
             step = [state[0], state[1], "=", *new_state, STEP_DELIMITER]
             out += filler() + [(w, NECESSARY) for w in step]
             if rng.random() < style.p_check:

@@ -20,12 +20,12 @@ from tsq.cache import ArtifactStore, atomic_write_text, stage_key
 from tsq.evaluation import metrics as M
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.steps import split_steps
+from tsq.sampling.stage import sample_graded
 
 log = logging.getLogger(__name__)
 
 STAGE = "eval"
-STAGE_VERSION = 1
+STAGE_VERSION = 2
 ALL_LEVELS = "all"
 METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
 
@@ -92,50 +92,18 @@ class Evaluator:
         sampler_config: dict,
     ) -> tuple[pd.DataFrame, dict]:
         """One row per sampled response (graded, with token and step counts), and diagnostics; cached."""
-        key = self.key(handle, world, sampler_config)
-        path = store.path(STAGE, key)
-        if store.exists(STAGE, key):
-            log.info("stage %s: cache hit %s (%s)", STAGE, key, handle.name)
-            frame = pd.read_json(path / "samples.jsonl", lines=True, dtype={"problem_id": str, "level": str})
-            return frame, json.loads((path / "diagnostics.json").read_text())
-        log.info("stage %s: cache miss %s, sampling %s", STAGE, key, handle.name)
-        sampler = make_sampler(model_path=handle.path)
-        frame = self.sample_and_grade(world, sampler)
-        diagnostics = {}
-        if self.shortcut_probe and hasattr(world, "shortcut_answer"):
-            diagnostics["shortcut_acc_by_level"] = self.probe_shortcut(world, sampler)
-        with store.build(STAGE, key, {"model": handle.key, "split": self.split}) as tmp:
-            frame.to_json(tmp / "samples.jsonl", orient="records", lines=True)
-            (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
-        return frame, diagnostics
-
-    def sample_and_grade(self, world, sampler: Sampler) -> pd.DataFrame:
-        problems = self.problems(world)
-        completions = sampler.generate([p.prompt for p in problems], self.params)
-        rows = []
-        for problem, group in zip(problems, completions, strict=True):
-            for j, c in enumerate(group):
-                steps = split_steps(c.text, world.step_delimiter)
-                row = {
-                    "problem_id": problem.id,
-                    "benchmark": problem.benchmark,
-                    "level": str(problem.level),
-                    "sample": j,
-                    "text": c.text,
-                    "n_tokens": c.n_tokens,
-                    "finish_reason": c.finish_reason,
-                    "correct": bool(world.grade(problem, c.text)),
-                    "n_steps": len(steps),
-                    "_steps": steps,
-                }
-                if hasattr(world, "anatomy"):
-                    anatomy = world.anatomy(problem, c.text)
-                    row["redundant_tokens"], row["filler_tokens"] = anatomy.redundant, anatomy.filler
-                rows.append(row)
-        counts = iter(sampler.count_tokens([s for r in rows for s in r["_steps"]]))
-        for r in rows:
-            r["step_tokens"] = sum(next(counts) for _ in r.pop("_steps"))
-        return pd.DataFrame(rows)
+        probe = self.shortcut_probe and hasattr(world, "shortcut_answer")
+        return sample_graded(
+            world,
+            self.problems(world),
+            self.params,
+            lambda: make_sampler(model_path=handle.path),
+            store,
+            STAGE,
+            self.key(handle, world, sampler_config),
+            description={"model": handle.key, "split": self.split},
+            extra=(lambda sampler: {"shortcut_acc_by_level": self.probe_shortcut(world, sampler)}) if probe else None,
+        )
 
     def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
         """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""
