@@ -68,18 +68,24 @@ class HFSampler:
                 return tuple(row[: i + 1]), "stop"
         return tuple(row), "length"
 
-    @torch.inference_mode()
     def generate(
         self, prompts: list[str], params: SamplingParams, stop_token_ids: list[int] | None = None
     ) -> list[list[Completion]]:
+        prompt_ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+        return self.generate_ids(prompt_ids, params, stop_token_ids)
+
+    @torch.inference_mode()
+    def generate_ids(
+        self, prompt_ids: list[list[int]], params: SamplingParams, stop_token_ids: list[int] | None = None
+    ) -> list[list[Completion]]:
+        """`generate` on token ids (refinement continues exact token prefixes, no re-tokenising)."""
         stop_ids = set(stop_token_ids or [])
-        if not prompts:
+        if not prompt_ids:
             return []
-        prompt_ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         rows = sorted(
-            ((i, j) for i in range(len(prompts)) for j in range(params.n)), key=lambda r: len(prompt_ids[r[0]])
+            ((i, j) for i in range(len(prompt_ids)) for j in range(params.n)), key=lambda r: len(prompt_ids[r[0]])
         )
-        out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        out: list[list[Completion | None]] = [[None] * params.n for _ in prompt_ids]
         sampling = (
             {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
             if params.temperature > 0

@@ -11,11 +11,11 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text
+from tsq.cache import ArtifactStore, atomic_write_text, stage_key
 from tsq.data.base import Problem
 from tsq.sampling.base import Sampler, SamplingParams
 from tsq.steps import split_steps
@@ -105,3 +105,57 @@ def sample_graded(
         (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
     shutil.rmtree(scratch, ignore_errors=True)
     return read_samples(final / SAMPLES_FILE), diagnostics
+
+
+@dataclass
+class SamplingStage:
+    """`sampling=`: N graded responses per problem of a split, the input of data construction.
+
+    CPU default N = 16 at T = 0.9; `sampling=paper` is the paper's N = 64 (papers.md §1.2).
+    """
+
+    split: str = "train"
+    n: int = 16
+    temperature: float = 0.9
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+    shard_size: int = 64
+
+    STAGE = "samples"
+    STAGE_VERSION = 1
+
+    def __post_init__(self) -> None:
+        self.params = SamplingParams(
+            n=self.n, max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed
+        )
+        if self.shard_size <= 0:
+            raise ValueError(f"sampling.shard_size must be > 0, got {self.shard_size}")
+
+    def problems(self, world) -> list[Problem]:
+        problems = world.split(self.split)
+        if not problems:
+            raise ValueError(f"sampling.split={self.split!r} of data={world.name} is empty")
+        return problems
+
+    def key(self, model_key: str, world, sampler_config: dict) -> str:
+        own = {
+            k: getattr(self, k) for k in ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
+        }
+        inputs = {"model": model_key, "world": stage_key("world", 1, world.fingerprint())}
+        return stage_key(self.STAGE, self.STAGE_VERSION, {"sampling": own, "sampler": sampler_config}, inputs)
+
+    def run(self, handle, world, make_sampler, store: ArtifactStore, sampler_config: dict) -> tuple[pd.DataFrame, str]:
+        key = self.key(handle.key, world, sampler_config)
+        frame, _ = sample_graded(
+            world,
+            self.problems(world),
+            self.params,
+            lambda: make_sampler(model_path=handle.path),
+            store,
+            self.STAGE,
+            key,
+            shard_size=self.shard_size,
+            description={"model": handle.key, "split": self.split},
+        )
+        return frame, key

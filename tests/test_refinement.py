@@ -1,0 +1,80 @@
+import math
+import random
+
+import pytest
+import torch
+
+from tsq.data.synthetic import SyntheticWorld
+from tsq.refinement.kl import StepRefiner, step_end_token_ids, step_spans, token_kl
+from tsq.sampling.hf import HFSampler
+
+
+def test_token_kl_by_hand():
+    p = torch.tensor([[0.5, 0.5], [0.5, 0.5]]).log()
+    q = torch.tensor([[0.9, 0.1], [0.5, 0.5]]).log()
+    one = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    assert token_kl(p, q, "sum").item() == pytest.approx(one, rel=1e-5)
+    assert token_kl(p, q, "mean").item() == pytest.approx(one / 2, rel=1e-5)
+    assert token_kl(p, p, "sum").item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="reduction"):
+        token_kl(p, q, "max")
+
+
+def test_step_spans_stop_at_the_think_close():
+    # <think>=1 a=2 ;=9 </think>=3 ; steps end with 9
+    assert step_spans([1, 2, 2, 9, 2, 9, 3, 2, 9], {9}, 1, 3) == [(1, 4), (4, 6)]
+    assert step_spans([2, 9, 2], {9}, None, None) == [(0, 2)]  # unterminated tail is not a step
+
+
+@pytest.fixture(scope="module")
+def copy_sampler(copy_model_dir):
+    return HFSampler(copy_model_dir, batch_size=64, progress=False)
+
+
+def ids(sampler, text):
+    return sampler.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_kl_is_zero_for_the_original_step_and_large_when_the_answer_changes(copy_sampler):
+    tok = copy_sampler.tokenizer
+    p, r = ids(copy_sampler, "1 +2 = ?"), ids(copy_sampler, "<think> 7 ; </think> 7")
+    same, other = ids(copy_sampler, "7 ;"), ids(copy_sampler, "2 ;")
+    refiner = StepRefiner(reduction="sum")
+    (kls,) = refiner.score(copy_sampler.model, p, r, [(1, 3, [same, other])])
+    assert kls[0] == pytest.approx(0.0, abs=1e-5)
+    assert kls[1] > 1.0  # the original answer 7 becomes unlikely after "2 ;"
+    assert tok.decode(r[3:]) == "</think> 7"
+
+
+def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler):
+    refiner = StepRefiner(reduction="mean", window=3)
+    p = ids(copy_sampler, "1 +2 = ?")
+    r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; </think> 4")
+    spans = step_spans(r, step_end_token_ids(copy_sampler.tokenizer, ";"), r[0], r[-2])
+    assert spans == [(1, 5), (5, 8)]
+    rng = random.Random(0)
+    vocab = [i for i in range(4, len(copy_sampler.tokenizer))]
+    work = [(a, b, [[rng.choice(vocab) for _ in range(rng.randint(1, 4))] for _ in range(5)]) for a, b in spans]
+    fast = refiner.score(copy_sampler.model, p, r, work)
+    slow = refiner.score_loop(copy_sampler.model, p, r, work)
+    for f, s in zip(fast, slow, strict=True):
+        assert f == pytest.approx(s, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("accept", ["kl", "shortest", "none"])
+def test_refinement_never_lengthens_and_never_changes_the_graded_answer(copy_sampler, accept):
+    world = SyntheticWorld(split_sizes={"test": 3, "dev": 1, "train": 1})
+    rng = random.Random(0)
+    problems = world.split("test")[:8]
+    responses = [world.teacher_response(p, rng) for p in problems]
+    refiner = StepRefiner(accept=accept, k=8, epsilon=0.05, reduction="mean", max_step_tokens=12)
+    refined = refiner.refine(copy_sampler, [p.prompt for p in problems], responses, world.step_delimiter)
+    for problem, before, after in zip(problems, responses, refined, strict=True):
+        assert len(after.token_ids) <= len(before.split())
+        assert after.step_tokens_after <= after.step_tokens_before
+        assert world.grade(problem, after.text) == world.grade(problem, before)
+        assert world.extract_answer(after.text) == world.extract_answer(before)
+        if accept == "none":
+            assert after.text == before and after.steps_accepted == 0
+        if accept == "kl":
+            assert all(kl < 0.05 for kl in after.accepted_kl)

@@ -1,0 +1,53 @@
+import pytest
+
+from tsq.cache import ArtifactStore
+from tsq.data.synthetic import SyntheticWorld
+from tsq.sampling.base import SamplingParams
+from tsq.sampling.hf import HFSampler
+from tsq.sampling.stage import sample_graded
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter:
+    """A real HFSampler that is 'killed' after `calls` generate calls (the run dies mid-stage)."""
+
+    def __init__(self, sampler: HFSampler, calls: int) -> None:
+        self.sampler, self.calls = sampler, calls
+
+    def generate(self, prompts, params, stop_token_ids=None):
+        if self.calls == 0:
+            raise Killed
+        self.calls -= 1
+        return self.sampler.generate(prompts, params, stop_token_ids)
+
+    def count_tokens(self, texts):
+        return self.sampler.count_tokens(texts)
+
+
+def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_path):
+    world = SyntheticWorld(split_sizes={"test": 2, "dev": 1, "train": 3})
+    problems = world.split("train")  # 15 problems -> 4 shards of 4
+    params = SamplingParams(n=3, max_new_tokens=8, temperature=3.0, seed=5)
+    sampler = HFSampler(micro_model_dir, batch_size=7, progress=False)
+
+    whole_store = ArtifactStore(tmp_path / "whole")
+    whole, _ = sample_graded(world, problems, params, lambda: sampler, whole_store, "samples", "k", shard_size=4)
+
+    store = ArtifactStore(tmp_path / "resumed")
+    with pytest.raises(Killed):
+        sample_graded(world, problems, params, lambda: DiesAfter(sampler, 2), store, "samples", "k", shard_size=4)
+    assert not store.exists("samples", "k")
+    assert len(list(store.scratch("samples", "k").glob("shard-*.jsonl"))) == 2  # finished shards survive
+
+    resumed_calls = DiesAfter(sampler, 2)  # exactly the two missing shards may be sampled
+    resumed, _ = sample_graded(world, problems, params, lambda: resumed_calls, store, "samples", "k", shard_size=4)
+    assert resumed_calls.calls == 0
+    assert resumed.equals(whole)
+    assert len(whole) == 15 * 3 and whole["text"].nunique() > 1
+    assert (store.path("samples", "k") / "samples.jsonl").read_bytes() == (
+        whole_store.path("samples", "k") / "samples.jsonl"
+    ).read_bytes()
+    assert not (tmp_path / "resumed" / "samples" / "k.partial").exists()

@@ -1,0 +1,82 @@
+import pytest
+
+from tsq.selection import (
+    Pair,
+    QDyn,
+    QDynExtraNeg,
+    QFix,
+    Selection,
+    Shortest,
+    build_pairs,
+    qdyn_k,
+    shortest_correct,
+)
+
+
+def group(n: int, c: int) -> tuple[list[int], list[bool]]:
+    """n samples, the first c correct; correct lengths 100, 101, ...; incorrect lengths 1000, 1001, ..."""
+    lengths = [100 + i if i < c else 1000 + i for i in range(n)]
+    return lengths, [i < c for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "c, k", [(1, 1), (4, 1), (8, 2), (16, 3), (24, 3), (32, 4), (40, 3), (48, 3), (56, 2), (60, 1), (63, 1), (64, 0)]
+)
+def test_qdyn_k_matches_the_paper_table_for_n64(c, k):
+    assert qdyn_k(c, 64, 0.2) == k
+    lengths, correct = group(64, c)
+    assert QDyn(alpha=0.2).select(lengths, correct).positives == list(range(k))
+
+
+def test_no_positive_without_a_correct_response():
+    lengths, correct = group(64, 0)
+    for selector in (Shortest(), QFix(), QDyn()):
+        assert selector.select(lengths, correct).positives == []
+
+
+def test_positives_are_the_k_shortest_correct():
+    lengths = [50, 10, 30, 20, 40, 5]
+    correct = [True, True, True, True, False, False]
+    assert shortest_correct(lengths, correct, 2) == [1, 3]
+    assert Shortest().select(lengths, correct).positives == [1]
+    assert QFix(q=0.5).select(lengths, correct).positives == [1, 3]  # ceil(0.5 * 4) = 2
+    assert QFix(q=0.1).select(lengths, correct).positives == [1]  # ceil(0.4) = 1
+
+
+def test_pairs_only_with_longer_incorrect_responses():
+    lengths = [10, 20, 5, 30, 15]
+    correct = [True, True, False, False, False]
+    pairs = build_pairs(lengths, correct, Selection([0, 1]))
+    # positive 0 (10 tokens): incorrect 3 (30) and 4 (15) are longer, 2 (5) is not
+    # positive 1 (20 tokens): only 3 (30)
+    assert pairs == [Pair(0, 3), Pair(0, 4), Pair(1, 3)]
+
+
+def test_kimi_rule_adds_long_correct_responses_as_negatives():
+    lengths = [10, 14, 15, 40, 12]
+    correct = [True, True, True, True, False]
+    sel = QDynExtraNeg(alpha=1.0, ratio=1.5).select(lengths, correct)
+    assert sel.positives == [0]  # k = ceil(1.0 * (1 - 4/5) * 4) = 1
+    assert sel.extra_negatives == {0: [2, 3]}  # 15 >= 1.5*10 and 40; 14 is not
+    assert build_pairs(lengths, correct, sel) == [Pair(0, 4), Pair(0, 2), Pair(0, 3)]
+
+
+def test_cap_per_problem_and_per_positive_is_seeded():
+    n = 40
+    lengths = [1, 2] + [100 + i for i in range(n - 2)]
+    correct = [True, True] + [False] * (n - 2)
+    sel = Selection([0, 1])
+    per_problem = build_pairs(lengths, correct, sel, max_pairs=10, seed=3)
+    assert len(per_problem) == 10 and len(set(per_problem)) == 10
+    assert per_problem == build_pairs(lengths, correct, sel, max_pairs=10, seed=3)
+    assert per_problem != build_pairs(lengths, correct, sel, max_pairs=10, seed=4)
+    per_positive = build_pairs(lengths, correct, sel, max_pairs=10, per="positive", seed=3)
+    assert [sum(p.chosen == c for p in per_positive) for c in (0, 1)] == [10, 10]
+    assert len(build_pairs(lengths, correct, sel, max_pairs=1000)) == 2 * (n - 2)
+
+
+def test_bad_selector_settings():
+    with pytest.raises(ValueError, match="selector.q"):
+        QFix(q=0)
+    with pytest.raises(ValueError, match="max_pairs"):
+        build_pairs([1], [True], Selection([0]), max_pairs=0)

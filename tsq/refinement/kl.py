@@ -1,0 +1,264 @@
+"""`refiner=`: intra-step refinement of chosen traces (TokenSqueeze §3.2, papers.md §1.4).
+
+For every reasoning step s_i of a trace, K candidates are sampled from the model itself, conditioned
+on the original prefix (prompt, s_<i) and stopped at the step delimiter. A candidate's cost is the
+KL between the model's next-token distributions over the *original* continuation t (the next <= L
+tokens after s_i), teacher-forced once after s_i and once after the candidate:
+
+    KL = reduce_j  KL( P(. | p, s_<=i, t_<j) || P(. | p, s_<i, s', t_<j) ),   reduce = sum or mean.
+
+`kl` keeps the shortest candidate under epsilon, else the original step (whose KL is 0); `rewrite`
+keeps the shortest candidate with no check (the unconstrained baseline); `none` keeps the trace.
+Only candidates strictly shorter than the original step can win, so only those are scored. Every
+step is refined against the original prefix (the paper's notation), so steps are independent work.
+
+Scoring cost: one forward pass over each whole original trace gives the original distributions of
+every step *and* the KV cache of every step's prefix (by cropping); each step then runs its candidates
+as one batch on top of that cache. `score_loop` is the straightforward per-candidate version, kept
+for the benchmark and as a reference in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from tsq.sampling.base import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def token_kl(logp_ref: torch.Tensor, logp_other: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """KL(ref || other) per position over the vocabulary (last dim), reduced over positions (dim -2).
+
+    Inputs are log-probabilities of shape [..., T, V]; the result has shape [...].
+    """
+    per_position = (logp_ref.exp() * (logp_ref - logp_other)).sum(-1)
+    if reduction == "sum":
+        return per_position.sum(-1)
+    if reduction == "mean":
+        return per_position.mean(-1)
+    raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
+def step_spans(response_ids: list[int], step_end_ids: set[int], open_id: int | None, close_id: int | None):
+    """Token spans [start, end) of the reasoning steps: after the think-open token, before the close
+    token, each ending with (and including) a step-end token. An unterminated tail is not a step."""
+    start = response_ids.index(open_id) + 1 if open_id is not None and open_id in response_ids else 0
+    end = (
+        response_ids.index(close_id) if close_id is not None and close_id in response_ids[start:] else len(response_ids)
+    )
+    spans, a = [], start
+    for pos in range(start, end):
+        if response_ids[pos] in step_end_ids:
+            spans.append((a, pos + 1))
+            a = pos + 1
+    return spans
+
+
+@dataclass
+class RefinedTrace:
+    """A trace after refinement, with what happened to its steps."""
+
+    token_ids: list[int]
+    text: str
+    steps_before: int
+    steps_after: int
+    step_tokens_before: int
+    step_tokens_after: int
+    steps_scored: int
+    steps_accepted: int
+    accepted_kl: list[float] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.steps_accepted / self.steps_before if self.steps_before else 0.0
+
+
+@dataclass
+class StepRefiner:
+    """`refiner=kl` (accept="kl"), `refiner=rewrite` (accept="shortest") or `refiner=none` (accept="none")."""
+
+    accept: str = "kl"
+    k: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    epsilon: float = 0.005
+    window: int = 512
+    reduction: str = "sum"
+    max_step_tokens: int = 48
+    seed: int = 0
+    name: str = "kl"
+
+    def __post_init__(self) -> None:
+        if self.accept not in ("kl", "shortest", "none"):
+            raise ValueError(f"refiner.accept must be kl, shortest or none, got {self.accept!r}")
+        if self.reduction not in ("sum", "mean"):
+            raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {self.reduction!r}")
+        for key in ("k", "window", "max_step_tokens"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
+        if self.epsilon < 0:
+            raise ValueError(f"refiner.epsilon must be >= 0, got {self.epsilon}")
+        self.params = SamplingParams(
+            n=self.k,
+            max_new_tokens=self.max_step_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
+
+    # ------------------------------------------------------------------ public
+    def refine(self, sampler, prompts: list[str], responses: list[str], step_delimiter: str) -> list[RefinedTrace]:
+        """Refine each (prompt, response); `sampler` is an HFSampler (its model also scores KL)."""
+        tok = sampler.tokenizer
+        prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+        response_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+        ends = step_end_token_ids(tok, step_delimiter)
+        open_id, close_id = (_single_token_id(tok, t) for t in ("<think>", "</think>"))
+        spans = [step_spans(r, ends, open_id, close_id) for r in response_ids]
+        chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
+        scored = [0] * len(responses)
+        if self.accept != "none":
+            candidates = self.sample_candidates(sampler, prompt_ids, response_ids, spans, ends)
+            for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+                work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
+                scored[t] = len(work)
+                if not work:
+                    continue
+                if self.accept == "shortest":
+                    chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
+                    continue
+                kls = self.score(sampler.model, p, r, work)
+                for (a, b, cands), kl in zip(work, kls, strict=True):
+                    ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
+                    if ok:
+                        best = min(ok)[1]
+                        chosen[t].append((a, b, cands[best], float(kl[best])))
+        return [self._assemble(tok, r, spans[t], chosen[t], scored[t], ends) for t, r in enumerate(response_ids)]
+
+    # ------------------------------------------------------------------ stages
+    def sample_candidates(self, sampler, prompt_ids, response_ids, spans, ends) -> list[list[list[list[int]]]]:
+        """For each trace and step: distinct sampled steps strictly shorter than the original."""
+        prefixes = [p + r[:a] for p, r, sp in zip(prompt_ids, response_ids, spans, strict=True) for a, _ in sp]
+        completions = sampler.generate_ids(prefixes, self.params, stop_token_ids=sorted(ends))
+        flat = iter(completions)
+        out = []
+        for sp in spans:
+            per_step = []
+            for a, b in sp:
+                seen, keep = set(), []
+                for c in next(flat):
+                    ids = tuple(c.token_ids)
+                    if c.finish_reason == "stop" and len(ids) < b - a and ids not in seen:
+                        seen.add(ids)
+                        keep.append(list(ids))
+                per_step.append(keep)
+            out.append(per_step)
+        return out
+
+    @torch.inference_mode()
+    def score(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
+        """KL of every candidate of every step of one trace: one pass over the trace, then one batch
+        per step on top of the step prefix's cropped KV cache."""
+        device = next(model.parameters()).device
+        full = torch.tensor([prompt_ids + response_ids], device=device)
+        out = model(input_ids=full, use_cache=True)
+        logp_full = out.logits[0].float().log_softmax(-1)
+        base = len(prompt_ids)
+        results = []
+        for a, b, cands in work:
+            cont = response_ids[b : b + self.window]
+            if not cont:  # nothing follows the step: the constraint cannot be checked, keep it
+                results.append([float("inf")] * len(cands))
+                continue
+            ref = logp_full[base + b - 1 : base + b - 1 + len(cont)]
+            prefix_len = base + a
+            cache = prefix_cache(out.past_key_values, prefix_len, len(cands))
+            rows = [c + cont for c in cands]
+            width = max(map(len, rows))
+            ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+            mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long, device=device)
+            mask[:, :prefix_len] = 1
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, prefix_len : prefix_len + len(row)] = 1
+            positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1)
+            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions).logits
+            index = torch.stack([torch.arange(len(c) - 1, len(c) - 1 + len(cont)) for c in cands]).to(device)
+            cand_logp = logits.float().gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).log_softmax(-1)
+            results.append(token_kl(ref.expand_as(cand_logp), cand_logp, self.reduction).tolist())
+        return results
+
+    @torch.inference_mode()
+    def score_loop(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
+        """The straightforward reference: two full forward passes per candidate, no sharing."""
+        device = next(model.parameters()).device
+        results = []
+        for a, b, cands in work:
+            cont = response_ids[b : b + self.window]
+            if not cont:
+                results.append([float("inf")] * len(cands))
+                continue
+            kls = []
+            for cand in cands:
+                orig = torch.tensor([prompt_ids + response_ids[:b] + cont], device=device)
+                alt = torch.tensor([prompt_ids + response_ids[:a] + cand + cont], device=device)
+                lp_orig = model(input_ids=orig).logits[0, -len(cont) - 1 : -1].float().log_softmax(-1)
+                lp_alt = model(input_ids=alt).logits[0, -len(cont) - 1 : -1].float().log_softmax(-1)
+                kls.append(float(token_kl(lp_orig, lp_alt, self.reduction)))
+            results.append(kls)
+        return results
+
+    def _assemble(self, tok, response: list[int], spans, chosen, scored: int, ends: set[int]) -> RefinedTrace:
+        replace = {(a, b): (c, kl) for a, b, c, kl in chosen}
+        ids, pos, after_tokens, after_steps = [], 0, 0, 0
+        for a, b in spans:
+            new, _ = replace.get((a, b), (response[a:b], None))
+            ids += response[pos:a] + new
+            after_tokens += len(new)
+            after_steps += any(t not in ends for t in new)  # a bare delimiter is a dropped step
+            pos = b
+        ids += response[pos:]
+        return RefinedTrace(
+            token_ids=ids,
+            text=tok.decode(ids, skip_special_tokens=False),
+            steps_before=len(spans),
+            steps_after=after_steps,
+            step_tokens_before=sum(b - a for a, b in spans),
+            step_tokens_after=after_tokens,
+            steps_scored=scored,
+            steps_accepted=len(chosen),
+            accepted_kl=[kl for *_, kl in chosen],
+        )
+
+
+def prefix_cache(cache, length: int, repeats: int) -> DynamicCache:
+    """A new cache holding the first `length` positions of `cache`, repeated `repeats` times in batch."""
+    pairs = [(layer.keys, layer.values) for layer in cache.layers]
+    return DynamicCache(
+        [
+            (k[..., :length, :].repeat_interleave(repeats, 0), v[..., :length, :].repeat_interleave(repeats, 0))
+            for k, v in pairs
+        ]
+    )
+
+
+def step_end_token_ids(tokenizer, delimiter: str) -> set[int]:
+    """Ids of every vocabulary token whose text ends with the step delimiter (``;`` here; for BPE
+    models ``\\n\\n`` is often fused into tokens such as ``.\\n\\n``)."""
+    ends = set()
+    for token_id in range(len(tokenizer)):
+        if tokenizer.decode([token_id]).endswith(delimiter):
+            ends.add(token_id)
+    if not ends:
+        raise ValueError(f"no token of the tokenizer ends with the step delimiter {delimiter!r}")
+    return ends
+
+
+def _single_token_id(tokenizer, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None

@@ -1,0 +1,149 @@
+"""`selector=`: which correct responses of a problem become positives, and preference pairs.
+
+Pure functions of one problem's sampled group (token lengths and correctness); papers.md §1.3.
+Positives are always the k shortest correct responses (ties broken by sample order); selectors
+differ only in k, plus the Kimi-k1.5 rule that adds long correct responses as extra negatives.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def pass_rate(correct: Sequence[bool]) -> float:
+    return sum(map(bool, correct)) / len(correct) if len(correct) else 0.0
+
+
+def qdyn_k(c: int, n: int, alpha: float) -> int:
+    """k = ceil(q * c) with q = alpha * (1 - c/n); 0 when c is 0 or n (no pairs are possible)."""
+    if not 0 <= c <= n or n <= 0:
+        raise ValueError(f"need 0 <= c <= n and n > 0, got c={c}, n={n}")
+    if c in (0, n):
+        return 0
+    # round() guards the ceiling against float noise such as 0.2 * 0.5 * 32 = 3.2000000000000006
+    return math.ceil(round(alpha * (1 - c / n) * c, 9))
+
+
+def shortest_correct(lengths: Sequence[int], correct: Sequence[bool], k: int) -> list[int]:
+    """Indices of the k shortest correct responses, shortest first (stable in sample order)."""
+    order = sorted((i for i, ok in enumerate(correct) if ok), key=lambda i: (lengths[i], i))
+    return order[:k]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Positives, and for each positive any extra (correct but long) negatives."""
+
+    positives: list[int]
+    extra_negatives: dict[int, list[int]] = field(default_factory=dict)
+
+
+class Selector:
+    """Base: subclasses give k for a group; `select` returns the k shortest correct as positives."""
+
+    name = "selector"
+
+    def k(self, c: int, n: int) -> int:
+        raise NotImplementedError
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        if len(lengths) != len(correct):
+            raise ValueError(f"{len(lengths)} lengths but {len(correct)} correctness flags")
+        c, n = sum(map(bool, correct)), len(correct)
+        return Selection(shortest_correct(lengths, correct, self.k(c, n) if n else 0))
+
+
+@dataclass
+class Shortest(Selector):
+    """Only the shortest correct response."""
+
+    name: str = "shortest"
+
+    def k(self, c: int, n: int) -> int:
+        return 1 if c > 0 else 0
+
+
+@dataclass
+class QFix(Selector):
+    """k = ceil(q * c) for a fixed quantile q. The paper does not give q; the default 0.1 is Q-DYN's
+    q = 0.2 (1 - p) averaged over pass rates p uniform on [0, 1]."""
+
+    q: float = 0.1
+    name: str = "qfix"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.q <= 1:
+            raise ValueError(f"selector.q must lie in (0, 1], got {self.q}")
+
+    def k(self, c: int, n: int) -> int:
+        return math.ceil(round(self.q * c, 9)) if c > 0 else 0
+
+
+@dataclass
+class QDyn(Selector):
+    """TokenSqueeze's adaptive depth: q = alpha (1 - p), k = ceil(q c), alpha = 0.2."""
+
+    alpha: float = 0.2
+    name: str = "qdyn"
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"selector.alpha must be >= 0, got {self.alpha}")
+
+    def k(self, c: int, n: int) -> int:
+        return qdyn_k(c, n, self.alpha)
+
+
+@dataclass
+class QDynExtraNeg(QDyn):
+    """Q-DYN plus, as in Kimi-k1.5's DPO, every correct response at least `ratio` times as long as the
+    positive as an extra negative (TokenSqueeze Table 2, "w/ extra pos")."""
+
+    ratio: float = 1.5
+    name: str = "qdyn_extra_neg"
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        base = super().select(lengths, correct)
+        extra = {
+            p: [i for i, ok in enumerate(correct) if ok and i != p and lengths[i] >= self.ratio * lengths[p]]
+            for p in base.positives
+        }
+        return Selection(base.positives, extra)
+
+
+@dataclass(frozen=True)
+class Pair:
+    chosen: int
+    rejected: int
+
+
+def build_pairs(
+    lengths: Sequence[int],
+    correct: Sequence[bool],
+    selection: Selection,
+    max_pairs: int = 64,
+    per: str = "problem",
+    seed: int = 0,
+) -> list[Pair]:
+    """Each positive against every incorrect response longer than it (and its extra negatives).
+
+    At most `max_pairs` pairs per problem (`per="problem"`, the paper) or per positive
+    (`per="positive"`), drawn by a seeded shuffle when there are more.
+    """
+    if max_pairs <= 0:
+        raise ValueError(f"max_pairs must be > 0, got {max_pairs}")
+    if per not in ("problem", "positive"):
+        raise ValueError(f"pairs.per must be 'problem' or 'positive', got {per!r}")
+    rng = random.Random(seed)
+    groups = []
+    for p in selection.positives:
+        rejected = [i for i, ok in enumerate(correct) if not ok and lengths[i] > lengths[p]]
+        rejected += [i for i in selection.extra_negatives.get(p, []) if i not in rejected]
+        groups.append([Pair(p, r) for r in rejected])
+    if per == "positive":
+        return [pair for g in groups for pair in (rng.sample(g, max_pairs) if len(g) > max_pairs else g)]
+    pairs = [pair for g in groups for pair in g]
+    return sorted(rng.sample(pairs, max_pairs), key=pairs.index) if len(pairs) > max_pairs else pairs
