@@ -49,12 +49,16 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
     overall = next(r for r in rows if r["level"] == "all")
     assert overall["n_problems"] == 20 and overall["n_samples"] == 40
     assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
+    construction = payload["construction"]
+    assert construction["problems"] == 20 and construction["samples"] == 20 * 4
+    assert Path(construction["pairs_path"]).is_file()
     assert "cache miss" in first.stderr + first.stdout
 
     second = run_py(tmp_path, "debug=smoke", run_dir="b")
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stderr + second.stdout
-    assert "stage base_model: cache hit" in log and "stage eval: cache hit" in log
+    for stage in ("base_model", "eval", "samples", "refined", "pairs"):
+        assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
 
 
@@ -73,3 +77,26 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert not (tmp_path / "cache" / "base_model").exists()  # nothing expensive ran
+
+
+@pytest.mark.slow
+def test_refinement_benchmark_runs_at_smoke_size(tmp_path):
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_refine.py"),
+            "debug=smoke",
+            "+bench.traces=4",
+            f"hydra.run.dir={tmp_path / 'bench'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "speed-up" in result.stdout
+    table = (tmp_path / "bench" / "bench_refine.csv").read_text().splitlines()
+    assert table[0].startswith("scorer,steps,candidates,seconds,steps_per_s") and len(table) == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -49,6 +50,17 @@ def stage_key(stage: str, version: int, config: Any, inputs: Mapping[str, str] |
     payload = {"stage": stage, "version": version, "config": _canonical(config), "inputs": dict(inputs or {})}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def json_ready(obj: Any) -> Any:
+    """NaN and infinities become None (JSON has no NaN), recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsq.cache import ArtifactStore, stage_key
+from tsq.cache import ArtifactStore, json_ready, stage_key
 from tsq.refinement.kl import StepRefiner
 from tsq.selection import Selector, build_pairs, pass_rate
 
@@ -205,29 +205,35 @@ def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[
     steps_before = sum(r["steps_before"] for r in ref)
     steps_after = sum(r["steps_after"] for r in ref)
     kls = [kl for r in ref for kl in r["accepted_kl"] if kl == kl]  # NaN (rewrite) is no KL
-    return {
-        "problems": len(selected),
-        "samples": len(frame),
-        "sample_acc": float(frame["correct"].mean()),
-        "pass_rate_histogram": {str(k): int(v) for k, v in hist.items()},
-        "dropped_all_wrong": int((rates == 0).sum()),
-        "dropped_all_right": int((rates == 1).sum()),
-        "dropped_no_longer_negative": int(sum(1 for pid in selected if pid not in paired and 0 < rates[pid] < 1)),
-        "problems_with_pairs": len(paired),
-        "positives": sum(len(s.positives) for _, s in selected.values()),
-        "positives_in_pairs": len(used),
-        "pairs": len(rows),
-        "pairs_with_correct_rejected": sum(r["rejected_correct"] for r in rows),
-        "chosen_len_mean": float(np.mean([r["chosen_len"] for r in rows])) if rows else float("nan"),
-        "chosen_original_len_mean": float(np.mean([r["chosen_original_len"] for r in rows])) if rows else float("nan"),
-        "rejected_len_mean": float(np.mean([r["rejected_len"] for r in rows])) if rows else float("nan"),
-        "refine_steps_before": steps_before,
-        "refine_steps_scored": sum(r["steps_scored"] for r in ref),
-        "refine_steps_accepted": sum(r["steps_accepted"] for r in ref),
-        "refine_acceptance": (sum(r["steps_accepted"] for r in ref) / steps_before) if steps_before else 0.0,
-        "refine_accepted_kl_mean": float(np.mean(kls)) if kls else float("nan"),
-        "steps_before": steps_before / len(ref) if ref else float("nan"),
-        "steps_after": steps_after / len(ref) if ref else float("nan"),
-        "step_len_before": sum(r["step_tokens_before"] for r in ref) / steps_before if steps_before else float("nan"),
-        "step_len_after": sum(r["step_tokens_after"] for r in ref) / steps_after if steps_after else float("nan"),
-    }
+    return json_ready(
+        {
+            "problems": len(selected),
+            "samples": len(frame),
+            "sample_acc": float(frame["correct"].mean()),
+            "pass_rate_histogram": {str(k): int(v) for k, v in hist.items()},
+            "dropped_all_wrong": int((rates == 0).sum()),
+            "dropped_all_right": int((rates == 1).sum()),
+            "dropped_no_longer_negative": int(sum(1 for pid in selected if pid not in paired and 0 < rates[pid] < 1)),
+            "problems_with_pairs": len(paired),
+            "positives": sum(len(s.positives) for _, s in selected.values()),
+            "positives_in_pairs": len(used),
+            "pairs": len(rows),
+            "pairs_with_correct_rejected": sum(r["rejected_correct"] for r in rows),
+            "chosen_len_mean": float(np.mean([r["chosen_len"] for r in rows])) if rows else float("nan"),
+            "chosen_original_len_mean": float(np.mean([r["chosen_original_len"] for r in rows]))
+            if rows
+            else float("nan"),
+            "rejected_len_mean": float(np.mean([r["rejected_len"] for r in rows])) if rows else float("nan"),
+            "refine_steps_before": steps_before,
+            "refine_steps_scored": sum(r["steps_scored"] for r in ref),
+            "refine_steps_accepted": sum(r["steps_accepted"] for r in ref),
+            "refine_acceptance": (sum(r["steps_accepted"] for r in ref) / steps_before) if steps_before else 0.0,
+            "refine_accepted_kl_mean": float(np.mean(kls)) if kls else float("nan"),
+            "steps_before": steps_before / len(ref) if ref else float("nan"),
+            "steps_after": steps_after / len(ref) if ref else float("nan"),
+            "step_len_before": sum(r["step_tokens_before"] for r in ref) / steps_before
+            if steps_before
+            else float("nan"),
+            "step_len_after": sum(r["step_tokens_after"] for r in ref) / steps_after if steps_after else float("nan"),
+        }
+    )

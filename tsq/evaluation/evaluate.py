@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text, stage_key
+from tsq.cache import ArtifactStore, atomic_write_text, json_ready, stage_key
 from tsq.evaluation import metrics as M
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
@@ -156,15 +155,7 @@ class Evaluator:
 
 def write_metrics(out_dir: Path, rows: list[dict], curves: list[dict], extra: dict | None = None) -> Path:
     """`metrics.json` in the run's output dir: rows, budget curves and anything stage-specific."""
-
-    def clean(x):
-        return None if isinstance(x, float) and math.isnan(x) else x
-
-    payload = {
-        "rows": [{k: clean(v) for k, v in r.items()} for r in rows],
-        "curves": curves,
-        **(extra or {}),
-    }
+    payload = json_ready({"rows": rows, "curves": curves, **(extra or {})})
     return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(payload, indent=2) + "\n")
 
 

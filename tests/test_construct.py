@@ -1,0 +1,113 @@
+import json
+import random
+
+import pytest
+
+from tsq.cache import ArtifactStore
+from tsq.construct import PAIR_FIELDS, PairSettings, construct
+from tsq.data.synthetic import SyntheticWorld, TeacherStyle
+from tsq.models.base import ModelHandle
+from tsq.refinement.kl import StepRefiner
+from tsq.sampling.hf import HFSampler
+from tsq.sampling.stage import SAMPLES_FILE, SamplingStage
+from tsq.selection import QDyn
+from tsq.steps import split_steps
+
+SLIPPY = TeacherStyle(p_shortcut=0.0, p_slip=0.5)
+
+
+def write_samples(world, store, handle, sampling) -> None:
+    """A samples artifact made of teacher traces (half of them slipped: long and wrong), so that every
+    problem has correct and incorrect responses of many lengths."""
+    rng = random.Random(0)
+    rows = []
+    for p in sampling.problems(world):
+        for j in range(sampling.n):
+            text = world.teacher_response(p, rng, SLIPPY)
+            steps = split_steps(text, world.step_delimiter)
+            rows.append(
+                {
+                    "problem_id": p.id,
+                    "benchmark": p.benchmark,
+                    "level": str(p.level),
+                    "sample": j,
+                    "text": text,
+                    "n_tokens": len(text.split()),
+                    "finish_reason": "eos",
+                    "correct": world.grade(p, text),
+                    "n_steps": len(steps),
+                    "step_tokens": sum(len(s.split()) for s in steps),
+                }
+            )
+    key = sampling.key(handle.key, world, {})
+    with store.build(SamplingStage.STAGE, key) as tmp:
+        (tmp / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp / "diagnostics.json").write_text("{}")
+
+
+@pytest.fixture()
+def setup(tmp_path, copy_model_dir):
+    world = SyntheticWorld(operands=[3, 4], split_sizes={"test": 2, "dev": 1, "train": 6})
+    store = ArtifactStore(tmp_path)
+    handle = ModelHandle(name="copy", path=copy_model_dir, key="copy-model")
+    sampling = SamplingStage(n=8)
+    write_samples(world, store, handle, sampling)
+    return world, store, handle, sampling
+
+
+def run(setup, refiner, max_pairs=64):
+    world, store, handle, sampling = setup
+    sampler = HFSampler(handle.path, batch_size=64, progress=False)
+    return construct(
+        world,
+        handle,
+        lambda model_path: sampler,
+        store,
+        {},
+        sampling,
+        QDyn(alpha=0.2),
+        refiner,
+        PairSettings(max_pairs=max_pairs),
+        {"alpha": 0.2},
+        {"accept": refiner.accept},
+    )
+
+
+def test_pairs_follow_the_rules_and_trl_format(setup):
+    world = setup[0]
+    result = run(setup, StepRefiner(accept="none"))
+    rows = [json.loads(line) for line in result.pairs_path.read_text().splitlines()]
+    assert rows and result.stats["pairs"] == len(rows)
+    problems = {p.id: p for p in world.split("train")}
+    for r in rows:
+        assert set(PAIR_FIELDS) <= set(r)
+        assert r["prompt"] == problems[r["problem_id"]].prompt
+        assert world.grade(problems[r["problem_id"]], r["chosen"])
+        assert not world.grade(problems[r["problem_id"]], r["rejected"])
+        assert r["rejected_len"] > r["chosen_original_len"] == r["chosen_len"]  # refiner none
+    hist = result.stats["pass_rate_histogram"]
+    assert sum(hist.values()) == result.stats["problems"] == 12
+
+
+def test_kl_refinement_shortens_chosen_only_and_keeps_answers(setup):
+    world = setup[0]
+    problems = {p.id: p for p in world.split("train")}
+    result = run(setup, StepRefiner(accept="kl", k=8, epsilon=0.05, max_step_tokens=12))
+    rows = [json.loads(line) for line in result.pairs_path.read_text().splitlines()]
+    assert rows
+    for r in rows:
+        assert r["chosen_len"] <= r["chosen_original_len"]
+        assert world.grade(problems[r["problem_id"]], r["chosen"])
+    s = result.stats
+    assert 0 <= s["refine_acceptance"] <= 1 and s["step_len_after"] <= s["step_len_before"]
+
+
+def test_a_second_construction_is_a_cache_hit(setup, caplog):
+    refiner = StepRefiner(accept="kl", k=4, max_step_tokens=12)
+    first = run(setup, refiner)
+    caplog.set_level("INFO")
+    second = run(setup, refiner)
+    assert second.pairs_path == first.pairs_path and second.stats == first.stats
+    assert "stage pairs: cache hit" in caplog.text and "stage samples: cache hit" in caplog.text
+    capped = run(setup, refiner, max_pairs=1)  # only the pair stage reruns
+    assert capped.stats["pairs"] == capped.stats["problems_with_pairs"] and "stage refined: cache hit" in caplog.text
