@@ -44,20 +44,22 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
     payload = json.loads((tmp_path / "a" / "metrics.json").read_text())
     rows = payload["rows"]
     assert METRIC_KEYS <= set(rows[0])
-    levels = {r["level"] for r in rows}
-    assert levels == {"1", "2", "3", "4", "5", "all"}
-    overall = next(r for r in rows if r["level"] == "all")
-    assert overall["n_problems"] == 20 and overall["n_samples"] == 40
+    assert {r["level"] for r in rows} == {"1", "2", "all"}  # smoke world: two levels
+    base = next(r for r in rows if r["level"] == "all" and r["stage"] == "base")
+    assert base["n_problems"] == 8 and base["n_samples"] == 16
+    trained = next(r for r in rows if r["level"] == "all" and r["stage"] == "trained")
+    assert trained["n_samples"] == 16 and "len_a_rel" in trained and "acc_delta" in trained
+    assert trained["len_a_rel"] == pytest.approx((trained["len_a"] - base["len_a"]) / base["len_a"])
     assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
     construction = payload["construction"]
-    assert construction["problems"] == 20 and construction["samples"] == 20 * 4
+    assert construction["problems"] == 24 and construction["samples"] == 24 * 6 and construction["pairs"] > 0
     assert Path(construction["pairs_path"]).is_file()
     assert "cache miss" in first.stderr + first.stdout
 
     second = run_py(tmp_path, "debug=smoke", run_dir="b")
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stderr + second.stdout
-    for stage in ("base_model", "eval", "samples", "refined", "pairs"):
+    for stage in ("base_model", "eval", "samples", "refined", "pairs", "policy"):
         assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
 

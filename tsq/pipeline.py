@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from tsq.cache import ArtifactStore
 from tsq.construct import construct
 from tsq.evaluation.evaluate import Evaluator, format_table, write_metrics
+from tsq.evaluation.metrics import relative_change
+from tsq.training.preference import train_policy
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-STAGES = ("base_eval", "construct")
+STAGES = ("base_eval", "construct", "train")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -57,13 +59,17 @@ def run(cfg: DictConfig) -> dict:
     selector = instantiate(cfg.selector, _convert_="all")
     refiner = instantiate(cfg.refiner, _convert_="all")
     pair_settings = instantiate(cfg.pairs, _convert_="all")
+    loss = instantiate(cfg.loss, _convert_="all")
+    train_settings = instantiate(cfg.train, _convert_="all")
+    if "train" in cfg.stages and "construct" not in cfg.stages:
+        raise ValueError("stages: train needs construct before it (its pairs)")
     evaluator.problems(world)  # fail on an empty or unknown split before any training
     if "construct" in cfg.stages:
         sampling.problems(world)
 
     handle = model_source.materialize(world, store)
     rows, curves, extra = [], [], {"diagnostics": {}}
-    if "base_eval" in cfg.stages:
+    if "base_eval" in cfg.stages or "train" in cfg.stages:
         frame, diagnostics = evaluator.samples(handle, world, make_sampler, store, sampler_fingerprint(cfg))
         base_rows, base_curves = evaluator.summarize(frame, stage="base", model=handle.name)
         rows += base_rows
@@ -93,9 +99,53 @@ def run(cfg: DictConfig) -> dict:
         extra["construction"] = {**result.stats, "pairs_path": str(result.pairs_path)}
         print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {result.pairs_path}")
         print(format_construction(result.stats))
+    if "train" in cfg.stages:
+        if not result.stats["pairs"]:
+            raise RuntimeError(f"construction produced no preference pairs ({result.pairs_path}); nothing to train on")
+        policy = train_policy(
+            handle,
+            result.pairs_path,
+            result.pairs_key,
+            loss,
+            OmegaConf.to_container(cfg.loss, resolve=True),
+            train_settings,
+            OmegaConf.to_container(cfg.trainer, resolve=True),
+            store,
+            logger=instantiate_loggers(cfg),
+        )
+        frame, diagnostics = evaluator.samples(policy, world, make_sampler, store, sampler_fingerprint(cfg))
+        trained_rows, trained_curves = evaluator.summarize(frame, stage="trained", model=policy.name)
+        trained_rows = with_relative_change(trained_rows, [r for r in rows if r["stage"] == "base"])
+        rows += trained_rows
+        curves += trained_curves
+        extra["diagnostics"]["trained"] = diagnostics
+        print(f"\nbase versus trained ({loss.name}) on {world.name}/{evaluator.split}")
+        print(format_table([r for r in rows if r["level"] == "all"]))
     path = write_metrics(output_dir, rows, curves, extra)
     print(f"metrics: {path}")
     return {"rows": rows, "curves": curves, **extra, "metrics_path": str(path)}
+
+
+def instantiate_loggers(cfg: DictConfig) -> list:
+    """Lightning loggers from the `logger=` group (a dict of `_target_` nodes; empty for none)."""
+    if not cfg.get("logger"):
+        return []
+    return [instantiate(node) for node in cfg.logger.values() if node is not None and "_target_" in node]
+
+
+def with_relative_change(rows: list[dict], base_rows: list[dict]) -> list[dict]:
+    """Add (new - base) / base of every length metric against the base row of the same benchmark/level."""
+    base = {(r["benchmark"], r["level"]): r for r in base_rows}
+    out = []
+    for r in rows:
+        b = base.get((r["benchmark"], r["level"]))
+        extra = {}
+        if b is not None:
+            for k in ("len_t", "len_a", "steps", "step_len"):
+                extra[f"{k}_rel"] = relative_change(r[k], b[k])
+            extra["acc_delta"] = r["acc"] - b["acc"]
+        out.append({**r, **extra})
+    return out
 
 
 def format_construction(stats: dict) -> str:
