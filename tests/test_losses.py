@@ -73,3 +73,11 @@ def test_tokensqueeze_is_an_eta_mix():
 def test_bad_loss_settings(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         PreferenceLoss(**kwargs)
+
+
+def test_dpol_length_term_moves_the_loss_the_way_its_sign_says():
+    base = dpo_length(PW, PL, RW, RL, LW, LR, 0.1, 0.0, 1).item()
+    assert dpo_length(PW, PL, RW, RL, LW, LR, 0.1, 1.0, 1).item() < base  # +: longer rejected, smaller loss
+    assert dpo_length(PW, PL, RW, RL, LW, LR, 0.1, 1.0, -1).item() > base  # -: SimPO-style margin, larger loss
+    same_length = dpo_length(PW, PL, RW, RL, LW, LW, 0.1, 1.0, 1).item()
+    assert same_length == pytest.approx(base)  # equal lengths: plain DPO

@@ -126,6 +126,21 @@ class PreferenceModule(L.LightningModule):
         self.total_steps, self.pad_id = total_steps, pad_id
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.compute(batch)
+        if not torch.isfinite(loss):
+            # Stop before the optimizer step and before any checkpoint holds the broken state.
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at step {self.global_step} (loss={self.loss_fn.name}); "
+                "nothing from this step was saved"
+            )
+        n = len(batch["prompt"])
+        # TRL's metric names, so dashboards compare side by side
+        self.log_dict({k: v for k, v in metrics.items() if k != "loss"}, batch_size=n)
+        self.log("loss", metrics["loss"], batch_size=n, prog_bar=True)
+        return loss
+
+    def compute(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch loss and TRL-named metrics."""
         n = len(batch["prompt"])
         with_rejected = self.loss_fn.needs_rejected
         prompts = batch["prompt"] * (2 if with_rejected else 1)
@@ -144,7 +159,7 @@ class PreferenceModule(L.LightningModule):
         len_c, len_r = batch["chosen_len"].to(chosen.device), batch["rejected_len"].to(chosen.device)
         loss = self.loss_fn(chosen, rejected, ref_c, ref_r, len_c, len_r).mean()
         beta = self.loss_fn.beta
-        metrics = {"loss": loss, "logps/chosen": chosen.mean(), "len/chosen": len_c.float().mean()}
+        metrics = {"loss": loss.detach(), "logps/chosen": chosen.mean(), "len/chosen": len_c.float().mean()}
         if with_rejected:
             reward_c, reward_r = beta * (chosen - ref_c).detach(), beta * (rejected - ref_r).detach()
             metrics.update(
@@ -157,9 +172,7 @@ class PreferenceModule(L.LightningModule):
                     "len/rejected": len_r.float().mean(),
                 }
             )
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=n, prog_bar=False)
-        self.log("loss", loss, prog_bar=True, batch_size=n, logger=False)
-        return loss
+        return loss, metrics
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.policy.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)

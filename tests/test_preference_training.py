@@ -1,0 +1,148 @@
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tsq.cache import ArtifactStore
+from tsq.models.base import ModelHandle
+from tsq.training.losses import PreferenceLoss
+from tsq.training.preference import (
+    PreferenceModule,
+    TrainSettings,
+    collate,
+    read_pairs,
+    tokenize_pairs,
+    train_policy,
+)
+
+PAIRS = [
+    {
+        "prompt": "3 +4 = ?",
+        "chosen": "<think> 3 +4 = 7 ; </think> 7",
+        "rejected": "<think> ok so 3 +4 = 8 ; check 3 +4 = 8 ; </think> 8",
+    },
+    {
+        "prompt": "1 -5 = ?",
+        "chosen": "<think> 1 -5 = 6 ; </think> 6",
+        "rejected": "<think> well 1 -5 = 2 ; again 2 ; hmm 2 ; </think> 2",
+    },
+    {
+        "prompt": "9 +9 = ?",
+        "chosen": "<think> 9 +9 = 8 ; </think> 8",
+        "rejected": "<think> now 9 +9 = 7 ; check 9 +9 = 7 ; </think> 7",
+    },
+    {
+        "prompt": "2 +2 = ?",
+        "chosen": "<think> 2 +2 = 4 ; </think> 4",
+        "rejected": "<think> so 2 +2 = 5 ; again 5 ; </think> 5",
+    },
+]
+
+
+def write_pairs(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "1", "chosen": "x"}, "row 2: missing field 'rejected'"),
+        ({"prompt": "1", "chosen": "  ", "rejected": "y"}, "row 2: field 'chosen' is empty"),
+    ],
+)
+def test_bad_pairs_file_names_file_and_row(tmp_path, row, message):
+    path = write_pairs(tmp_path / "pairs.jsonl", [PAIRS[0], row])
+    with pytest.raises(ValueError, match=message) as err:
+        read_pairs(path)
+    assert str(path) in str(err.value)
+
+
+def batch_for(model_dir, rows, ref=0.0):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    data = tokenize_pairs(tok, rows, 128)
+    for d in data:
+        d["ref_chosen"], d["ref_rejected"] = ref, ref
+    return tok, data
+
+
+def module_loss(module, batch) -> float:
+    with torch.no_grad():
+        return float(module.compute(batch)[0])
+
+
+def test_one_training_step_lowers_the_loss(micro_model_dir):
+    tok, data = batch_for(micro_model_dir, PAIRS, ref=-20.0)
+    policy = AutoModelForCausalLM.from_pretrained(micro_model_dir)
+    settings = TrainSettings(epochs=1, batch_size=len(data), lr=1e-3, warmup_steps=1)
+    module = PreferenceModule(policy, PreferenceLoss(), settings, total_steps=1, pad_id=tok.pad_token_id)
+    batch = collate(data)
+    before = module_loss(module, batch)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=len(data), collate_fn=collate))
+    assert module_loss(module, batch) < before
+
+
+def test_non_finite_loss_stops_training_before_a_checkpoint(micro_model_dir, tmp_path):
+    tok, data = batch_for(micro_model_dir, PAIRS, ref=float("inf"))  # margin -inf: loss +inf
+    policy = AutoModelForCausalLM.from_pretrained(micro_model_dir)
+    module = PreferenceModule(policy, PreferenceLoss(kind="dpo", eta=1.0), TrainSettings(), 4, tok.pad_token_id)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1)
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        trainer.fit(module, DataLoader(data, batch_size=2, collate_fn=collate))
+    assert list(tmp_path.glob("*.ckpt")) == []
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class StopAt(Callback):
+    """Kill the run (an exception, as a crash would) when `step` is reached; record the first step."""
+
+    def __init__(self, step: int | None) -> None:
+        self.step, self.first = step, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.first is None:
+            self.first = trainer.global_step
+        if self.step is not None and trainer.global_step == self.step:
+            raise Crash(f"killed at step {self.step}")
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(micro_model_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)  # 16 pairs, batch 2 -> 8 steps an epoch
+    store = ArtifactStore(tmp_path / "cache")
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=3)
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    loss = PreferenceLoss()
+    killer = StopAt(step=7)
+    with pytest.raises(Crash):
+        train_policy(handle, pairs, "p", loss, {"n": "ts"}, settings, trainer_cfg, store, callbacks=[killer])
+    assert not store.exists("policy", next(iter((tmp_path / "cache" / "policy").glob("*.partial"))).stem)
+    resumed = StopAt(step=None)
+    policy = train_policy(handle, pairs, "p", loss, {"n": "ts"}, settings, trainer_cfg, store, callbacks=[resumed])
+    assert resumed.first == 6  # the checkpoint written after step 6, not a fresh start
+    summary = json.loads((policy.path / "train_summary.json").read_text())
+    assert summary["steps"] == 16
+    assert AutoModelForCausalLM.from_pretrained(policy.path) is not None
