@@ -53,7 +53,7 @@ def test_simpo_by_hand():
 
 
 def test_tokensqueeze_is_an_eta_mix():
-    loss = PreferenceLoss(kind="dpol", eta=0.5, beta=0.1, lam=1.0)(PW, PL, RW, RL, LW, LR).item()
+    loss = PreferenceLoss(kind="dpol", eta=0.5, beta=0.1, lam=1.0, length_sign=1)(PW, PL, RW, RL, LW, LR).item()
     assert loss == pytest.approx(0.5 * -logsig(0.7 + math.log(4)) + 0.5 * 2.0)
     sft = PreferenceLoss(kind="none", eta=0.0)
     assert not sft.needs_reference and not sft.needs_rejected

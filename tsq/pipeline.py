@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
             train_settings,
             OmegaConf.to_container(cfg.trainer, resolve=True),
             store,
-            logger=instantiate_loggers(cfg),
+            make_loggers=lambda: instantiate_loggers(cfg),
         )
         frame, diagnostics = evaluator.samples(policy, world, make_sampler, store, sampler_fingerprint(cfg))
         trained_rows, trained_curves = evaluator.summarize(frame, stage="trained", model=policy.name)

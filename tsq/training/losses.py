@@ -8,7 +8,8 @@ loss is its mean (as TRL does). papers.md §1.5 and anchors.md §1.7 give the fo
 * sft:                  chosen NLL per token: per sequence (`sft_norm="mean"`, LLaMA-Factory's
                         `-chosen_logps_avg`), pooled over the batch (`"token"`, TRL), or summed (`"sum"`)
 * dpol (DPO-L):         -log σ(β[(π_w - ref_w) - (π_l - ref_l)] + s·λ·log(ℓ_l/ℓ_w)), s = `length_sign`
-                        (+1 as the only available rendering writes it; the paper's prose suggests -1)
+                        (+1 as the only available, secondary rendering writes it; -1, the default,
+                        is what the paper's prose describes: a stronger signal for larger length gaps)
 * simpo:                -log σ(β(π_w/ℓ_w - π_l/ℓ_l) - γ), reference-free
 * mixtures:             η·preference + (1 - η)·SFT (`dpo_sft`, `tokensqueeze` = DPO-L + SFT, η = 0.5)
 """
@@ -66,7 +67,7 @@ class PreferenceLoss:
     eta: float = 0.5
     beta: float = 0.1
     lam: float = 1.0
-    length_sign: int = 1
+    length_sign: int = -1
     gamma: float = 0.0
     sft_norm: str = "mean"
     name: str = "tokensqueeze"

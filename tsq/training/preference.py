@@ -203,7 +203,7 @@ def train_policy(
     settings: TrainSettings,
     trainer_config: dict,
     store: ArtifactStore,
-    logger=None,
+    make_loggers=None,
     callbacks: list | None = None,
 ) -> ModelHandle:
     """Train the policy from the base model on the pairs; the result is an HF directory artifact.
@@ -238,7 +238,7 @@ def train_policy(
     last = scratch / "last.ckpt"
     trainer = L.Trainer(
         max_epochs=settings.epochs,
-        logger=logger if logger is not None else False,
+        logger=(make_loggers() if make_loggers else None) or False,  # created only when training runs
         callbacks=[checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
