@@ -102,3 +102,24 @@ def test_refinement_benchmark_runs_at_smoke_size(tmp_path):
     assert "speed-up" in result.stdout
     table = (tmp_path / "bench" / "bench_refine.csv").read_text().splitlines()
     assert table[0].startswith("scorer,steps,candidates,seconds,steps_per_s") and len(table) == 3
+
+
+@pytest.mark.slow
+def test_batching_benchmark_runs_at_smoke_size(tmp_path):
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_batching.py"),
+            "debug=smoke",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "b" / "bench_batching.csv").read_text().splitlines()
+    assert table[0].startswith("batching,pairs,completion_tokens,seconds,tokens_per_s") and len(table) == 4

@@ -7,8 +7,8 @@ for a 300-token rejected. Here the 2B sequences of a batch are scored as indepen
   padded only to its own longest row. Works with every attention kernel and keeps attention cost
   per sequence, which is what a CPU or SDPA run needs.
 * `packed`: rows concatenated into single sequences of at most `pack_tokens` tokens, with position ids
-  restarting per row and no attention mask; transformers turns that into per-sequence attention
-  (block-diagonal for SDPA, varlen for FlashAttention-2). No padding at all; best with FlashAttention.
+  restarting per row and a block-diagonal causal mask. No padding, but with SDPA the attention runs
+  over the whole [T x T] pack; it pays off only with kernels that skip masked blocks.
 * `padded`: TRL's layout (all rows padded to the batch's longest), kept for comparison.
 """
 
@@ -28,6 +28,18 @@ def _row_logps(
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
     return [token_logp[i, s - 1 : e - 1].sum() for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+
+
+def block_causal_mask(pack: list[int], seqs: Sequence[Sequence[int]], device) -> torch.Tensor:
+    """[1, 1, T, T] boolean mask: causal inside each packed sequence, nothing across them.
+
+    Position ids alone are not enough: with SDPA, transformers 5.23 attended across the packed
+    sequences (log-probs off by hundreds of nats, caught by benchmarks/bench_batching.py).
+    """
+    segment = torch.tensor([k for k, i in enumerate(pack) for _ in seqs[i]], device=device)
+    size = segment.numel()
+    causal = torch.ones(size, size, dtype=torch.bool, device=device).tril()
+    return ((segment[:, None] == segment[None, :]) & causal)[None, None]
 
 
 def sequence_logps(
@@ -58,7 +70,7 @@ def sequence_logps(
         for pack in packs:
             ids = torch.tensor([[t for i in pack for t in seqs[i]]], device=device)
             pos = torch.tensor([[j for i in pack for j in range(len(seqs[i]))]], device=device)
-            logits = model(input_ids=ids, position_ids=pos).logits
+            logits = model(input_ids=ids, position_ids=pos, attention_mask=block_causal_mask(pack, seqs, device)).logits
             logp = torch.log_softmax(logits[0, :-1].float(), dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
             offset = 0
             for i in pack:
