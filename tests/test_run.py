@@ -55,6 +55,19 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
     assert construction["problems"] == 24 and construction["samples"] == 24 * 6 and construction["pairs"] > 0
     assert Path(construction["pairs_path"]).is_file()
     assert "cache miss" in first.stderr + first.stdout
+    header = (tmp_path / "a" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    trl_names = {
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "len/chosen",
+        "len/rejected",
+    }
+    assert trl_names <= set(header)
 
     second = run_py(tmp_path, "debug=smoke", run_dir="b")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -123,3 +136,11 @@ def test_batching_benchmark_runs_at_smoke_size(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "b" / "bench_batching.csv").read_text().splitlines()
     assert table[0].startswith("batching,pairs,completion_tokens,seconds,tokens_per_s") and len(table) == 4
+
+
+@pytest.mark.slow
+def test_wandb_logger_writes_an_offline_run(tmp_path):
+    result = run_py(tmp_path, "debug=smoke", "logger=wandb", "stages=[construct,train]", run_dir="w")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0  # offline by default: nothing left the machine

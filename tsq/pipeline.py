@@ -7,6 +7,7 @@ value fails in seconds with the offending key named, and no computed artifact is
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,15 @@ STAGES = ("base_eval", "construct", "train")
 
 def run(cfg: DictConfig) -> dict:
     """Build the world and base model, then run `cfg.stages` in order; return what they produced."""
+    try:
+        return run_stages(cfg)
+    finally:
+        # Close a W&B run even on failure, so its files are complete and a multirun's next job starts clean.
+        if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+            sys.modules["wandb"].finish()
+
+
+def run_stages(cfg: DictConfig) -> dict:
     quiet_libraries()
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
