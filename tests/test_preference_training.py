@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tsq.cache import ArtifactStore
 from tsq.models.base import ModelHandle
+from tsq.training.logps import sequence_logps
 from tsq.training.losses import PreferenceLoss
 from tsq.training.preference import (
     PreferenceModule,
@@ -146,3 +147,24 @@ def test_killed_training_resumes_from_its_last_checkpoint(micro_model_dir, tmp_p
     summary = json.loads((policy.path / "train_summary.json").read_text())
     assert summary["steps"] == 16
     assert AutoModelForCausalLM.from_pretrained(policy.path) is not None
+
+
+def test_online_reference_gives_the_same_loss_as_precomputed(micro_model_dir):
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    data = tokenize_pairs(tok, PAIRS, 128)
+    ref_model = AutoModelForCausalLM.from_pretrained(micro_model_dir).eval()
+    prompts = [d["prompt"] for d in data] * 2
+    completions = [d["chosen"] for d in data] + [d["rejected"] for d in data]
+    with torch.no_grad():
+        ref = sequence_logps(ref_model, prompts, completions)
+    for i, d in enumerate(data):
+        d["ref_chosen"], d["ref_rejected"] = float(ref[i]), float(ref[len(data) + i])
+    policy = AutoModelForCausalLM.from_pretrained(micro_model_dir)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    loss = PreferenceLoss()
+    pre = PreferenceModule(policy, loss, TrainSettings(), 1, tok.pad_token_id)
+    online = PreferenceModule(policy, loss, TrainSettings(reference="online"), 1, tok.pad_token_id, reference=ref_model)
+    batch = collate(data)
+    assert module_loss(online, batch) == pytest.approx(module_loss(pre, batch), rel=1e-5)

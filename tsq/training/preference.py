@@ -79,6 +79,9 @@ class TrainSettings:
     rows_per_forward: int = 16
     seed: int = 0
     checkpoint_every: int = 20
+    # precomputed: reference log-probs computed once per pair set and cached (no reference model in
+    # memory while training); online: a frozen copy of the base model scores every batch.
+    reference: str = "precomputed"
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "max_length", "rows_per_forward", "checkpoint_every"):
@@ -86,6 +89,8 @@ class TrainSettings:
                 raise ValueError(f"train.{key} must be > 0, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.reference not in ("precomputed", "online"):
+            raise ValueError(f"train.reference must be precomputed or online, got {self.reference!r}")
         if self.batching not in ("bucket", "packed", "padded"):
             raise ValueError(f"train.batching must be bucket, packed or padded, got {self.batching!r}")
 
@@ -120,10 +125,13 @@ def reference_logps(
 class PreferenceModule(L.LightningModule):
     """The policy under training; reference log-probs come with the batch (precomputed)."""
 
-    def __init__(self, policy, loss: PreferenceLoss, settings: TrainSettings, total_steps: int, pad_id: int) -> None:
+    def __init__(
+        self, policy, loss: PreferenceLoss, settings: TrainSettings, total_steps: int, pad_id: int, reference=None
+    ) -> None:
         super().__init__()
         self.policy, self.loss_fn, self.settings = policy, loss, settings
         self.total_steps, self.pad_id = total_steps, pad_id
+        self.reference = reference.eval().requires_grad_(False) if reference is not None else None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, metrics = self.compute(batch)
@@ -155,7 +163,19 @@ class PreferenceModule(L.LightningModule):
         )
         chosen = logps[:n]
         rejected = logps[n:] if with_rejected else torch.zeros_like(chosen)
-        ref_c, ref_r = batch["ref_chosen"].to(chosen), batch["ref_rejected"].to(chosen)
+        if self.reference is not None and self.loss_fn.needs_reference:
+            with torch.no_grad():
+                ref = sequence_logps(
+                    self.reference,
+                    prompts,
+                    completions,
+                    self.settings.batching,
+                    self.settings.rows_per_forward,
+                    pad_id=self.pad_id,
+                )
+            ref_c, ref_r = ref[:n], ref[n:]
+        else:
+            ref_c, ref_r = batch["ref_chosen"].to(chosen), batch["ref_rejected"].to(chosen)
         len_c, len_r = batch["chosen_len"].to(chosen.device), batch["rejected_len"].to(chosen.device)
         loss = self.loss_fn(chosen, rejected, ref_c, ref_r, len_c, len_r).mean()
         beta = self.loss_fn.beta
@@ -221,7 +241,7 @@ def train_policy(
     L.seed_everything(settings.seed, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(handle.path)
     data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length)
-    if loss.needs_reference:
+    if loss.needs_reference and settings.reference == "precomputed":
         ref = json.loads(reference_logps(handle, pairs_path, pairs_key, settings, store).read_text())
     else:
         ref = {}
@@ -230,7 +250,10 @@ def train_policy(
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     policy = AutoModelForCausalLM.from_pretrained(handle.path)
-    module = PreferenceModule(policy, loss, settings, total, tokenizer.pad_token_id)
+    online_ref = None
+    if loss.needs_reference and settings.reference == "online":
+        online_ref = AutoModelForCausalLM.from_pretrained(handle.path)
+    module = PreferenceModule(policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref)
     generator = torch.Generator().manual_seed(settings.seed)
     loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=generator)
     scratch = store.scratch("policy", key)
