@@ -94,23 +94,15 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):
     assert not (tmp_path / "cache" / "base_model").exists()  # nothing expensive ran
 
 
+def run_benchmark(tmp_path: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "debug=smoke", f"hydra.run.dir={tmp_path / 'bench'}"]
+    return subprocess.run(command + list(overrides), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_refinement_benchmark_runs_at_smoke_size(tmp_path):
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_refine.py"),
-            "debug=smoke",
-            "+bench.traces=4",
-            f"hydra.run.dir={tmp_path / 'bench'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_benchmark(tmp_path, "bench_refine.py", "+bench.traces=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "speed-up" in result.stdout
     table = (tmp_path / "bench" / "bench_refine.csv").read_text().splitlines()
@@ -119,22 +111,9 @@ def test_refinement_benchmark_runs_at_smoke_size(tmp_path):
 
 @pytest.mark.slow
 def test_batching_benchmark_runs_at_smoke_size(tmp_path):
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_batching.py"),
-            "debug=smoke",
-            f"hydra.run.dir={tmp_path / 'b'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_benchmark(tmp_path, "bench_batching.py")
     assert result.returncode == 0, result.stderr[-3000:]
-    table = (tmp_path / "b" / "bench_batching.csv").read_text().splitlines()
+    table = (tmp_path / "bench" / "bench_batching.csv").read_text().splitlines()
     assert table[0].startswith("batching,pairs,completion_tokens,seconds,tokens_per_s") and len(table) == 4
 
 

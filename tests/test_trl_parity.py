@@ -12,10 +12,8 @@ import torch
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from helpers import tiny_llama  # noqa: E402
 
-from tsq.data.synthetic import vocabulary  # noqa: E402
-from tsq.models.tiny import build_word_tokenizer  # noqa: E402
 from tsq.training.logps import sequence_logps  # noqa: E402
 from tsq.training.losses import PreferenceLoss  # noqa: E402
 
@@ -39,24 +37,10 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tmp_path_factory):
+def model_and_tokenizer():
     torch.manual_seed(0)
-    tok = build_word_tokenizer(vocabulary())
+    model, tok = tiny_llama(hidden=32, layers=2, heads=4, max_positions=128)
     tok.padding_side = "right"
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=128,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.bos_token_id,
-        )
-    )
     return model, tok
 
 

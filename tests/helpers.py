@@ -1,0 +1,55 @@
+"""Small real models for tests: a random-init Llama over the synthetic world's word vocabulary, and
+a few seconds of Lightning training on fixed (prompt, response) pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tsq.data.synthetic import vocabulary
+from tsq.models.tiny import build_word_tokenizer
+from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
+
+
+def tiny_llama(hidden: int = 32, layers: int = 2, heads: int = 2, max_positions: int = 64):
+    """(model, tokenizer): a randomly initialised Llama and the world's word-level tokenizer."""
+    tok = build_word_tokenizer(vocabulary())
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    return LlamaForCausalLM(config), tok
+
+
+def train_and_save(
+    model, tok, prompts: list[str], responses: list[str], steps: int, lr: float, batch_size: int, out: Path
+) -> Path:
+    """Fit the model on the pairs with the project's CausalLMModule and save it as an HF directory."""
+    examples = encode_pairs(tok, prompts, responses)
+    loader = DataLoader(
+        examples, batch_size=batch_size, shuffle=True, collate_fn=lambda b: collate_pairs(b, tok.pad_token_id)
+    )
+    module = CausalLMModule(model, lr=lr, weight_decay=0.0, warmup_steps=5, total_steps=steps)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
