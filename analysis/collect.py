@@ -13,14 +13,19 @@ import pandas as pd
 
 
 def collect_metrics(root: str | Path) -> pd.DataFrame:
-    """One row per metric row of every `metrics.json` below `root`, with the run folder in `run`."""
+    """One row per metric row of every `metrics.json` below `root`, with the run folder in `run`, the
+    run's config-group choices in `choice.<group>` columns and its tags (comma-joined) in `tags`."""
     frames = []
     for path in sorted(Path(root).rglob("metrics.json")):
         try:
-            rows = json.loads(path.read_text())["rows"]
+            payload = json.loads(path.read_text())
+            rows = payload["rows"]
         except (json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"{path}: not a tsq metrics file ({err})") from err
-        frames.append(pd.DataFrame(rows).assign(run=str(path.parent)))
+        run = payload.get("run", {})
+        columns = {f"choice.{k}": v for k, v in run.get("choices", {}).items()}
+        columns["tags"] = ",".join(run.get("tags", []))
+        frames.append(pd.DataFrame(rows).assign(run=str(path.parent), **columns))
     if not frames:
         raise FileNotFoundError(f"no metrics.json below {root}")
     return pd.concat(frames, ignore_index=True)

@@ -131,9 +131,22 @@ def run_stages(cfg: DictConfig) -> dict:
         extra["diagnostics"]["trained"] = diagnostics
         print(f"\nbase versus trained ({loss.name}) on {world.name}/{evaluator.split}")
         print(format_table([r for r in rows if r["level"] == "all"]))
+    extra["run"] = run_description(cfg)
     path = write_metrics(output_dir, rows, curves, extra)
     print(f"metrics: {path}")
     return {"rows": rows, "curves": curves, **extra, "metrics_path": str(path)}
+
+
+def run_description(cfg: DictConfig) -> dict:
+    """What this run was: its config-group choices, overrides and tags (for analysis and tables)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    out: dict = {"tags": list(cfg.get("tags") or [])}
+    if HydraConfig.initialized():
+        runtime = HydraConfig.get()
+        out["choices"] = {k: v for k, v in runtime.runtime.choices.items() if not k.startswith("hydra")}
+        out["overrides"] = list(runtime.overrides.task)
+    return out
 
 
 def instantiate_loggers(cfg: DictConfig) -> list:

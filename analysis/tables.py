@@ -1,0 +1,164 @@
+"""Paper-layout tables and figures from collected runs.
+
+    python -m analysis.tables ts_table2 [logs/] [--out results/]
+
+For an experiment tag, takes the newest run of each swept choice below the logs folder, builds the
+table in the paper's layout (a Baseline row from the base model, then one row per method; Acc and AUC
+in percent, Len = Len-T with its relative change in parentheses, best value in bold) and writes
+`<tag>.tex` (pandas Styler, booktabs), `<tag>.csv` (the same numbers), and the budget-curve figure
+`<tag>_budget.png/.pdf` (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.collect import collect_metrics  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One paper table: which config group is swept, row labels in order, and its columns."""
+
+    group: str
+    labels: dict[str, str]
+    columns: tuple[str, ...] = ("Acc", "Len", "AUC")
+    caption: str = ""
+
+
+LAYOUTS = {
+    "ts_table2": Layout(
+        "selector",
+        {"shortest": "Shortest", "qfix": "Q-FIX", "qdyn_extra_neg": "Q-DYN (w/ extra neg)", "qdyn": "Q-DYN"},
+        caption="Preference-data configuration (TokenSqueeze Table 2 layout), synthetic world.",
+    ),
+    "ts_table3": Layout(
+        "refiner",
+        {"none": "No Refinement", "rewrite": "Unconstrained Rewrite", "kl": "TokenSqueeze (KL refinement)"},
+        columns=("Acc", "Len", "AUC", "Steps", "StepLen"),
+        caption="Refinement (TokenSqueeze Table 3 layout), synthetic world.",
+    ),
+    "ts_table4": Layout(
+        "loss",
+        {"dpo": "DPO", "sft": "SFT", "dpo_sft": "DPO+SFT", "tokensqueeze": "TokenSqueeze (SFT + DPO-L)"},
+        caption="Training objective (TokenSqueeze Table 4 layout), synthetic world.",
+    ),
+}
+HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "Len": False, "Steps": False, "StepLen": False}
+SOURCE = {"Acc": "acc", "Len": "len_t", "AUC": "auc", "Steps": "steps", "StepLen": "step_len"}
+
+
+def paper_table(frame: pd.DataFrame, layout: Layout, level: str = "all") -> pd.DataFrame:
+    """Numbers of the table: index Baseline + methods in layout order, columns as in the layout.
+
+    `frame` is `collect_metrics` output for one experiment; the newest run of each choice is used.
+    """
+    rows = frame[frame["level"] == level].sort_values("run")
+    choice = f"choice.{layout.group}"
+    trained = rows[rows["stage"] == "trained"].drop_duplicates(choice, keep="last").set_index(choice)
+    missing = [c for c in layout.labels if c not in trained.index]
+    if missing:
+        raise ValueError(f"no trained run for {layout.group}={missing} among {sorted(trained.index)}")
+    base = rows[rows["stage"] == "base"].iloc[-1]
+    records = [base] + [trained.loc[c] for c in layout.labels]
+    table = pd.DataFrame(
+        [{col: float(r[SOURCE[col]]) for col in layout.columns} for r in records],
+        index=["Baseline", *layout.labels.values()],
+    )
+    for col in ("Acc", "AUC"):
+        if col in table:
+            table[col] *= 100
+    return table
+
+
+def styled(table: pd.DataFrame) -> pd.io.formats.style.Styler:
+    """Formatting of the paper: one decimal, Len with its change against Baseline, best in bold."""
+    base_len = table.loc["Baseline", "Len"]
+
+    def length(v: float) -> str:
+        return f"{v:.1f}" if v == base_len else f"{v:.1f} ({100 * (v - base_len) / base_len:+.1f}\\%)"
+
+    style = table.style.format("{:.1f}").format(length, subset=["Len"])
+    for col in table.columns:
+        if HIGHER_IS_BETTER[col]:
+            style = style.highlight_max(subset=[col], props="textbf:--rwrap;")
+        else:
+            style = style.highlight_min(subset=[col], props="textbf:--rwrap;")
+    return style
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    return styled(table).to_latex(
+        hrules=True, caption=caption, label=label, position_float="centering", column_format="l" + "r" * table.shape[1]
+    )
+
+
+def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
+    """Accuracy-vs-budget curves (overall) of the base model and of every method."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    drawn = False
+    for metrics in sorted(root.rglob("metrics.json")):
+        payload = json.loads(metrics.read_text())
+        run = payload.get("run", {})
+        if tag not in run.get("tags", []):
+            continue
+        curves = pd.DataFrame(payload["curves"])
+        curves = curves[curves["level"] == "all"]
+        choice = run.get("choices", {}).get(layout.group)
+        for stage, label in (("base", "Baseline"), ("trained", layout.labels.get(choice, choice))):
+            if stage == "base" and drawn:
+                continue
+            part = curves[curves["stage"] == stage]
+            if not part.empty:
+                ax.plot(part["budget"], 100 * part["acc"], label=label, linestyle="--" if stage == "base" else "-")
+        drawn = True
+    ax.set_xlabel("token budget B")
+    ax.set_ylabel("accuracy within budget (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [out / f"{tag}_budget.png", out / f"{tag}_budget.pdf"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "results") -> dict[str, Path]:
+    if tag not in LAYOUTS:
+        raise ValueError(f"unknown experiment tag {tag!r}; known: {sorted(LAYOUTS)}")
+    layout, root, out = LAYOUTS[tag], Path(root), Path(out)
+    frame = collect_metrics(root)
+    frame = frame[frame["tags"].str.split(",").apply(lambda tags: tag in tags)]
+    if frame.empty:
+        raise FileNotFoundError(f"no run tagged {tag} below {root}: run `python run.py experiment={tag}` first")
+    table = paper_table(frame, layout)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{tag}.tex").write_text(to_latex(table, layout.caption, f"tab:{tag}"))
+    table.to_csv(out / f"{tag}.csv", float_format="%.4f")
+    png, pdf = budget_figure(root, tag, layout, out)
+    return {"tex": out / f"{tag}.tex", "csv": out / f"{tag}.csv", "png": png, "pdf": pdf, "table": table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tag", choices=sorted(LAYOUTS))
+    parser.add_argument("root", nargs="?", default="logs")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    written = write_experiment(args.tag, args.root, args.out)
+    print(written.pop("table").round(2).to_string())
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.collect import collect_metrics
+from analysis.tables import LAYOUTS, paper_table, to_latex, write_experiment
+
+EXPECTED = r"""\begin{table}
+\centering
+\caption{Demo.}
+\label{tab:demo}
+\begin{tabular}{lrrr}
+\toprule
+ & Acc & Len & AUC \\
+\midrule
+Baseline & 90.0 & 100.0 & \textbf{60.0} \\
+A & \textbf{92.5} & 80.0 (-20.0\%) & 55.0 \\
+B & 85.0 & \textbf{50.0 (-50.0\%)} & 50.0 \\
+\bottomrule
+\end{tabular}
+\end{table}
+"""
+
+
+def test_latex_table_in_the_paper_layout():
+    table = pd.DataFrame(
+        {"Acc": [90.0, 92.5, 85.0], "Len": [100.0, 80.0, 50.0], "AUC": [60.0, 55.0, 50.0]}, index=["Baseline", "A", "B"]
+    )
+    assert to_latex(table, "Demo.", "tab:demo") == EXPECTED
+
+
+def write_run(root, num, choice, acc, len_t):
+    run = root / "multiruns" / "t" / str(num)
+    run.mkdir(parents=True)
+    rows = [
+        {"stage": "base", "level": "all", "acc": 0.9, "len_t": 40.0, "auc": 0.7},
+        {"stage": "trained", "level": "all", "acc": acc, "len_t": len_t, "auc": 0.8},
+    ]
+    curves = [
+        {"stage": s, "benchmark": "syn", "level": "all", "budget": b, "acc": a}
+        for s in ("base", "trained")
+        for b, a in ((10, 0.1), (20, 0.5), (40, 0.9))
+    ]
+    payload = {"rows": rows, "curves": curves, "run": {"tags": ["ts_table4"], "choices": {"loss": choice}}}
+    (run / "metrics.json").write_text(json.dumps(payload))
+
+
+def test_experiment_files_from_runs(tmp_path):
+    for num, (choice, acc, len_t) in enumerate(
+        [("dpo", 0.8, 20.0), ("sft", 0.88, 30.0), ("dpo_sft", 0.9, 28.0), ("tokensqueeze", 0.91, 24.0)]
+    ):
+        write_run(tmp_path / "logs", num, choice, acc, len_t)
+    written = write_experiment("ts_table4", tmp_path / "logs", tmp_path / "out")
+    table = written["table"]
+    assert list(table.index) == ["Baseline", "DPO", "SFT", "DPO+SFT", "TokenSqueeze (SFT + DPO-L)"]
+    assert table.loc["DPO", "Acc"] == pytest.approx(80.0) and table.loc["Baseline", "Len"] == 40.0
+    assert "\\textbf{20.0 (-50.0\\%)}" in written["tex"].read_text()
+    assert pd.read_csv(written["csv"], index_col=0).shape == (5, 3)
+    for kind in ("png", "pdf"):
+        assert written[kind].stat().st_size > 1000
+
+
+def test_missing_method_is_named(tmp_path):
+    write_run(tmp_path / "logs", 0, "dpo", 0.8, 20.0)
+    frame = collect_metrics(tmp_path / "logs")
+    with pytest.raises(ValueError, match="sft"):
+        paper_table(frame, LAYOUTS["ts_table4"])
