@@ -31,11 +31,30 @@ def test_default_config_composes_and_instantiates(debug, tmp_path):
     assert callable(instantiate(cfg.sampler))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "sampler", "eval"])
-def test_every_option_of_every_group_composes(group, tmp_path):
+TARGET_GROUPS = ["data", "model", "sampler", "eval", "sampling", "selector", "refiner", "pairs", "loss", "train"]
+
+
+@pytest.mark.parametrize("group", TARGET_GROUPS)
+def test_every_option_of_every_group_composes_and_instantiates(group, tmp_path):
     for option in group_options(group):
-        cfg = compose_cfg([f"{group}={option}", f"hydra.run.dir={tmp_path}"])
+        overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}"]
+        if group == "model" and option == "pretrained":
+            overrides.append("model.path=/models/some-model")
+        cfg = compose_cfg(overrides)
         assert cfg[group]["_target_"].startswith("tsq."), (group, option)
+        obj = instantiate(cfg[group], _convert_="all")
+        assert obj is not None, (group, option)
+
+
+def test_trainer_and_logger_options_compose(tmp_path):
+    for option in group_options("trainer"):
+        cfg = compose_cfg([f"trainer={option}", f"hydra.run.dir={tmp_path}"])
+        assert cfg.trainer.accelerator in ("cpu", "gpu")
+    for option in group_options("logger"):
+        cfg = compose_cfg([f"logger={option}", f"hydra.run.dir={tmp_path}"])
+        assert list(cfg.logger) == [option]
+        if option == "wandb":
+            assert cfg.logger.wandb.offline is True  # nothing leaves the machine unless asked
 
 
 def test_unknown_choice_lists_the_available_options():

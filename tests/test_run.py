@@ -123,3 +123,28 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0  # offline by default: nothing left the machine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_runs_at_smoke_size(tmp_path, experiment):
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            f"experiment={experiment}",
+            "debug=smoke",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) >= 3
+    assert all(experiment in json.loads(p.read_text())["run"]["tags"] for p in runs)
+    assert "stage samples: cache hit" in result.stderr + result.stdout  # jobs after the first reuse samples
