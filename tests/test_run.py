@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tsq.reporting import read_offline_run
+
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
     "stage",
@@ -122,7 +124,13 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     result = run_py(tmp_path, "debug=smoke", "logger=wandb", "stages=[construct,train]", run_dir="w")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1 and runs[0].stat().st_size > 0  # offline by default: nothing left the machine
+    assert len(runs) == 1  # offline by default: nothing left the machine
+    run = read_offline_run(runs[0])
+    assert run["config"]["loss"]["name"] == "tokensqueeze"  # the resolved config
+    training = [h for h in run["history"] if "rewards/chosen" in h]
+    assert training and all("rewards/margins" in h and "len/rejected" in h for h in training)
+    assert any(h.get("budget_curve/nrows", 0) > 0 for h in run["history"])
+    assert "trained/synthetic/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from tsq.cache import ArtifactStore
 from tsq.construct import construct
 from tsq.evaluation.evaluate import Evaluator, format_table, write_metrics
 from tsq.evaluation.metrics import relative_change
+from tsq.reporting import log_payload, start_wandb
 from tsq.training.preference import train_policy
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run(cfg: DictConfig) -> dict:
 
 def run_stages(cfg: DictConfig) -> dict:
     quiet_libraries()
+    wandb_run = None
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
@@ -77,6 +79,7 @@ def run_stages(cfg: DictConfig) -> dict:
     if "construct" in cfg.stages:
         sampling.problems(world)
 
+    wandb_run = start_wandb(cfg)  # before training, so Lightning's WandbLogger joins this run
     handle = model_source.materialize(world, store)
     rows, curves, extra = [], [], {"diagnostics": {}}
     if "base_eval" in cfg.stages or "train" in cfg.stages:
@@ -133,6 +136,7 @@ def run_stages(cfg: DictConfig) -> dict:
         print(format_table([r for r in rows if r["level"] == "all"]))
     extra["run"] = run_description(cfg)
     path = write_metrics(output_dir, rows, curves, extra)
+    log_payload(wandb_run, {"rows": rows, "curves": curves, **extra})
     print(f"metrics: {path}")
     return {"rows": rows, "curves": curves, **extra, "metrics_path": str(path)}
 

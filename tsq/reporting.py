@@ -1,0 +1,138 @@
+"""W&B reporting of a whole run: resolved config, metric rows, budget curves, construction statistics.
+
+With `logger=wandb` a run is started before any stage (offline unless `logger.wandb.offline=false`),
+so Lightning's WandbLogger attaches to it and training curves land in the same run. A multirun's jobs
+share a W&B group named after the sweep folder, so a sweep shows as one dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def wandb_group(cfg: DictConfig) -> str | None:
+    """The multirun's sweep folder name (one dashboard per sweep); None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.sweep.dir).name
+
+
+def start_wandb(cfg: DictConfig):
+    """Start the run's W&B run when `logger=wandb` is chosen; returns it, or None."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if node is None:
+        return None
+    import wandb
+
+    group = node.get("group") or wandb_group(cfg)
+    run = wandb.init(
+        project=node.get("project", "tsq"),
+        dir=str(node.get("save_dir", cfg.paths.output_dir)),
+        mode="offline" if node.get("offline", True) else "online",
+        group=group,
+        name=node.get("name"),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        reinit="finish_previous",
+    )
+    log.info("W&B run %s (%s, group %s)", run.id, "offline" if node.get("offline", True) else "online", group)
+    return run
+
+
+def log_payload(run, payload: dict) -> None:
+    """Metric rows as summary values, budget curves as a table and a line plot, construction stats."""
+    if run is None:
+        return
+    import wandb
+
+    for row in payload["rows"]:
+        prefix = f"{row['stage']}/{row['benchmark']}/level_{row['level']}"
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and value is not None:
+                run.summary[f"{prefix}/{key}"] = value
+    curves = pd.DataFrame(payload["curves"])
+    if not curves.empty:
+        overall = curves[curves["level"] == "all"][["stage", "budget", "acc"]]
+        table = wandb.Table(dataframe=overall)
+        run.log(
+            {
+                "budget_curve": table,
+                "budget_curve_plot": wandb.plot.line(table, "budget", "acc", stroke="stage", title="acc vs budget"),
+            }
+        )
+    for key, value in (payload.get("construction") or {}).items():
+        if isinstance(value, (int, float)):
+            run.summary[f"construction/{key}"] = value
+
+
+# --------------------------------------------------------------------------- reading offline runs
+# wandb 0.31 writes an offline run only as `run-<id>.wandb` (no summary or config JSON until synced),
+# and its Python record reader is gone; `wandb.Api()` cannot see offline runs. The file is a LevelDB
+# log of protobuf `Record`s after a 7-byte ":W&B" header, which is all this reader assumes.
+_BLOCK = 32768
+_HEADER = 7  # checksum (4), length (2), type (1)
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _records(path: Path):
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path}: not a W&B run file")
+    pos, pending = 7, b""
+    while pos + _HEADER <= len(data):
+        left_in_block = _BLOCK - pos % _BLOCK
+        if left_in_block < _HEADER:  # block trailer padding
+            pos += left_in_block
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + _HEADER : pos + _HEADER + length]
+        pos += _HEADER + length
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+        elif kind == 0 and length == 0:
+            continue
+        else:
+            raise ValueError(f"{path}: corrupt record at byte {pos}")
+
+
+def read_offline_run(path: str | Path) -> dict:
+    """`{"config": {...}, "summary": {...}, "history": [{...}, ...]}` of an offline `run-*.wandb` file."""
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+
+    def key_of(item) -> str:
+        return item.key or "/".join(item.nested_key)
+
+    out: dict = {"config": {}, "summary": {}, "history": []}
+    for blob in _records(Path(path)):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(blob)
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            out["history"].append({key_of(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            out["summary"].update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind in ("config", "run"):
+            items = record.config.update if kind == "config" else record.run.config.update
+            out["config"].update({key_of(i): json.loads(i.value_json) for i in items})
+    return out
