@@ -249,7 +249,7 @@ def train_policy(
         d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (0.0, 0.0))
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
-    policy = AutoModelForCausalLM.from_pretrained(handle.path)
+    policy = AutoModelForCausalLM.from_pretrained(handle.path).train()  # from_pretrained returns eval mode
     online_ref = None
     if loss.needs_reference and settings.reference == "online":
         online_ref = AutoModelForCausalLM.from_pretrained(handle.path)
