@@ -61,3 +61,11 @@ def test_unknown_choice_lists_the_available_options():
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(["data=nope"])
     assert "synthetic" in str(err.value.__cause__ or err.value) or "synthetic" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "launcher, target", [("basic", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")]
+)
+def test_launcher_configs_pick_hydras_launchers(launcher, target, tmp_path):
+    cfg = compose_cfg([f"launcher={launcher}", f"hydra.run.dir={tmp_path}"])
+    assert cfg.hydra.launcher._target_.endswith(target)
