@@ -36,6 +36,12 @@ class Layout:
 
 
 LAYOUTS = {
+    "ts_table1": Layout(
+        "method",
+        {"kimi_dpo": "Kimi-k1.5 (DPO)", "tokensqueeze": "TokenSqueeze"},
+        columns=("Acc", "Len", "AUC"),
+        caption="Main results (TokenSqueeze Table 1 layout), synthetic world.",
+    ),
     "ts_table2": Layout(
         "selector",
         {"shortest": "Shortest", "qfix": "Q-FIX", "qdyn_extra_neg": "Q-DYN (w/ extra neg)", "qdyn": "Q-DYN"},

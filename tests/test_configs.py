@@ -69,3 +69,10 @@ def test_unknown_choice_lists_the_available_options():
 def test_launcher_configs_pick_hydras_launchers(launcher, target, tmp_path):
     cfg = compose_cfg([f"launcher={launcher}", f"hydra.run.dir={tmp_path}"])
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_methods_set_selector_refiner_and_loss_together(tmp_path):
+    kimi = compose_cfg(["+method=kimi_dpo", f"hydra.run.dir={tmp_path}"])
+    assert kimi.selector._target_.endswith("KimiDPO") and kimi.refiner.accept == "none" and kimi.loss.kind == "dpo"
+    ts = compose_cfg(["+method=tokensqueeze", f"hydra.run.dir={tmp_path}"])
+    assert ts.selector._target_.endswith("QDyn") and ts.refiner.accept == "kl" and ts.loss.name == "tokensqueeze"

@@ -1,6 +1,7 @@
 import pytest
 
 from tsq.selection import (
+    KimiDPO,
     Pair,
     QDyn,
     QDynExtraNeg,
@@ -80,3 +81,12 @@ def test_bad_selector_settings():
         QFix(q=0)
     with pytest.raises(ValueError, match="max_pairs"):
         build_pairs([1], [True], Selection([0]), max_pairs=0)
+
+
+def test_kimi_dpo_pairs_shortest_correct_against_long_correct_and_longer_incorrect():
+    lengths = [10, 14, 15, 40, 12, 8]
+    correct = [True, True, True, True, False, False]
+    sel = KimiDPO(ratio=1.5).select(lengths, correct)
+    assert sel.positives == [0] and sel.extra_negatives == {0: [2, 3]}
+    # incorrect 4 (12 > 10) is rejected, incorrect 5 (8 < 10) is not; correct 2 and 3 (>= 15) are
+    assert build_pairs(lengths, correct, sel) == [Pair(0, 4), Pair(0, 2), Pair(0, 3)]

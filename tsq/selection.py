@@ -97,6 +97,15 @@ class QDyn(Selector):
         return qdyn_k(c, n, self.alpha)
 
 
+def long_correct_negatives(
+    lengths: Sequence[int], correct: Sequence[bool], positives: Sequence[int], ratio: float
+) -> dict[int, list[int]]:
+    """Kimi-k1.5's rule: for each positive, every correct response at least `ratio` times as long."""
+    return {
+        p: [i for i, ok in enumerate(correct) if ok and i != p and lengths[i] >= ratio * lengths[p]] for p in positives
+    }
+
+
 @dataclass
 class QDynExtraNeg(QDyn):
     """Q-DYN plus, as in Kimi-k1.5's DPO, every correct response at least `ratio` times as long as the
@@ -107,11 +116,20 @@ class QDynExtraNeg(QDyn):
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         base = super().select(lengths, correct)
-        extra = {
-            p: [i for i, ok in enumerate(correct) if ok and i != p and lengths[i] >= self.ratio * lengths[p]]
-            for p in base.positives
-        }
-        return Selection(base.positives, extra)
+        return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
+
+
+@dataclass
+class KimiDPO(Shortest):
+    """Kimi-k1.5's DPO data: the shortest correct response is chosen; longer incorrect responses and
+    correct ones at least `ratio` times as long are rejected (the TokenSqueeze Table 1 baseline)."""
+
+    ratio: float = 1.5
+    name: str = "kimi"
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        base = super().select(lengths, correct)
+        return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
 
 
 @dataclass(frozen=True)
