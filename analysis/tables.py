@@ -5,8 +5,8 @@
 For an experiment tag, takes the newest run of each swept choice below the logs folder, builds the
 table in the paper's layout (a Baseline row from the base model, then one row per method; Acc and AUC
 in percent, Len = Len-T with its relative change in parentheses, best value in bold) and writes
-`<tag>.tex` (pandas Styler, booktabs), `<tag>.csv` (the same numbers), and the budget-curve figure
-`<tag>_budget.png/.pdf` (matplotlib).
+`<tag>.tex` (pandas Styler, booktabs), `<tag>.csv` (the same numbers), the budget-curve figure
+`<tag>_budget.png/.pdf` and the accuracy-versus-length figure `<tag>_pareto.png/.pdf` (matplotlib).
 """
 
 from __future__ import annotations
@@ -138,6 +138,22 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     return paths
 
 
+def pareto_figure(table: pd.DataFrame, tag: str, out: Path) -> list[Path]:
+    """Accuracy against Len-T, one point per row of the table (up and to the left is better)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, row in table.iterrows():
+        ax.scatter(row["Len"], row["Acc"], marker="s" if label == "Baseline" else "o")
+        ax.annotate(label, (row["Len"], row["Acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("Len-T (tokens of correct responses)")
+    ax.set_ylabel("Acc (%)")
+    fig.tight_layout()
+    paths = [out / f"{tag}_pareto.png", out / f"{tag}_pareto.pdf"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
 def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "results") -> dict[str, Path]:
     if tag not in LAYOUTS:
         raise ValueError(f"unknown experiment tag {tag!r}; known: {sorted(LAYOUTS)}")
@@ -151,7 +167,16 @@ def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "res
     (out / f"{tag}.tex").write_text(to_latex(table, layout.caption, f"tab:{tag}"))
     table.to_csv(out / f"{tag}.csv", float_format="%.4f")
     png, pdf = budget_figure(root, tag, layout, out)
-    return {"tex": out / f"{tag}.tex", "csv": out / f"{tag}.csv", "png": png, "pdf": pdf, "table": table}
+    pareto_png, pareto_pdf = pareto_figure(table, tag, out)
+    return {
+        "tex": out / f"{tag}.tex",
+        "csv": out / f"{tag}.csv",
+        "png": png,
+        "pdf": pdf,
+        "pareto_png": pareto_png,
+        "pareto_pdf": pareto_pdf,
+        "table": table,
+    }
 
 
 def main() -> None:

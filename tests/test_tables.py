@@ -57,7 +57,7 @@ def test_experiment_files_from_runs(tmp_path):
     assert table.loc["DPO", "Acc"] == pytest.approx(80.0) and table.loc["Baseline", "Len"] == 40.0
     assert "\\textbf{20.0 (-50.0\\%)}" in written["tex"].read_text()
     assert pd.read_csv(written["csv"], index_col=0).shape == (5, 3)
-    for kind in ("png", "pdf"):
+    for kind in ("png", "pdf", "pareto_png", "pareto_pdf"):
         assert written[kind].stat().st_size > 1000
 
 
