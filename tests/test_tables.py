@@ -1,4 +1,6 @@
 import json
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -66,3 +68,26 @@ def test_missing_method_is_named(tmp_path):
     frame = collect_metrics(tmp_path / "logs")
     with pytest.raises(ValueError, match="sft"):
         paper_table(frame, LAYOUTS["ts_table4"])
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None, reason="pdflatex is not installed (apt: texlive-latex-recommended)"
+)
+def test_generated_table_compiles_with_pdflatex(tmp_path):
+    table = pd.DataFrame(
+        {"Acc": [90.0, 92.5], "Len": [100.0, 80.0], "AUC": [60.0, 55.0], "Steps": [5.0, 4.0], "StepLen": [6.0, 5.0]},
+        index=["Baseline", "TokenSqueeze (KL refinement)"],
+    )
+    (tmp_path / "table.tex").write_text(to_latex(table, "Demo.", "tab:demo"))
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
