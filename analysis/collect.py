@@ -14,7 +14,8 @@ import pandas as pd
 
 def collect_metrics(root: str | Path) -> pd.DataFrame:
     """One row per metric row of every `metrics.json` below `root`, with the run folder in `run`, the
-    run's config-group choices in `choice.<group>` columns and its tags (comma-joined) in `tags`."""
+    run's config-group choices in `choice.<group>` columns, its command-line overrides in
+    `override.<key>` columns and its tags (comma-joined) in `tags`."""
     frames = []
     for path in sorted(Path(root).rglob("metrics.json")):
         try:
@@ -24,6 +25,7 @@ def collect_metrics(root: str | Path) -> pd.DataFrame:
             raise ValueError(f"{path}: not a tsq metrics file ({err})") from err
         run = payload.get("run", {})
         columns = {f"choice.{k}": v for k, v in run.get("choices", {}).items()}
+        columns |= {f"override.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1] for o in run.get("overrides", [])}
         columns["tags"] = ",".join(run.get("tags", []))
         frames.append(pd.DataFrame(rows).assign(run=str(path.parent), **columns))
     if not frames:

@@ -29,7 +29,7 @@ from analysis.collect import collect_metrics  # noqa: E402
 class Layout:
     """One paper table: which config group is swept, row labels in order, and its columns."""
 
-    group: str
+    group: str  # the swept column of `collect_metrics`: "choice.<group>" or "override.<key>"
     labels: dict[str, str]
     columns: tuple[str, ...] = ("Acc", "Len", "AUC")
     caption: str = ""
@@ -37,26 +37,31 @@ class Layout:
 
 LAYOUTS = {
     "ts_table1": Layout(
-        "method",
+        "choice.method",
         {"kimi_dpo": "Kimi-k1.5 (DPO)", "tokensqueeze": "TokenSqueeze"},
         columns=("Acc", "Len", "AUC"),
         caption="Main results (TokenSqueeze Table 1 layout), synthetic world.",
     ),
     "ts_table2": Layout(
-        "selector",
+        "choice.selector",
         {"shortest": "Shortest", "qfix": "Q-FIX", "qdyn_extra_neg": "Q-DYN (w/ extra neg)", "qdyn": "Q-DYN"},
         caption="Preference-data configuration (TokenSqueeze Table 2 layout), synthetic world.",
     ),
     "ts_table3": Layout(
-        "refiner",
+        "choice.refiner",
         {"none": "No Refinement", "rewrite": "Unconstrained Rewrite", "kl": "TokenSqueeze (KL refinement)"},
         columns=("Acc", "Len", "AUC", "Steps", "StepLen"),
         caption="Refinement (TokenSqueeze Table 3 layout), synthetic world.",
     ),
     "ts_table4": Layout(
-        "loss",
+        "choice.loss",
         {"dpo": "DPO", "sft": "SFT", "dpo_sft": "DPO+SFT", "tokensqueeze": "TokenSqueeze (SFT + DPO-L)"},
         caption="Training objective (TokenSqueeze Table 4 layout), synthetic world.",
+    ),
+    "ts_fig4": Layout(
+        "override.selector.alpha",
+        {a: f"alpha = {a}" for a in ("0.05", "0.1", "0.2", "0.4", "0.6", "1.0")},
+        caption="Q-DYN's alpha (TokenSqueeze Figure 4), synthetic world.",
     ),
 }
 HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "Len": False, "Steps": False, "StepLen": False}
@@ -69,11 +74,13 @@ def paper_table(frame: pd.DataFrame, layout: Layout, level: str = "all") -> pd.D
     `frame` is `collect_metrics` output for one experiment; the newest run of each choice is used.
     """
     rows = frame[frame["level"] == level].sort_values("run")
-    choice = f"choice.{layout.group}"
+    choice = layout.group
+    if choice not in rows:
+        raise ValueError(f"no run records {choice}")
     trained = rows[rows["stage"] == "trained"].drop_duplicates(choice, keep="last").set_index(choice)
     missing = [c for c in layout.labels if c not in trained.index]
     if missing:
-        raise ValueError(f"no trained run for {layout.group}={missing} among {sorted(trained.index)}")
+        raise ValueError(f"no trained run for {layout.group}={missing} among {sorted(map(str, trained.index))}")
     base = rows[rows["stage"] == "base"].iloc[-1]
     records = [base] + [trained.loc[c] for c in layout.labels]
     table = pd.DataFrame(
@@ -119,7 +126,11 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
             continue
         curves = pd.DataFrame(payload["curves"])
         curves = curves[curves["level"] == "all"]
-        choice = run.get("choices", {}).get(layout.group)
+        where, _, key = layout.group.partition(".")
+        if where == "choice":
+            choice = run.get("choices", {}).get(key)
+        else:
+            choice = next((o.split("=", 1)[1] for o in run.get("overrides", []) if o.split("=", 1)[0] == key), None)
         for stage, label in (("base", "Baseline"), ("trained", layout.labels.get(choice, choice))):
             if stage == "base" and drawn:
                 continue
