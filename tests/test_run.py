@@ -153,6 +153,6 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert len(runs) >= 3
+    assert len(runs) >= 2
     assert all(experiment in json.loads(p.read_text())["run"]["tags"] for p in runs)
     assert "stage samples: cache hit" in result.stderr + result.stdout  # jobs after the first reuse samples
