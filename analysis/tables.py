@@ -6,7 +6,8 @@ For an experiment tag, takes the newest run of each swept choice below the logs 
 table in the paper's layout (a Baseline row from the base model, then one row per method; Acc and AUC
 in percent, Len = Len-T with its relative change in parentheses, best value in bold) and writes
 `<tag>.tex` (pandas Styler, booktabs), `<tag>.csv` (the same numbers), the budget-curve figure
-`<tag>_budget.png/.pdf` and the accuracy-versus-length figure `<tag>_pareto.png/.pdf` (matplotlib).
+`<tag>_budget.png/.pdf` and the accuracy-versus-length figure `<tag>_pareto.png/.pdf` and the response-length histograms
+`<tag>_lengths.png/.pdf` (matplotlib).
 """
 
 from __future__ import annotations
@@ -126,12 +127,7 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
             continue
         curves = pd.DataFrame(payload["curves"])
         curves = curves[curves["level"] == "all"]
-        where, _, key = layout.group.partition(".")
-        if where == "choice":
-            choice = run.get("choices", {}).get(key)
-        else:
-            choice = next((o.split("=", 1)[1] for o in run.get("overrides", []) if o.split("=", 1)[0] == key), None)
-        for stage, label in (("base", "Baseline"), ("trained", layout.labels.get(choice, choice))):
+        for stage, label in (("base", "Baseline"), ("trained", run_label(run, layout))):
             if stage == "base" and drawn:
                 continue
             part = curves[curves["stage"] == stage]
@@ -147,6 +143,43 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
         fig.savefig(path)
     plt.close(fig)
     return paths
+
+
+def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
+    """Histograms of response lengths (all test samples) of the base model and of every method."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    drawn = False
+    for metrics in sorted(root.rglob("metrics.json")):
+        payload = json.loads(metrics.read_text())
+        run = payload.get("run", {})
+        if tag not in run.get("tags", []):
+            continue
+        label = run_label(run, layout)
+        for hist in payload.get("length_histograms", []):
+            if hist["stage"] == "base" and drawn:
+                continue
+            name = "Baseline" if hist["stage"] == "base" else label
+            ax.stairs(hist["counts"], hist["edges"], label=name, linestyle="--" if hist["stage"] == "base" else "-")
+        drawn = True
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel("responses")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [out / f"{tag}_lengths.png", out / f"{tag}_lengths.pdf"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
+def run_label(run: dict, layout: Layout) -> str:
+    """The row label of a run: its value of the layout's swept column, mapped to the paper's name."""
+    where, _, key = layout.group.partition(".")
+    if where == "choice":
+        choice = run.get("choices", {}).get(key)
+    else:
+        choice = next((o.split("=", 1)[1] for o in run.get("overrides", []) if o.split("=", 1)[0] == key), None)
+    return layout.labels.get(choice, str(choice))
 
 
 def pareto_figure(table: pd.DataFrame, tag: str, out: Path) -> list[Path]:
@@ -179,6 +212,7 @@ def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "res
     table.to_csv(out / f"{tag}.csv", float_format="%.4f")
     png, pdf = budget_figure(root, tag, layout, out)
     pareto_png, pareto_pdf = pareto_figure(table, tag, out)
+    lengths_png, lengths_pdf = length_figure(root, tag, layout, out)
     return {
         "tex": out / f"{tag}.tex",
         "csv": out / f"{tag}.csv",
@@ -186,6 +220,8 @@ def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "res
         "pdf": pdf,
         "pareto_png": pareto_png,
         "pareto_pdf": pareto_pdf,
+        "lengths_png": lengths_png,
+        "lengths_pdf": lengths_pdf,
         "table": table,
     }
 

@@ -53,6 +53,8 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
     assert trained["n_samples"] == 16 and "len_a_rel" in trained and "acc_delta" in trained
     assert trained["len_a_rel"] == pytest.approx((trained["len_a"] - base["len_a"]) / base["len_a"])
     assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
+    hists = payload["length_histograms"]
+    assert [h["stage"] for h in hists] == ["base", "trained"] and all(sum(h["counts"]) == 16 for h in hists)
     construction = payload["construction"]
     assert construction["problems"] == 24 and construction["samples"] == 24 * 6 and construction["pairs"] > 0
     assert Path(construction["pairs_path"]).is_file()

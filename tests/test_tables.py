@@ -44,7 +44,13 @@ def write_run(root, num, choice, acc, len_t):
         for s in ("base", "trained")
         for b, a in ((10, 0.1), (20, 0.5), (40, 0.9))
     ]
-    payload = {"rows": rows, "curves": curves, "run": {"tags": ["ts_table4"], "choices": {"loss": choice}}}
+    hists = [{"stage": s, "edges": [0, 10, 20, 30], "counts": [1, 5, 2]} for s in ("base", "trained")]
+    payload = {
+        "rows": rows,
+        "curves": curves,
+        "length_histograms": hists,
+        "run": {"tags": ["ts_table4"], "choices": {"loss": choice}},
+    }
     (run / "metrics.json").write_text(json.dumps(payload))
 
 
@@ -59,7 +65,7 @@ def test_experiment_files_from_runs(tmp_path):
     assert table.loc["DPO", "Acc"] == pytest.approx(80.0) and table.loc["Baseline", "Len"] == 40.0
     assert "\\textbf{20.0 (-50.0\\%)}" in written["tex"].read_text()
     assert pd.read_csv(written["csv"], index_col=0).shape == (5, 3)
-    for kind in ("png", "pdf", "pareto_png", "pareto_pdf"):
+    for kind in ("png", "pdf", "pareto_png", "pareto_pdf", "lengths_png", "lengths_pdf"):
         assert written[kind].stat().st_size > 1000
 
 

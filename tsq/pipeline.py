@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tsq.cache import ArtifactStore
 from tsq.construct import construct
-from tsq.evaluation.evaluate import Evaluator, format_table, write_metrics
+from tsq.evaluation.evaluate import Evaluator, format_table, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
 from tsq.reporting import log_payload, start_wandb
 from tsq.training.preference import train_policy
@@ -88,6 +88,7 @@ def run_stages(cfg: DictConfig) -> dict:
         rows += base_rows
         curves += base_curves
         extra["diagnostics"]["base"] = diagnostics
+        extra["length_histograms"] = [length_histogram(frame, "base", evaluator.b_max)]
         print(
             f"\nbase model {handle.name} on {world.name}/{evaluator.split} ({evaluator.n_samples} samples per problem)"
         )
@@ -132,6 +133,7 @@ def run_stages(cfg: DictConfig) -> dict:
         rows += trained_rows
         curves += trained_curves
         extra["diagnostics"]["trained"] = diagnostics
+        extra["length_histograms"].append(length_histogram(frame, "trained", evaluator.b_max))
         print(f"\nbase versus trained ({loss.name}) on {world.name}/{evaluator.split}")
         print(format_table([r for r in rows if r["level"] == "all"]))
     extra["run"] = run_description(cfg)

@@ -153,6 +153,12 @@ class Evaluator:
         return rows, curves
 
 
+def length_histogram(frame: pd.DataFrame, stage: str, b_max: int, bins: int = 32) -> dict:
+    """Counts of response lengths (all samples) on `bins` equal bins over [0, b_max]."""
+    counts, edges = np.histogram(frame["n_tokens"].clip(upper=b_max), bins=bins, range=(0, b_max))
+    return {"stage": stage, "edges": edges.tolist(), "counts": counts.tolist()}
+
+
 def write_metrics(out_dir: Path, rows: list[dict], curves: list[dict], extra: dict | None = None) -> Path:
     """`metrics.json` in the run's output dir: rows, budget curves and anything stage-specific."""
     payload = json_ready({"rows": rows, "curves": curves, **(extra or {})})
