@@ -163,7 +163,8 @@ def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
         drawn = True
     ax.set_xlabel("response length (tokens)")
     ax.set_ylabel("responses")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # runs older than the histograms have none
+        ax.legend(fontsize=7)
     fig.tight_layout()
     paths = [out / f"{tag}_lengths.png", out / f"{tag}_lengths.pdf"]
     for path in paths:
