@@ -116,15 +116,30 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     )
 
 
+def tagged_runs(root: Path, tag: str):
+    """(payload, run description) of every metrics.json below `root` whose run carries `tag`."""
+    for metrics in sorted(root.rglob("metrics.json")):
+        payload = json.loads(metrics.read_text())
+        run = payload.get("run", {})
+        if tag in run.get("tags", []):
+            yield payload, run
+
+
+def save_figure(fig, out: Path, name: str) -> list[Path]:
+    """Write `name`.png and `name`.pdf into `out` and close the figure."""
+    fig.tight_layout()
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths
+
+
 def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
     """Accuracy-vs-budget curves (overall) of the base model and of every method."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     drawn = False
-    for metrics in sorted(root.rglob("metrics.json")):
-        payload = json.loads(metrics.read_text())
-        run = payload.get("run", {})
-        if tag not in run.get("tags", []):
-            continue
+    for payload, run in tagged_runs(root, tag):
         curves = pd.DataFrame(payload["curves"])
         curves = curves[curves["level"] == "all"]
         for stage, label in (("base", "Baseline"), ("trained", run_label(run, layout))):
@@ -137,23 +152,14 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     ax.set_xlabel("token budget B")
     ax.set_ylabel("accuracy within budget (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = [out / f"{tag}_budget.png", out / f"{tag}_budget.pdf"]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, f"{tag}_budget")
 
 
 def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
     """Histograms of response lengths (all test samples) of the base model and of every method."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     drawn = False
-    for metrics in sorted(root.rglob("metrics.json")):
-        payload = json.loads(metrics.read_text())
-        run = payload.get("run", {})
-        if tag not in run.get("tags", []):
-            continue
+    for payload, run in tagged_runs(root, tag):
         label = run_label(run, layout)
         for hist in payload.get("length_histograms", []):
             if hist["stage"] == "base" and drawn:
@@ -165,12 +171,7 @@ def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     ax.set_ylabel("responses")
     if ax.get_legend_handles_labels()[0]:  # runs older than the histograms have none
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths = [out / f"{tag}_lengths.png", out / f"{tag}_lengths.pdf"]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, f"{tag}_lengths")
 
 
 def run_label(run: dict, layout: Layout) -> str:
@@ -191,12 +192,7 @@ def pareto_figure(table: pd.DataFrame, tag: str, out: Path) -> list[Path]:
         ax.annotate(label, (row["Len"], row["Acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xlabel("Len-T (tokens of correct responses)")
     ax.set_ylabel("Acc (%)")
-    fig.tight_layout()
-    paths = [out / f"{tag}_pareto.png", out / f"{tag}_pareto.pdf"]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, f"{tag}_pareto")
 
 
 def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "results") -> dict[str, Path]:
