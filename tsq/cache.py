@@ -52,6 +52,11 @@ def stage_key(stage: str, version: int, config: Any, inputs: Mapping[str, str] |
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def world_key(world) -> str:
+    """The content key of a problem source (what every stage built on it takes as an input)."""
+    return stage_key("world", 1, world.fingerprint())
+
+
 def json_ready(obj: Any) -> Any:
     """NaN and infinities become None (JSON has no NaN), recursively."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -22,7 +22,7 @@ import pandas as pd
 
 from tsq.cache import ArtifactStore, json_ready, stage_key
 from tsq.refinement.kl import StepRefiner
-from tsq.selection import Selector, build_pairs, pass_rate
+from tsq.selection import Selector, build_pairs, pass_rate, rejected_for
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,7 @@ def positives_with_negatives(selected) -> list[tuple[str, int]]:
     keep = []
     for pid, (group, selection) in selected.items():
         lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
-        for p in selection.positives:
-            if selection.extra_negatives.get(p) or any(
-                not ok and n > lengths[p] for n, ok in zip(lengths, correct, strict=True)
-            ):
-                keep.append((pid, p))
+        keep += [(pid, p) for p in selection.positives if rejected_for(lengths, correct, selection, p)]
     return keep
 
 

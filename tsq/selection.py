@@ -132,6 +132,13 @@ class KimiDPO(Shortest):
         return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
 
 
+def rejected_for(lengths: Sequence[int], correct: Sequence[bool], selection: Selection, positive: int) -> list[int]:
+    """The negatives a positive is paired with: every incorrect response longer than it, then its extra
+    negatives (in sample order within each kind)."""
+    rejected = [i for i, ok in enumerate(correct) if not ok and lengths[i] > lengths[positive]]
+    return rejected + [i for i in selection.extra_negatives.get(positive, []) if i not in rejected]
+
+
 @dataclass(frozen=True)
 class Pair:
     chosen: int
@@ -158,9 +165,7 @@ def build_pairs(
     rng = random.Random(seed)
     groups = []
     for p in selection.positives:
-        rejected = [i for i, ok in enumerate(correct) if not ok and lengths[i] > lengths[p]]
-        rejected += [i for i in selection.extra_negatives.get(p, []) if i not in rejected]
-        groups.append([Pair(p, r) for r in rejected])
+        groups.append([Pair(p, r) for r in rejected_for(lengths, correct, selection, p)])
     if per == "positive":
         return [pair for g in groups for pair in (rng.sample(g, max_pairs) if len(g) > max_pairs else g)]
     pairs = [pair for g in groups for pair in g]

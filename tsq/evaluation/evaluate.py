@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text, json_ready, stage_key
+from tsq.cache import ArtifactStore, atomic_write_text, json_ready, stage_key, world_key
 from tsq.evaluation import metrics as M
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
@@ -78,7 +78,7 @@ class Evaluator:
 
     def key(self, handle: ModelHandle, world, sampler_config: dict) -> str:
         own = {k: v for k, v in asdict(self).items() if k not in ("budgets", "curve_points", "b_max")}
-        inputs = {"model": handle.key, "world": stage_key("world", 1, world.fingerprint())}
+        inputs = {"model": handle.key, "world": world_key(world)}
         return stage_key(STAGE, STAGE_VERSION, {"eval": own, "sampler": sampler_config}, inputs)
 
     # ------------------------------------------------------------------ sampling

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from tsq.cache import ArtifactStore, stage_key
+from tsq.cache import ArtifactStore, stage_key, world_key
 from tsq.models.base import ModelHandle
 from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, collate_pairs, encode_pairs
 
@@ -88,9 +88,8 @@ class TinyReasoningModel:
             raise ValueError("model.architecture.hidden_size must be divisible by num_heads")
 
     def key(self, world) -> str:
-        world_key = stage_key("world", 1, world.fingerprint())
         own = {"architecture": asdict(self.architecture), "pretrain": asdict(self.pretrain)}
-        return stage_key(STAGE, STAGE_VERSION, own, {"world": world_key})
+        return stage_key(STAGE, STAGE_VERSION, own, {"world": world_key(world)})
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
         if not hasattr(world, "teacher_response"):

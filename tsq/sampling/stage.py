@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text, stage_key
+from tsq.cache import ArtifactStore, atomic_write_text, stage_key, world_key
 from tsq.data.base import Problem
 from tsq.sampling.base import Sampler, SamplingParams
 from tsq.steps import split_steps
@@ -142,7 +142,7 @@ class SamplingStage:
         own = {
             k: getattr(self, k) for k in ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
         }
-        inputs = {"model": model_key, "world": stage_key("world", 1, world.fingerprint())}
+        inputs = {"model": model_key, "world": world_key(world)}
         return stage_key(self.STAGE, self.STAGE_VERSION, {"sampling": own, "sampler": sampler_config}, inputs)
 
     def run(self, handle, world, make_sampler, store: ArtifactStore, sampler_config: dict) -> tuple[pd.DataFrame, str]:
