@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tsq.cache import ArtifactStore  # noqa: E402
 from tsq.pipeline import quiet_libraries  # noqa: E402
-from tsq.refinement.kl import step_end_token_ids, step_spans  # noqa: E402
+from tsq.refinement.kl import trace_step_spans  # noqa: E402
 
 
 def candidate_work(refiner, sampler, world, problems, seed: int):
@@ -38,11 +38,10 @@ def candidate_work(refiner, sampler, world, problems, seed: int):
     responses = [world.teacher_response(p, rng) for p in problems]
     p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
     r_ids = tok(responses, add_special_tokens=False)["input_ids"]
-    ends = step_end_token_ids(tok, world.step_delimiter)
-    open_id, close_id = (tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>"))
-    spans = [step_spans(r, ends, open_id, close_id) for r in r_ids]
+    spans = [trace_step_spans(tok, r, world.step_delimiter) for r in r_ids]
+    delimiter_id = tok.convert_tokens_to_ids(world.step_delimiter)
     start = time.perf_counter()
-    candidates = refiner.sample_candidates(sampler, p_ids, r_ids, spans, ends)
+    candidates = refiner.sample_candidates(sampler, p_ids, r_ids, spans, world.step_delimiter)
     generation = time.perf_counter() - start
     vocab = list(range(4, len(tok)))
     work = []
@@ -50,7 +49,7 @@ def candidate_work(refiner, sampler, world, problems, seed: int):
         steps = []
         for (a, b), cands in zip(sp, candidates[t], strict=True):
             if not cands:  # an untrained (smoke) model rarely closes a step: score random short steps instead
-                cands = [[rng.choice(vocab) for _ in range(rng.randint(1, 3))] + [sorted(ends)[0]] for _ in range(4)]
+                cands = [[rng.choice(vocab) for _ in range(rng.randint(1, 3))] + [delimiter_id] for _ in range(4)]
             steps.append((a, b, cands))
         work.append(steps)
     return p_ids, r_ids, work, generation

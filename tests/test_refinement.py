@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tsq.data.synthetic import SyntheticWorld
-from tsq.refinement.kl import StepRefiner, step_end_token_ids, step_spans, token_kl
+from tsq.refinement.kl import StepRefiner, step_spans, think_bounds, token_kl, trace_step_spans
 from tsq.sampling.hf import HFSampler
 
 
@@ -21,9 +21,18 @@ def test_token_kl_by_hand():
 
 
 def test_step_spans_stop_at_the_think_close():
-    # <think>=1 a=2 ;=9 </think>=3 ; steps end with 9
-    assert step_spans([1, 2, 2, 9, 2, 9, 3, 2, 9], {9}, 1, 3) == [(1, 4), (4, 6)]
-    assert step_spans([2, 9, 2], {9}, None, None) == [(0, 2)]  # unterminated tail is not a step
+    # token texts of "<think> a a ; a ; </think> a ;": steps end with ";" and only inside the think part
+    texts = ["<think>", "a", "a", ";", "a", ";", "</think>", "a", ";"]
+    ids = [1, 2, 2, 9, 2, 9, 3, 2, 9]
+    assert think_bounds(ids, 1, 3) == (0, 6)
+    assert step_spans(texts, ";", 0, 6) == [(1, 4), (4, 6)]
+    assert step_spans(["a", ";", "a"], ";") == [(0, 2)]  # unterminated tail is not a step
+
+
+def test_step_spans_find_a_delimiter_spread_over_tokens():
+    # BPE writes "\n\n" as one token, as two "\n" tokens, or fused into "\n\n\n"; a bare delimiter is no step
+    texts = ["So", " x", "\n", "\n", "\n\n", "Then", " y", ".\n\n", "Last", "\n\n\n", "z"]
+    assert step_spans(texts, "\n\n") == [(0, 4), (4, 8), (8, 10)]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,7 @@ def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler):
     refiner = StepRefiner(reduction="mean", window=3)
     p = ids(copy_sampler, "1 +2 = ?")
     r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; </think> 4")
-    spans = step_spans(r, step_end_token_ids(copy_sampler.tokenizer, ";"), r[0], r[-2])
+    spans = trace_step_spans(copy_sampler.tokenizer, r, ";")
     assert spans == [(1, 5), (5, 8)]
     rng = random.Random(0)
     vocab = [i for i in range(4, len(copy_sampler.tokenizer))]

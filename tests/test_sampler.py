@@ -21,8 +21,12 @@ def test_length_and_stop_finish_reasons(micro_model_dir):
     cut = sampler.generate(["1 +3"], SamplingParams(n=2, max_new_tokens=2, temperature=0.0))[0]
     assert all(c.finish_reason == "length" and c.text == "<think> 3" and c.n_tokens == 2 for c in cut)
     semicolon = sampler.tokenizer.convert_tokens_to_ids(";")
-    step = sampler.generate(["1 +3"], SamplingParams(n=1, max_new_tokens=20, temperature=0.0), [semicolon])[0][0]
+    step = sampler.generate(["1 +3"], SamplingParams(n=1, max_new_tokens=20, temperature=0.0), [";"])[0][0]
     assert step.finish_reason == "stop" and step.text == "<think> 3 ;" and step.token_ids[-1] == semicolon
+    # rows of one batch stop independently: a stop string no row writes changes nothing
+    free = sampler.generate(["1 +3", "2 +3"], SamplingParams(n=1, max_new_tokens=20, temperature=0.0), ["nope"])
+    plain = sampler.generate(["1 +3", "2 +3"], SamplingParams(n=1, max_new_tokens=20, temperature=0.0))
+    assert free == plain
 
 
 def test_sampling_is_seeded_and_returns_n_per_prompt(micro_model_dir):

@@ -17,11 +17,11 @@ class DiesAfter:
     def __init__(self, sampler: HFSampler, calls: int) -> None:
         self.sampler, self.calls = sampler, calls
 
-    def generate(self, prompts, params, stop_token_ids=None):
+    def generate(self, prompts, params, stop=None):
         if self.calls == 0:
             raise Killed
         self.calls -= 1
-        return self.sampler.generate(prompts, params, stop_token_ids)
+        return self.sampler.generate(prompts, params, stop)
 
     def count_tokens(self, texts):
         return self.sampler.count_tokens(texts)

@@ -108,7 +108,7 @@ def construct(
             refiner.name,
         )
         texts = [selected[pid][0].loc[row, "text"] for pid, row in todo]
-        sampler = make_sampler(model_path=handle.path) if refiner.accept != "none" else None
+        sampler = make_sampler(model_path=handle.path) if refiner.accept != "none" else None  # the policy
         if sampler is None:
             results = [None] * len(todo)
         else:

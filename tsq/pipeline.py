@@ -81,6 +81,8 @@ def run_stages(cfg: DictConfig) -> dict:
 
     wandb_run = start_wandb(cfg)  # before training, so Lightning's WandbLogger joins this run
     handle = model_source.materialize(world, store)
+    if hasattr(world, "bind"):  # prompts through this model's chat template (tsq/data/benchmarks.py)
+        world = world.bind(handle.path)
     rows, curves, extra = [], [], {"diagnostics": {}}
     if "base_eval" in cfg.stages or "train" in cfg.stages:
         frame, diagnostics = evaluator.samples(handle, world, make_sampler, store, sampler_fingerprint(cfg))

@@ -22,7 +22,11 @@ class Problem:
 
 @runtime_checkable
 class ProblemSource(Protocol):
-    """The interface of a `data=` config group: fixed splits, a grader and a step delimiter."""
+    """The interface of a `data=` config group: fixed splits, a grader and a step delimiter.
+
+    A source whose prompts depend on the model's tokenizer (chat templates) also has `bind(model_path)`,
+    which returns the source with rendered prompts; the pipeline calls it once the model exists.
+    """
 
     name: str
     step_delimiter: str
@@ -30,5 +34,9 @@ class ProblemSource(Protocol):
     def split(self, name: str) -> list[Problem]: ...
 
     def grade(self, problem: Problem, response: str) -> bool: ...
+
+    def grade_many(self, problems: list[Problem], responses: list[str]) -> list[bool]:
+        """Batch grading (a process pool for math-verify, the sandbox for code); same order as given."""
+        ...
 
     def fingerprint(self) -> dict: ...

@@ -269,6 +269,9 @@ class SyntheticWorld:
     def grade(self, problem: Problem, response: str) -> bool:
         return self.extract_answer(response) == problem.answer
 
+    def grade_many(self, problems: list[Problem], responses: list[str]) -> list[bool]:
+        return [self.grade(p, r) for p, r in zip(problems, responses, strict=True)]
+
     def anatomy(self, problem: Problem, response: str) -> TraceAnatomy:
         """Classify every word of a (model or teacher) response.
 

@@ -44,19 +44,33 @@ def token_kl(logp_ref: torch.Tensor, logp_other: torch.Tensor, reduction: str = 
     raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
-def step_spans(response_ids: list[int], step_end_ids: set[int], open_id: int | None, close_id: int | None):
-    """Token spans [start, end) of the reasoning steps: after the think-open token, before the close
-    token, each ending with (and including) a step-end token. An unterminated tail is not a step."""
-    start = response_ids.index(open_id) + 1 if open_id is not None and open_id in response_ids else 0
-    end = (
-        response_ids.index(close_id) if close_id is not None and close_id in response_ids[start:] else len(response_ids)
-    )
-    spans, a = [], start
+def step_spans(token_texts: list[str], delimiter: str, open_at: int | None = None, close_at: int | None = None):
+    """Token spans [start, end) of the reasoning steps of one response, from each token's text.
+
+    A step ends at the first token after which its text ends with `delimiter` and holds more than
+    whitespace: a BPE model writes "\n\n" as one token, as two "\n" tokens or fused into "\n\n\n",
+    and all of these end a step. Only tokens in [open_at + 1, close_at) count (the thinking part);
+    an unterminated tail is not a step.
+    """
+    start = open_at + 1 if open_at is not None else 0
+    end = close_at if close_at is not None else len(token_texts)
+    spans, a, text = [], start, ""
     for pos in range(start, end):
-        if response_ids[pos] in step_end_ids:
+        text += token_texts[pos]
+        if text.endswith(delimiter) and text[: -len(delimiter)].strip():
             spans.append((a, pos + 1))
-            a = pos + 1
+            a, text = pos + 1, ""
     return spans
+
+
+def think_bounds(response_ids: list[int], open_id: int | None, close_id: int | None) -> tuple[int | None, int | None]:
+    """Positions of the think-open token and of the first think-close token after it (None when absent)."""
+    open_at = response_ids.index(open_id) if open_id is not None and open_id in response_ids else None
+    start = 0 if open_at is None else open_at + 1
+    close_at = (
+        response_ids.index(close_id, start) if close_id is not None and close_id in response_ids[start:] else None
+    )
+    return open_at, close_at
 
 
 @dataclass
@@ -117,13 +131,11 @@ class StepRefiner:
         tok = sampler.tokenizer
         prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
         response_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
-        ends = step_end_token_ids(tok, step_delimiter)
-        open_id, close_id = (_single_token_id(tok, t) for t in ("<think>", "</think>"))
-        spans = [step_spans(r, ends, open_id, close_id) for r in response_ids]
+        spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
         scored = [0] * len(responses)
         if self.accept != "none":
-            candidates = self.sample_candidates(sampler, prompt_ids, response_ids, spans, ends)
+            candidates = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
             for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
                 work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
                 scored[t] = len(work)
@@ -138,13 +150,15 @@ class StepRefiner:
                     if ok:
                         best = min(ok)[1]
                         chosen[t].append((a, b, cands[best], float(kl[best])))
-        return [self._assemble(tok, r, spans[t], chosen[t], scored[t], ends) for t, r in enumerate(response_ids)]
+        return [
+            assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter) for t, r in enumerate(response_ids)
+        ]
 
     # ------------------------------------------------------------------ stages
-    def sample_candidates(self, sampler, prompt_ids, response_ids, spans, ends) -> list[list[list[list[int]]]]:
+    def sample_candidates(self, sampler, prompt_ids, response_ids, spans, delimiter) -> list[list[list[list[int]]]]:
         """For each trace and step: distinct sampled steps strictly shorter than the original."""
         prefixes = [p + r[:a] for p, r, sp in zip(prompt_ids, response_ids, spans, strict=True) for a, _ in sp]
-        completions = sampler.generate_ids(prefixes, self.params, stop_token_ids=sorted(ends))
+        completions = sampler.generate_ids(prefixes, self.params, stop=[delimiter])
         flat = iter(completions)
         out = []
         for sp in spans:
@@ -213,27 +227,29 @@ class StepRefiner:
             results.append(kls)
         return results
 
-    def _assemble(self, tok, response: list[int], spans, chosen, scored: int, ends: set[int]) -> RefinedTrace:
-        replace = {(a, b): (c, kl) for a, b, c, kl in chosen}
-        ids, pos, after_tokens, after_steps = [], 0, 0, 0
-        for a, b in spans:
-            new, _ = replace.get((a, b), (response[a:b], None))
-            ids += response[pos:a] + new
-            after_tokens += len(new)
-            after_steps += any(t not in ends for t in new)  # a bare delimiter is a dropped step
-            pos = b
-        ids += response[pos:]
-        return RefinedTrace(
-            token_ids=ids,
-            text=tok.decode(ids, skip_special_tokens=False),
-            steps_before=len(spans),
-            steps_after=after_steps,
-            step_tokens_before=sum(b - a for a, b in spans),
-            step_tokens_after=after_tokens,
-            steps_scored=scored,
-            steps_accepted=len(chosen),
-            accepted_kl=[kl for *_, kl in chosen],
-        )
+
+def assemble_trace(tok, response: list[int], spans, chosen, scored: int, delimiter: str) -> RefinedTrace:
+    """The response with each chosen (start, end, new step ids, kl) spliced in, and its step statistics."""
+    replace = {(a, b): (c, kl) for a, b, c, kl in chosen}
+    ids, pos, after_tokens, after_steps = [], 0, 0, 0
+    for a, b in spans:
+        new, _ = replace.get((a, b), (response[a:b], None))
+        ids += response[pos:a] + new
+        after_tokens += len(new)
+        after_steps += bool(tok.decode(new).replace(delimiter, "").strip())  # a bare delimiter is a dropped step
+        pos = b
+    ids += response[pos:]
+    return RefinedTrace(
+        token_ids=ids,
+        text=tok.decode(ids, skip_special_tokens=False),
+        steps_before=len(spans),
+        steps_after=after_steps,
+        step_tokens_before=sum(b - a for a, b in spans),
+        step_tokens_after=after_tokens,
+        steps_scored=scored,
+        steps_accepted=len(chosen),
+        accepted_kl=[kl for *_, kl in chosen],
+    )
 
 
 def prefix_cache(cache, length: int, repeats: int) -> DynamicCache:
@@ -247,16 +263,16 @@ def prefix_cache(cache, length: int, repeats: int) -> DynamicCache:
     )
 
 
-def step_end_token_ids(tokenizer, delimiter: str) -> set[int]:
-    """Ids of every vocabulary token whose text ends with the step delimiter (``;`` here; for BPE
-    models ``\\n\\n`` is often fused into tokens such as ``.\\n\\n``)."""
-    ends = set()
-    for token_id in range(len(tokenizer)):
-        if tokenizer.decode([token_id]).endswith(delimiter):
-            ends.add(token_id)
-    if not ends:
-        raise ValueError(f"no token of the tokenizer ends with the step delimiter {delimiter!r}")
-    return ends
+def trace_step_spans(tokenizer, response_ids: list[int], delimiter: str) -> list[tuple[int, int]]:
+    """The step spans of one tokenised response, inside its <think> part when the tokenizer has those tokens."""
+    open_id, close_id = (_single_token_id(tokenizer, t) for t in ("<think>", "</think>"))
+    return step_spans(token_texts(tokenizer, response_ids), delimiter, *think_bounds(response_ids, open_id, close_id))
+
+
+def token_texts(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's own text (a byte-level BPE piece of a multi-byte character decodes to U+FFFD; no
+    step delimiter is such a piece)."""
+    return [tokenizer.decode([t]) for t in ids]
 
 
 def _single_token_id(tokenizer, text: str) -> int | None:

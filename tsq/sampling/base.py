@@ -43,10 +43,15 @@ class SamplingParams:
 
 
 class Sampler(Protocol):
-    """`generate` returns, for each prompt, `params.n` completions in a fixed order."""
+    """`generate` returns, for each prompt, `params.n` completions in a fixed order. A completion ends at
+    EOS (dropped), at the end of a `stop` string (kept, finish reason "stop") or at max_new_tokens."""
 
     def generate(
-        self, prompts: list[str], params: SamplingParams, stop_token_ids: list[int] | None = None
+        self, prompts: list[str], params: SamplingParams, stop: list[str] | None = None
+    ) -> list[list[Completion]]: ...
+
+    def generate_ids(
+        self, prompt_ids: list[list[int]], params: SamplingParams, stop: list[str] | None = None
     ) -> list[list[Completion]]: ...
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...

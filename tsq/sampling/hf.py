@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from tsq.sampling.base import Completion, FinishReason, SamplingParams
 
@@ -20,6 +20,24 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+class StopTextCriteria(StoppingCriteria):
+    """Stops a row once the text of its last few generated tokens contains a stop string.
+
+    transformers' own `stop_strings` precomputes token overlaps from the vocabulary and fails on
+    word-level tokenizers (such as the tiny model's); decoding the last `max(len(stop))` tokens works for
+    any tokenizer, because a stop string of c characters spans at most c tokens.
+    """
+
+    def __init__(self, tokenizer, stop: list[str], prompt_length: int) -> None:
+        self.tokenizer, self.stop, self.start = tokenizer, stop, prompt_length
+        self.window = max(map(len, stop))
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window) :]
+        texts = self.tokenizer.batch_decode(tail)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
 class HFSampler:
@@ -60,26 +78,35 @@ class HFSampler:
             return []
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
-    def _finish(self, row: list[int], stop_ids: set[int]) -> tuple[tuple[int, ...], FinishReason]:
+    def _finish(self, row: list[int], stop: list[str]) -> tuple[tuple[int, ...], FinishReason]:
+        """Cut a generated row at EOS (dropped) or at the first token that completes a stop string (kept)."""
+        text = ""
         for i, tok in enumerate(row):
             if tok == self.eos_token_id:
                 return tuple(row[:i]), "eos"
-            if tok in stop_ids:
-                return tuple(row[: i + 1]), "stop"
+            if stop:
+                piece = self.tokenizer.decode([tok])
+                text += piece
+                tail = text[-(max(map(len, stop)) + len(piece)) :]
+                if any(s in tail for s in stop):
+                    return tuple(row[: i + 1]), "stop"
         return tuple(row), "length"
 
     def generate(
-        self, prompts: list[str], params: SamplingParams, stop_token_ids: list[int] | None = None
+        self, prompts: list[str], params: SamplingParams, stop: list[str] | None = None
     ) -> list[list[Completion]]:
         prompt_ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
-        return self.generate_ids(prompt_ids, params, stop_token_ids)
+        return self.generate_ids(prompt_ids, params, stop)
 
     @torch.inference_mode()
     def generate_ids(
-        self, prompt_ids: list[list[int]], params: SamplingParams, stop_token_ids: list[int] | None = None
+        self, prompt_ids: list[list[int]], params: SamplingParams, stop: list[str] | None = None
     ) -> list[list[Completion]]:
-        """`generate` on token ids (refinement continues exact token prefixes, no re-tokenising)."""
-        stop_ids = set(stop_token_ids or [])
+        """`generate` on token ids (refinement continues exact token prefixes, no re-tokenising).
+
+        `stop` strings end a completion and are kept in it (refinement stops at the step delimiter, which a
+        BPE tokenizer may spread over several tokens, see `StopTextCriteria`)."""
+        stop = [s for s in (stop or []) if s]
         if not prompt_ids:
             return []
         rows = sorted(
@@ -98,16 +125,20 @@ class HFSampler:
                 {"input_ids": [prompt_ids[i] for i, _ in batch]}, padding=True, return_tensors="pt"
             ).to(self.device)
             torch.manual_seed(params.seed + b)
+            criteria = StoppingCriteriaList(
+                [StopTextCriteria(self.tokenizer, stop, enc["input_ids"].shape[1])] if stop else []
+            )
             generated = self.model.generate(
                 **enc,
+                stopping_criteria=criteria,
                 max_new_tokens=params.max_new_tokens,
-                eos_token_id=[self.eos_token_id, *stop_ids],
+                eos_token_id=self.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
                 **sampling,
             )
             new_tokens = generated[:, enc["input_ids"].shape[1] :].tolist()
             for (i, j), row in zip(batch, new_tokens, strict=True):
-                ids, reason = self._finish(row, stop_ids)
+                ids, reason = self._finish(row, stop)
                 text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
                 out[i][j] = Completion(text=text, token_ids=ids, finish_reason=reason)
         return out  # type: ignore[return-value]

@@ -29,26 +29,27 @@ SHARD_SEED_STRIDE = 100_003  # seeds of different shards never collide (fewer ba
 def grade_completions(world, sampler: Sampler, problems: Sequence[Problem], params: SamplingParams) -> list[dict]:
     """One record per sampled response: text, token count, finish reason, correctness, step counts."""
     completions = sampler.generate([p.prompt for p in problems], params)
+    flat = [(problem, j, c) for problem, group in zip(problems, completions, strict=True) for j, c in enumerate(group)]
+    grades = world.grade_many([p for p, _, _ in flat], [c.text for _, _, c in flat])
     rows, steps_of_rows = [], []
-    for problem, group in zip(problems, completions, strict=True):
-        for j, c in enumerate(group):
-            steps = split_steps(c.text, world.step_delimiter)
-            row = {
-                "problem_id": problem.id,
-                "benchmark": problem.benchmark,
-                "level": str(problem.level),
-                "sample": j,
-                "text": c.text,
-                "n_tokens": c.n_tokens,
-                "finish_reason": c.finish_reason,
-                "correct": bool(world.grade(problem, c.text)),
-                "n_steps": len(steps),
-            }
-            if hasattr(world, "anatomy"):
-                anatomy = world.anatomy(problem, c.text)
-                row["redundant_tokens"], row["filler_tokens"] = anatomy.redundant, anatomy.filler
-            rows.append(row)
-            steps_of_rows.append(steps)
+    for (problem, j, c), correct in zip(flat, grades, strict=True):
+        steps = split_steps(c.text, world.step_delimiter)
+        row = {
+            "problem_id": problem.id,
+            "benchmark": problem.benchmark,
+            "level": str(problem.level),
+            "sample": j,
+            "text": c.text,
+            "n_tokens": c.n_tokens,
+            "finish_reason": c.finish_reason,
+            "correct": bool(correct),
+            "n_steps": len(steps),
+        }
+        if hasattr(world, "anatomy"):
+            anatomy = world.anatomy(problem, c.text)
+            row["redundant_tokens"], row["filler_tokens"] = anatomy.redundant, anatomy.filler
+        rows.append(row)
+        steps_of_rows.append(steps)
     counts = iter(sampler.count_tokens([s for steps in steps_of_rows for s in steps]))
     for row, steps in zip(rows, steps_of_rows, strict=True):
         row["step_tokens"] = sum(next(counts) for _ in steps)
@@ -121,6 +122,7 @@ class SamplingStage:
     max_new_tokens: int = 256
     seed: int = 0
     shard_size: int = 64
+    max_problems: int | None = None
 
     STAGE = "samples"
     STAGE_VERSION = 1
@@ -131,17 +133,18 @@ class SamplingStage:
         )
         if self.shard_size <= 0:
             raise ValueError(f"sampling.shard_size must be > 0, got {self.shard_size}")
+        if self.max_problems is not None and self.max_problems <= 0:
+            raise ValueError(f"sampling.max_problems must be > 0, got {self.max_problems}")
 
     def problems(self, world) -> list[Problem]:
         problems = world.split(self.split)
         if not problems:
             raise ValueError(f"sampling.split={self.split!r} of data={world.name} is empty")
-        return problems
+        return problems[: self.max_problems] if self.max_problems else problems
 
     def key(self, model_key: str, world, sampler_config: dict) -> str:
-        own = {
-            k: getattr(self, k) for k in ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
-        }
+        keys = ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size", "max_problems")
+        own = {k: getattr(self, k) for k in keys if k != "max_problems" or self.max_problems is not None}
         inputs = {"model": model_key, "world": world_key(world)}
         return stage_key(self.STAGE, self.STAGE_VERSION, {"sampling": own, "sampler": sampler_config}, inputs)
 

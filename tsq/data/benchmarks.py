@@ -1,0 +1,310 @@
+"""Real benchmarks as a problem source (`data=math`, `data=gsm8k`, `data=livecodebench`).
+
+Each split is a list of entries `{benchmark, path, hub, hub_split, offset, limit, start_date, end_date}`.
+A benchmark is read from `path` (JSONL, JSON or parquet), else from the shipped copy in `tsq/data/files`
+(MATH500, AIME24, AIME25, AMC23, GSM8K test), else from the HF hub when `hub` is set and `datasets` is
+installed. Rows are validated on load, and a bad one is reported with its file and line.
+
+Prompts need the model's chat template, so `split()` of an unbound source gives the bare user
+message; the pipeline calls `bind(handle)` once the model directory exists, and every stage after that
+sees fully rendered prompts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import pickle
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from tsq.data.base import Problem
+from tsq.data.templates import PromptTemplate
+from tsq.grading.code import CodeGrader, parse_tests
+from tsq.grading.math import MathGrader
+
+FILES = Path(__file__).with_name("files")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives and which fields hold what."""
+
+    kind: str  # "math" or "code"
+    file: str | None
+    hub: str | None
+    hub_split: str
+    question: str
+    answer: str | None
+    id: str | None = None
+    level: str | None = None
+    hub_config: str | None = None
+
+
+SPECS: dict[str, BenchmarkSpec] = {
+    "math500": BenchmarkSpec("math", "math500.jsonl", "HuggingFaceH4/MATH-500", "test", "problem", "answer",
+                             id="unique_id", level="level"),
+    "aime24": BenchmarkSpec("math", "aime24.jsonl", "HuggingFaceH4/aime_2024", "train", "problem", "answer", id="id"),
+    "aime25": BenchmarkSpec("math", "aime25.jsonl", "yentinglin/aime_2025", "train", "problem", "answer", id="id"),
+    "amc23": BenchmarkSpec("math", "amc2023.jsonl", "math-ai/amc23", "test", "problem", "answer", id="id"),
+    "gsm8k": BenchmarkSpec("math", "gsm8k_test.jsonl", "openai/gsm8k", "test", "question", "answer", hub_config="main"),
+    # A generic math JSONL (e.g. TokenSqueeze's math14k: instruction / ground_truth_answer); fields from the entry.
+    "math_jsonl": BenchmarkSpec("math", None, None, "train", "instruction", "ground_truth_answer"),
+    "livecodebench": BenchmarkSpec("code", None, "livecodebench/code_generation_lite", "test", "question_content",
+                                   None, id="question_id", level="difficulty"),
+}  # fmt: skip
+CODE_LEVELS = {"easy": 1, "medium": 2, "hard": 3}
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """A benchmark row before prompting. For code, `answer` is the JSON test spec the code grader reads."""
+
+    id: str
+    benchmark: str
+    kind: str
+    question: str
+    answer: str
+    level: int
+    starter_code: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a JSONL, JSON (a list) or parquet file; a malformed JSONL line is named by number."""
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_dict(orient="records")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: expected a JSON list of rows")
+        return rows
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def read_hub(hub: str, split: str, config: str | None) -> list[dict]:
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            f"reading {hub} from the HF hub needs `pip install datasets` (or give a local path)"
+        ) from None
+    return list(datasets.load_dataset(hub, config, split=split))
+
+
+class _StringsOnly(pickle.Unpickler):
+    def find_class(self, module, name):  # a pickled str needs no class; anything else is refused
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} in a test-case field")
+
+
+def decode_test_cases(raw: str | list) -> list:
+    """LiveCodeBench test cases: a JSON string, or (private cases) base64(zlib(pickle(JSON string)))."""
+    if isinstance(raw, list):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        inner = _StringsOnly(io.BytesIO(zlib.decompress(base64.b64decode(raw)))).load()
+        return json.loads(inner)
+
+
+def gsm8k_answer(solution: str) -> str:
+    """The number after GSM8K's `####`, without thousands separators."""
+    head, sep, tail = solution.rpartition("####")
+    if not sep:
+        raise ValueError("a GSM8K answer has no '####'")
+    return tail.strip().replace(",", "")
+
+
+# ---------------------------------------------------------------------------------------------- entries
+@dataclass
+class SplitEntry:
+    """One benchmark (or a slice of it) inside a split."""
+
+    benchmark: str
+    path: str | None = None
+    hub: str | None = None
+    hub_split: str | None = None
+    offset: int = 0
+    limit: int | None = None
+    start_date: str | None = None  # LiveCodeBench contest_date window, inclusive (YYYY-MM-DD)
+    end_date: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # override the spec's question/answer/id fields
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in SPECS:
+            raise ValueError(f"unknown benchmark {self.benchmark!r}; known: {sorted(SPECS)}")
+        if self.offset < 0 or (self.limit is not None and self.limit <= 0):
+            raise ValueError(f"{self.benchmark}: offset must be >= 0 and limit > 0, got {self.offset}, {self.limit}")
+
+    @property
+    def spec(self) -> BenchmarkSpec:
+        return replace(SPECS[self.benchmark], **self.fields) if self.fields else SPECS[self.benchmark]
+
+    def location(self, data_dir: str | None) -> tuple[str, Path | None]:
+        if self.path:
+            return str(self.path), Path(self.path)
+        spec = self.spec
+        if spec.file:
+            path = Path(data_dir or FILES) / spec.file
+            if path.exists() or not (self.hub or spec.hub):
+                return str(path), path
+        hub = self.hub or spec.hub
+        if hub is None:
+            raise ValueError(f"{self.benchmark}: give a path (no shipped file and no hub id)")
+        return f"hf://{hub}", None
+
+    def load(self, data_dir: str | None) -> list[BenchmarkItem]:
+        spec, (where, path) = self.spec, self.location(data_dir)
+        rows = read_rows(path) if path else read_hub(self.hub or spec.hub, self.hub_split or spec.hub_split,
+                                                     spec.hub_config)  # fmt: skip
+        items = [self._item(spec, row, where, n) for n, row in enumerate(rows, start=1)]
+        items = [it for it in items if it is not None]
+        end = None if self.limit is None else self.offset + self.limit
+        return items[self.offset : end]
+
+    def _item(self, spec: BenchmarkSpec, row: dict, where: str, n: int) -> BenchmarkItem | None:
+        needed = [spec.question] + ([spec.answer] if spec.answer else []) + ([spec.id] if spec.id else [])
+        if spec.kind == "code":
+            needed += ["public_test_cases"]
+        missing = [k for k in needed if k not in row]
+        if missing:
+            raise ValueError(f"{where} row {n}: missing field(s) {missing} for benchmark {self.benchmark}")
+        question = str(row[spec.question])
+        if not question.strip():
+            raise ValueError(f"{where} row {n}: empty {spec.question!r}")
+        rid = f"{self.benchmark}/{row[spec.id] if spec.id else n - 1}"
+        try:
+            if spec.kind == "code":
+                return self._code_item(spec, row, rid, question)
+            answer = gsm8k_answer(str(row[spec.answer])) if self.benchmark == "gsm8k" else str(row[spec.answer])
+        except (ValueError, KeyError, zlib.error, pickle.UnpicklingError) as e:
+            raise ValueError(f"{where} row {n}: {e}") from None
+        level = int(row[spec.level]) if spec.level and str(row.get(spec.level, "")).isdigit() else 0
+        return BenchmarkItem(rid, self.benchmark, "math", question, answer.strip(), level)
+
+    def _code_item(self, spec: BenchmarkSpec, row: dict, rid: str, question: str) -> BenchmarkItem | None:
+        date = str(row.get("contest_date", ""))[:10]
+        if (self.start_date and date < self.start_date) or (self.end_date and date > self.end_date):
+            return None
+        tests = decode_test_cases(row["public_test_cases"]) + decode_test_cases(row.get("private_test_cases") or "[]")
+        parse_tests(tests, where=f"{rid} test cases")
+        metadata = row.get("metadata") or "{}"
+        metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+        func_name = metadata.get("func_name")
+        if any(t["testtype"] == "functional" for t in tests) and not func_name:
+            raise ValueError("functional tests but no metadata.func_name")
+        spec_json = json.dumps({"tests": tests, "func_name": func_name})
+        level = CODE_LEVELS.get(str(row.get(spec.level or "", "")).lower(), 0)
+        return BenchmarkItem(
+            rid, self.benchmark, "code", question, spec_json, level, str(row.get("starter_code") or "")
+        )
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- source
+@dataclass
+class BenchmarkSource:
+    """A `data=` problem source over real benchmarks, graded by math-verify or the code sandbox."""
+
+    name: str
+    splits: dict[str, list[dict]]
+    template: PromptTemplate
+    step_delimiter: str = "\n\n"
+    data_dir: str | None = None
+    math_grader: dict = field(default_factory=dict)
+    code_grader: dict = field(default_factory=dict)
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.step_delimiter:
+            raise ValueError("data.step_delimiter must be a non-empty string")
+        if not isinstance(self.template, PromptTemplate):
+            self.template = PromptTemplate(**dict(self.template))
+        self.entries = {
+            name: [e if isinstance(e, SplitEntry) else SplitEntry(**dict(e)) for e in (entries or [])]
+            for name, entries in self.splits.items()
+        }
+        self.items = {
+            name: [it for e in entries for it in e.load(self.data_dir)] for name, entries in self.entries.items()
+        }
+        seen: dict[str, str] = {}
+        for name, items in self.items.items():
+            for it in items:
+                if seen.get(it.id, name) != name:
+                    raise ValueError(f"data={self.name}: problem {it.id} is in both split {seen[it.id]} and {name}")
+                seen[it.id] = name
+        self.tokenizer = None
+        self._math = MathGrader(**self.math_grader)
+        self._code = CodeGrader(**self.code_grader)
+
+    # ------------------------------------------------------------------ prompts
+    def bind(self, model_path) -> BenchmarkSource:
+        """This source with prompts rendered through the chat template of the model at `model_path`."""
+        from transformers import AutoTokenizer
+
+        bound = replace(self)  # re-runs __post_init__ (cheap: files are small) on a copy
+        bound.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
+        return bound
+
+    def prompt(self, item: BenchmarkItem) -> str:
+        if self.tokenizer is None:
+            return self.template.user_message(item.question, item.kind, item.starter_code)
+        return self.template.render(self.tokenizer, item.question, item.kind, item.starter_code)
+
+    def split(self, name: str) -> list[Problem]:
+        if name not in self.items:
+            raise KeyError(f"data={self.name} has no split {name!r}; splits: {sorted(self.items)}")
+        return [Problem(it.id, it.benchmark, self.prompt(it), it.answer, it.level) for it in self.items[name]]
+
+    # ------------------------------------------------------------------ grading
+    def kind(self, problem: Problem) -> str:
+        return SPECS[problem.benchmark].kind
+
+    def grade(self, problem: Problem, response: str) -> bool:
+        return self.grade_many([problem], [response])[0]
+
+    def grade_many(self, problems: list[Problem], responses: list[str]) -> list[bool]:
+        """Math rows through the math-verify pool, code rows through the sandbox, in the callers' order."""
+        out: list[bool | None] = [None] * len(problems)
+        for kind, grader in (("math", self._math), ("code", self._code)):
+            idx = [i for i, p in enumerate(problems) if self.kind(p) == kind]
+            grades = grader.grade_many([problems[i].answer for i in idx], [responses[i] for i in idx])
+            for i, ok in zip(idx, grades, strict=True):
+                out[i] = ok
+        return out  # type: ignore[return-value]
+
+    def fingerprint(self) -> dict:
+        sources = {}
+        for name, entries in self.entries.items():
+            sources[name] = []
+            for e in entries:
+                where, path = e.location(self.data_dir)
+                sources[name].append({**asdict(e), "source": file_digest(path) if path else where})
+        chat = getattr(self.tokenizer, "chat_template", None)
+        return {
+            "kind": "benchmarks",
+            "splits": sources,
+            "template": asdict(self.template),
+            "step_delimiter": self.step_delimiter,
+            "chat_template": hashlib.sha256(chat.encode()).hexdigest()[:16] if chat else None,
+        }
