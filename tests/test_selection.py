@@ -2,12 +2,14 @@ import pytest
 
 from tsq.selection import (
     KimiDPO,
+    Overthink,
     Pair,
     QDyn,
     QDynExtraNeg,
     QFix,
     Selection,
     Shortest,
+    SkyT1Flash,
     build_pairs,
     qdyn_k,
     shortest_correct,
@@ -90,3 +92,29 @@ def test_kimi_dpo_pairs_shortest_correct_against_long_correct_and_longer_incorre
     assert sel.positives == [0] and sel.extra_negatives == {0: [2, 3]}
     # incorrect 4 (12 > 10) is rejected, incorrect 5 (8 < 10) is not; correct 2 and 3 (>= 15) are
     assert build_pairs(lengths, correct, sel) == [Pair(0, 4), Pair(0, 2), Pair(0, 3)]
+
+
+# A hand-made group: lengths and correctness of 6 samples.
+GROUP_LENGTHS = [30, 12, 50, 20, 80, 12]
+GROUP_CORRECT = [True, False, True, True, False, True]
+
+
+def test_kimi_pairs_shortest_correct_with_longer_incorrect_and_1_5x_correct():
+    sel = KimiDPO(ratio=1.5).select(GROUP_LENGTHS, GROUP_CORRECT)
+    assert sel.positives == [5]  # length 12, correct (sample 1 is as short but wrong)
+    pairs = build_pairs(GROUP_LENGTHS, GROUP_CORRECT, sel)
+    # incorrect and longer: 4 (80); correct and >= 18 tokens: 0 (30), 2 (50), 3 (20)
+    assert [(p.chosen, p.rejected) for p in pairs] == [(5, 4), (5, 0), (5, 2), (5, 3)]
+
+
+def test_sky_t1_flash_pairs_shortest_correct_with_longest_correct_only():
+    sel = SkyT1Flash().select(GROUP_LENGTHS, GROUP_CORRECT)
+    assert [(p.chosen, p.rejected) for p in build_pairs(GROUP_LENGTHS, GROUP_CORRECT, sel)] == [(5, 2)]
+    one_length = SkyT1Flash().select([10, 10, 40], [True, True, False])
+    assert build_pairs([10, 10, 40], [True, True, False], one_length) == []  # no longer correct response
+
+
+def test_overthink_pairs_shortest_correct_with_the_longest_response():
+    sel = Overthink().select(GROUP_LENGTHS, GROUP_CORRECT)
+    assert [(p.chosen, p.rejected) for p in build_pairs(GROUP_LENGTHS, GROUP_CORRECT, sel)] == [(5, 4)]
+    assert build_pairs([5, 9], [False, False], Overthink().select([5, 9], [False, False])) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -80,10 +81,13 @@ def run_stages(cfg: DictConfig) -> dict:
         sampling.problems(world)
 
     wandb_run = start_wandb(cfg)  # before training, so Lightning's WandbLogger joins this run
+    timings: dict[str, float] = {}  # wall seconds per stage (cache hits included), for benchmarks/bench_pipeline.py
+    clock = time.perf_counter()
     handle = model_source.materialize(world, store)
     if hasattr(world, "bind"):  # prompts through this model's chat template (tsq/data/benchmarks.py)
         world = world.bind(handle.path)
-    rows, curves, extra = [], [], {"diagnostics": {}}
+    timings["model"], clock = time.perf_counter() - clock, time.perf_counter()
+    rows, curves, extra = [], [], {"diagnostics": {}, "timings": timings}
     if "base_eval" in cfg.stages or "train" in cfg.stages:
         frame, diagnostics = evaluator.samples(handle, world, make_sampler, store, sampler_fingerprint(cfg))
         base_rows, base_curves = evaluator.summarize(frame, stage="base", model=handle.name)
@@ -98,6 +102,7 @@ def run_stages(cfg: DictConfig) -> dict:
         if diagnostics.get("shortcut_acc_by_level"):
             shortcut = ", ".join(f"L{k} {100 * v:.1f}%" for k, v in diagnostics["shortcut_acc_by_level"].items())
             print(f"shortcut-only accuracy by level: {shortcut}")
+        timings["base_eval"], clock = time.perf_counter() - clock, time.perf_counter()
     if "construct" in cfg.stages:
         result = construct(
             world,
@@ -115,6 +120,7 @@ def run_stages(cfg: DictConfig) -> dict:
         extra["construction"] = {**result.stats, "pairs_path": str(result.pairs_path)}
         print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {result.pairs_path}")
         print(format_construction(result.stats))
+        timings["construct"], clock = time.perf_counter() - clock, time.perf_counter()
     if "train" in cfg.stages:
         if not result.stats["pairs"]:
             raise RuntimeError(f"construction produced no preference pairs ({result.pairs_path}); nothing to train on")
@@ -129,6 +135,7 @@ def run_stages(cfg: DictConfig) -> dict:
             store,
             make_loggers=lambda: instantiate_loggers(cfg),
         )
+        timings["train"], clock = time.perf_counter() - clock, time.perf_counter()
         frame, diagnostics = evaluator.samples(policy, world, make_sampler, store, sampler_fingerprint(cfg))
         trained_rows, trained_curves = evaluator.summarize(frame, stage="trained", model=policy.name)
         trained_rows = with_relative_change(trained_rows, [r for r in rows if r["stage"] == "base"])
@@ -138,6 +145,8 @@ def run_stages(cfg: DictConfig) -> dict:
         extra["length_histograms"].append(length_histogram(frame, "trained", evaluator.b_max))
         print(f"\nbase versus trained ({loss.name}) on {world.name}/{evaluator.split}")
         print(format_table([r for r in rows if r["level"] == "all"]))
+        timings["trained_eval"] = time.perf_counter() - clock
+    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     extra["run"] = run_description(cfg)
     path = write_metrics(output_dir, rows, curves, extra)
     log_payload(wandb_run, {"rows": rows, "curves": curves, **extra})

@@ -35,10 +35,12 @@ def shortest_correct(lengths: Sequence[int], correct: Sequence[bool], k: int) ->
 
 @dataclass(frozen=True)
 class Selection:
-    """Positives, and for each positive any extra (correct but long) negatives."""
+    """Positives, and for each positive any extra (correct but long) negatives. With
+    `incorrect_negatives=False` a positive is paired with its extra negatives only."""
 
     positives: list[int]
     extra_negatives: dict[int, list[int]] = field(default_factory=dict)
+    incorrect_negatives: bool = True
 
 
 class Selector:
@@ -132,10 +134,40 @@ class KimiDPO(Shortest):
         return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
 
 
+@dataclass
+class SkyT1Flash(Shortest):
+    """Sky-T1-Flash's SimPO data (NovaSky, papers.md §3): the shortest correct response against the longest
+    correct one (no incorrect negatives); a problem with one correct length gives no pair."""
+
+    name: str = "sky_t1_flash"
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        base = super().select(lengths, correct)
+        longest = sorted((i for i, ok in enumerate(correct) if ok), key=lambda i: (-lengths[i], i))[:1]
+        negatives = {p: [i for i in longest if lengths[i] > lengths[p]] for p in base.positives}
+        return Selection(base.positives, negatives, incorrect_negatives=False)
+
+
+@dataclass
+class Overthink(Shortest):
+    """Overthink ("Do NOT think that much for 2+3=?", SimPO-shortest as run by TL;DR): the shortest
+    correct response against the longest response of the group, correct or not."""
+
+    name: str = "overthink"
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        base = super().select(lengths, correct)
+        longest = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:1]
+        negatives = {p: [i for i in longest if lengths[i] > lengths[p]] for p in base.positives}
+        return Selection(base.positives, negatives, incorrect_negatives=False)
+
+
 def rejected_for(lengths: Sequence[int], correct: Sequence[bool], selection: Selection, positive: int) -> list[int]:
-    """The negatives a positive is paired with: every incorrect response longer than it, then its extra
-    negatives (in sample order within each kind)."""
-    rejected = [i for i, ok in enumerate(correct) if not ok and lengths[i] > lengths[positive]]
+    """The negatives a positive is paired with: every incorrect response longer than it (unless the
+    selection says otherwise), then its extra negatives (in sample order within each kind)."""
+    rejected = [
+        i for i, ok in enumerate(correct) if selection.incorrect_negatives and not ok and lengths[i] > lengths[positive]
+    ]
     return rejected + [i for i in selection.extra_negatives.get(positive, []) if i not in rejected]
 
 

@@ -25,6 +25,7 @@ from tsq.models.base import ModelHandle
 from tsq.training.lm import warmup_cosine
 from tsq.training.logps import sequence_logps
 from tsq.training.losses import PreferenceLoss
+from tsq.training.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class TrainSettings:
     # precomputed: reference log-probs computed once per pair set and cached (no reference model in
     # memory while training); online: a frozen copy of the base model scores every batch.
     reference: str = "precomputed"
+    # Recompute activations in the backward pass (HF gradient checkpointing; per block under FSDP).
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "max_length", "rows_per_forward", "checkpoint_every"):
@@ -250,6 +253,11 @@ def train_policy(
     steps_per_epoch = math.ceil(len(data) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     policy = AutoModelForCausalLM.from_pretrained(handle.path).train()  # from_pretrained returns eval mode
+    if settings.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.config.use_cache = False
+    trainer_args = dict(trainer_config)
+    trainer_args["strategy"] = build_strategy(trainer_args.get("strategy"), policy, settings.gradient_checkpointing)
     online_ref = None
     if loss.needs_reference and settings.reference == "online":
         online_ref = AutoModelForCausalLM.from_pretrained(handle.path)
@@ -265,13 +273,21 @@ def train_policy(
         callbacks=[checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
-        **trainer_config,
+        **trainer_args,
     )
     if last.exists():
         log.info("stage policy: resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    # Sharded (FSDP / DeepSpeed) training: gather the full weights; only rank 0 writes the artifact.
+    full_state = trainer.strategy.lightning_module_state_dict() if trainer.world_size > 1 else None
+    if not trainer.is_global_zero:
+        return ModelHandle(name=name, path=store.path("policy", key), key=key)
     with store.build("policy", key, {"pairs": pairs_key, "model": handle.key, "loss": loss.name}) as tmp:
-        policy.save_pretrained(tmp)
+        if full_state is not None:
+            state = {k.removeprefix("policy."): v for k, v in full_state.items() if k.startswith("policy.")}
+            policy.save_pretrained(tmp, state_dict=state)
+        else:
+            policy.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "train_summary.json").write_text(
             json.dumps({"pairs": len(data), "steps": trainer.global_step, "epochs": settings.epochs}, indent=2)

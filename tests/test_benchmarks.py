@@ -1,0 +1,160 @@
+"""Benchmark loaders, prompt templates and the real-benchmark problem source."""
+
+import base64
+import json
+import pickle
+import zlib
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from tsq.data.benchmarks import BenchmarkSource, SplitEntry, decode_test_cases
+from tsq.data.templates import PromptTemplate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PLAIN = PromptTemplate(name="plain", user="{question}\n\nReason step by step, and put the final answer in \\boxed{}.")
+
+
+@pytest.mark.parametrize(
+    "name, file, rows",
+    [
+        ("math500", "math500.jsonl", 500),
+        ("aime24", "aime24.jsonl", 30),
+        ("aime25", "aime25.jsonl", 30),
+        ("amc23", "amc2023.jsonl", 40),
+        ("gsm8k", "gsm8k_test.jsonl", 1319),
+    ],  # fmt: skip
+)
+def test_loaders_return_every_row(name, file, rows):
+    items = SplitEntry(benchmark=name).load(None)
+    assert len(items) == rows and len({it.id for it in items}) == rows
+    assert all(it.question.strip() and it.answer.strip() for it in items)
+    if SHARED.exists():  # the shipped copies are the shared files
+        assert SplitEntry(benchmark=name, path=str(SHARED / file)).load(None) == items
+
+
+def test_math500_keeps_levels_and_gsm8k_answers_are_the_number_after_hashes():
+    levels = {it.level for it in SplitEntry(benchmark="math500").load(None)}
+    assert levels == {1, 2, 3, 4, 5}
+    gsm = SplitEntry(benchmark="gsm8k", limit=3).load(None)
+    assert gsm[0].answer == "18" and gsm[0].id == "gsm8k/0"
+    assert all(float(it.answer) == float(it.answer) for it in SplitEntry(benchmark="gsm8k").load(None))
+    sliced = SplitEntry(benchmark="gsm8k", offset=2, limit=5).load(None)
+    assert [it.id for it in sliced] == [f"gsm8k/{i}" for i in range(2, 7)]
+
+
+def test_bad_rows_are_named_by_file_and_line(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "q", "answer": "#### 1"}\n{"question": oops}\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:2: not valid JSON"):
+        SplitEntry(benchmark="gsm8k", path=str(broken)).load(None)
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n')
+    with pytest.raises(ValueError, match=r"missing.jsonl row 2: missing field\(s\) \['answer'\]"):
+        SplitEntry(benchmark="gsm8k", path=str(missing)).load(None)
+    no_hashes = tmp_path / "nohash.jsonl"
+    no_hashes.write_text('{"question": "q", "answer": "42"}\n')
+    with pytest.raises(ValueError, match="nohash.jsonl row 1: a GSM8K answer has no '####'"):
+        SplitEntry(benchmark="gsm8k", path=str(no_hashes)).load(None)
+    with pytest.raises(ValueError, match="unknown benchmark 'mat500'"):
+        SplitEntry(benchmark="mat500")
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        SplitEntry(benchmark="gsm8k", path=str(tmp_path / "nowhere.jsonl")).load(None)
+
+
+def test_a_problem_in_two_splits_is_refused():
+    splits = {
+        "train": [{"benchmark": "gsm8k", "limit": 10}],
+        "test": [{"benchmark": "gsm8k", "offset": 5, "limit": 10}],
+    }
+    with pytest.raises(ValueError, match="gsm8k/5 is in both split train and test"):
+        BenchmarkSource(name="g", splits=splits, template=PLAIN)
+
+
+def lcb_row(i, date, private_compressed=False, functional=False):
+    public = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
+    private = json.dumps([{"input": "4 5\n", "output": "9\n", "testtype": "stdin"}])
+    if private_compressed:  # LiveCodeBench's own encoding of private cases
+        private = base64.b64encode(zlib.compress(pickle.dumps(private))).decode()
+    meta = {}
+    if functional:
+        public = [{"input": "[1]\n2", "output": "[1, 2]", "testtype": "functional"}]
+        meta = {"func_name": "add"}
+    return {
+        "question_id": f"q{i}", "question_content": f"Problem {i}", "platform": "atcoder", "difficulty": "medium",
+        "starter_code": "class Solution:\n    def add(self, xs, y):\n" if functional else "",
+        "contest_date": date, "public_test_cases": json.dumps(public), "private_test_cases": private,
+        "metadata": json.dumps(meta),
+    }  # fmt: skip
+
+
+def test_livecodebench_rows_dates_and_compressed_private_tests(tmp_path):
+    path = tmp_path / "lcb.jsonl"
+    rows = [lcb_row(0, "2024-07-01"), lcb_row(1, "2024-09-01", True), lcb_row(2, "2025-01-31", functional=True)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = SplitEntry(benchmark="livecodebench", path=str(path), start_date="2024-08-01", end_date="2025-01-31").load(
+        None
+    )
+    assert [it.id for it in items] == ["livecodebench/q1", "livecodebench/q2"]
+    spec = json.loads(items[0].answer)
+    assert [t["input"] for t in spec["tests"]] == ["1 2\n", "4 5\n"] and items[0].level == 2
+    assert json.loads(items[1].answer)["func_name"] == "add" and items[1].starter_code
+
+    source = BenchmarkSource(name="lcb", splits={"test": [{"benchmark": "livecodebench", "path": str(path)}]},
+                             template=PLAIN)  # fmt: skip
+    (p0, p1, p2) = source.split("test")
+    assert "Read the inputs from stdin" in p0.prompt and "starter code" in p2.prompt
+    solve = "<think>easy</think>\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    assert source.grade_many([p0, p1], [solve, "no code"]) == [True, False]
+
+
+def test_a_pickled_object_in_a_test_field_is_refused():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    payload = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle"):
+        decode_test_cases(payload)
+
+
+@pytest.fixture
+def chat_tokenizer(micro_model_dir):
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant><think>\n{% endif %}"
+    )
+    return tok
+
+
+def test_templates_render_through_the_chat_template(chat_tokenizer):
+    instruction = "Please reason step by step, and put your final answer within \\boxed{}."
+    r1 = PromptTemplate(name="r1", user="{question}\n" + instruction, generation_prefix="<think>\n")
+    text = r1.render(chat_tokenizer, "What is {x}?")
+    # braces stay literal; the chat template's own <think> is not doubled
+    assert text == "<user>What is {x}?\n" + instruction + "\n<assistant><think>\n"
+    paper = PromptTemplate(name="think_answer", system="Think in <think> </think>.", generation_prefix="<think>\n")
+    assert paper.render(chat_tokenizer, "Q").startswith("<system>Think in <think> </think>.\n<user>Q\n")
+    chat_tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        r1.render(chat_tokenizer, "Q")
+    assert PromptTemplate(name="raw", use_chat_template=False).render(chat_tokenizer, "Q") == "Q\n\n"
+    with pytest.raises(ValueError, match="must contain {question}"):
+        PromptTemplate(name="bad", user="no placeholder")
+
+
+def test_bind_renders_prompts_and_changes_the_fingerprint(micro_model_dir, tmp_path):
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    tok.chat_template = (
+        "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    )
+    tok.save_pretrained(tmp_path)
+    source = BenchmarkSource(name="g", splits={"test": [{"benchmark": "gsm8k", "limit": 2}]}, template=PLAIN)
+    bound = source.bind(tmp_path)
+    raw, rendered = source.split("test")[0], bound.split("test")[0]
+    assert rendered.prompt == f"[{raw.prompt}]>" and rendered.answer == raw.answer == "18"
+    assert bound.fingerprint() != source.fingerprint()
+    with pytest.raises(KeyError, match="no split 'dev'"):
+        source.split("dev")

