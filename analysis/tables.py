@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.collect import collect_metrics  # noqa: E402
+from tsq.evaluation.metrics import average_compression_ratio  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,20 @@ class Layout:
     labels: dict[str, str]
     columns: tuple[str, ...] = ("Acc", "Len", "AUC")
     caption: str = ""
+    kind: str = "tokensqueeze"  # or "tldr": accuracy and Len-A per level, averages and A.C.R.
 
 
 LAYOUTS = {
     "ts_table1": Layout(
         "choice.method",
-        {"kimi_dpo": "Kimi-k1.5 (DPO)", "tokensqueeze": "TokenSqueeze"},
+        {
+            "kimi_dpo": "Kimi-k1.5 (DPO)",
+            "sky_t1_flash": "Sky-T1-Flash (SimPO)",
+            "overthink": "Overthink (SimPO, shortest)",
+            "static_mixture": "Static mixture (1:1)",
+            "tldr": "TL;DR",
+            "tokensqueeze": "TokenSqueeze",
+        },
         columns=("Acc", "Len", "AUC"),
         caption="Main results (TokenSqueeze Table 1 layout), synthetic world.",
     ),
@@ -59,13 +68,20 @@ LAYOUTS = {
         {"dpo": "DPO", "sft": "SFT", "dpo_sft": "DPO+SFT", "tokensqueeze": "TokenSqueeze (SFT + DPO-L)"},
         caption="Training objective (TokenSqueeze Table 4 layout), synthetic world.",
     ),
+    "tldr_table2": Layout(
+        "choice.tldr",
+        {"short_only": "SFT on short data", "static": "Static mixture (1:1)", "dynamic": "TL;DR (dynamic)"},
+        caption="Static versus dynamic mixture (TL;DR Table 2 layout), synthetic world; levels stand for datasets.",
+        kind="tldr",
+    ),
     "ts_fig4": Layout(
         "override.selector.alpha",
         {a: f"alpha = {a}" for a in ("0.05", "0.1", "0.2", "0.4", "0.6", "1.0")},
         caption="Q-DYN's alpha (TokenSqueeze Figure 4), synthetic world.",
     ),
 }
-HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "Len": False, "Steps": False, "StepLen": False}
+HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "Len": False, "Steps": False, "StepLen": False, "Avg": True,
+                    "L-Avg": False, "A.C.R.": True}  # fmt: skip
 SOURCE = {"Acc": "acc", "Len": "len_t", "AUC": "auc", "Steps": "steps", "StepLen": "step_len"}
 
 
@@ -94,8 +110,40 @@ def paper_table(frame: pd.DataFrame, layout: Layout, level: str = "all") -> pd.D
     return table
 
 
+def tldr_table(frame: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """TL;DR's layout: accuracy (%) per level, their mean, Len-A per level, its mean, and A.C.R. (%)
+    against the original model; levels stand for TL;DR's datasets."""
+    rows = frame[frame["level"] != "all"].sort_values("run")
+    trained = rows[rows["stage"] == "trained"]
+    missing = [c for c in layout.labels if c not in set(trained[layout.group])]
+    if missing:
+        raise ValueError(f"no trained run for {layout.group}={missing}")
+    base_run = rows[rows["stage"] == "base"]["run"].iloc[-1]
+    groups = [("Original", rows[(rows["stage"] == "base") & (rows["run"] == base_run)])]
+    for choice, label in layout.labels.items():
+        mine = trained[trained[layout.group] == choice]
+        groups.append((label, mine[mine["run"] == mine["run"].iloc[-1]]))
+    levels = sorted(groups[0][1]["level"].unique(), key=int)
+    original = groups[0][1].set_index("level")["len_a"]
+    records = []
+    for label, g in groups:
+        g = g.set_index("level")
+        record = {f"L{lv}": 100 * g.loc[lv, "acc"] for lv in levels}
+        record["Avg"] = sum(record.values()) / len(levels)
+        record |= {f"Len L{lv}": g.loc[lv, "len_a"] for lv in levels}
+        record["L-Avg"] = sum(g.loc[lv, "len_a"] for lv in levels) / len(levels)
+        acr = average_compression_ratio([g.loc[lv, "len_a"] for lv in levels], [original[lv] for lv in levels])
+        record["A.C.R."] = float("nan") if label == "Original" else 100 * acr
+        records.append(pd.Series(record, name=label))
+    return pd.DataFrame(records)
+
+
 def styled(table: pd.DataFrame) -> pd.io.formats.style.Styler:
     """Formatting of the paper: one decimal, Len with its change against Baseline, best in bold."""
+    if "Baseline" not in table.index:  # TL;DR's layout: bold the best average and compression only
+        style = table.style.format("{:.1f}", na_rep="--")
+        style = style.highlight_max(subset=["Avg", "A.C.R."], props="textbf:--rwrap;")
+        return style.highlight_min(subset=["L-Avg"], props="textbf:--rwrap;")
     base_len = table.loc["Baseline", "Len"]
 
     def length(v: float) -> str:
@@ -185,13 +233,14 @@ def run_label(run: dict, layout: Layout) -> str:
 
 
 def pareto_figure(table: pd.DataFrame, tag: str, out: Path) -> list[Path]:
-    """Accuracy against Len-T, one point per row of the table (up and to the left is better)."""
+    """Accuracy against length, one point per row of the table (up and to the left is better)."""
+    x, y = ("Len", "Acc") if "Len" in table else ("L-Avg", "Avg")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, row in table.iterrows():
-        ax.scatter(row["Len"], row["Acc"], marker="s" if label == "Baseline" else "o")
-        ax.annotate(label, (row["Len"], row["Acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    ax.set_xlabel("Len-T (tokens of correct responses)")
-    ax.set_ylabel("Acc (%)")
+        ax.scatter(row[x], row[y], marker="s" if label in ("Baseline", "Original") else "o")
+        ax.annotate(label, (row[x], row[y]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("Len-T (tokens of correct responses)" if x == "Len" else "mean Len-A over levels (tokens)")
+    ax.set_ylabel("Acc (%)" if y == "Acc" else "mean accuracy over levels (%)")
     return save_figure(fig, out, f"{tag}_pareto")
 
 
@@ -203,7 +252,7 @@ def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "res
     frame = frame[frame["tags"].str.split(",").apply(lambda tags: tag in tags)]
     if frame.empty:
         raise FileNotFoundError(f"no run tagged {tag} below {root}: run `python run.py experiment={tag}` first")
-    table = paper_table(frame, layout)
+    table = tldr_table(frame, layout) if layout.kind == "tldr" else paper_table(frame, layout)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{tag}.tex").write_text(to_latex(table, layout.caption, f"tab:{tag}"))
     table.to_csv(out / f"{tag}.csv", float_format="%.4f")

@@ -45,7 +45,9 @@ def main() -> None:
     sweep = next((a.removeprefix("--sweep=").split() for a in sys.argv[1:] if a.startswith("--sweep=")), SWEEP)
     overrides = [a for a in sys.argv[1:] if not a.startswith("--sweep=")]
     out = Path(tempfile.mkdtemp(prefix="tsq-bench-pipeline-"))
-    cache = out / "cache"
+    cache = Path(os.environ.get("TSQ_BENCH_CACHE", out / "cache"))  # kept afterwards when given
+    if cache.exists() and any(cache.iterdir()):
+        raise SystemExit(f"{cache} is not empty: the cold run needs an empty cache")
     rows = []
     for name in ("cold", "warm"):
         seconds = run([*overrides, f"hydra.run.dir={out / name}"], cache, out)

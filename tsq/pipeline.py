@@ -20,6 +20,7 @@ from tsq.construct import construct
 from tsq.evaluation.evaluate import Evaluator, format_table, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
 from tsq.reporting import log_payload, start_wandb
+from tsq.tldr import train_tldr
 from tsq.training.preference import train_policy
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-STAGES = ("base_eval", "construct", "train")
+STAGES = ("base_eval", "construct", "train", "tldr")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -74,8 +75,11 @@ def run_stages(cfg: DictConfig) -> dict:
     pair_settings = instantiate(cfg.pairs, _convert_="all")
     loss = instantiate(cfg.loss, _convert_="all")
     train_settings = instantiate(cfg.train, _convert_="all")
+    tldr_settings = instantiate(cfg.tldr, _convert_="all")
     if "train" in cfg.stages and "construct" not in cfg.stages:
         raise ValueError("stages: train needs construct before it (its pairs)")
+    if "train" in cfg.stages and "tldr" in cfg.stages:
+        raise ValueError("stages: train and tldr both train a policy; choose one")
     evaluator.problems(world)  # fail on an empty or unknown split before any training
     if "construct" in cfg.stages:
         sampling.problems(world)
@@ -88,7 +92,7 @@ def run_stages(cfg: DictConfig) -> dict:
         world = world.bind(handle.path)
     timings["model"], clock = time.perf_counter() - clock, time.perf_counter()
     rows, curves, extra = [], [], {"diagnostics": {}, "timings": timings}
-    if "base_eval" in cfg.stages or "train" in cfg.stages:
+    if "base_eval" in cfg.stages or "train" in cfg.stages or "tldr" in cfg.stages:
         frame, diagnostics = evaluator.samples(handle, world, make_sampler, store, sampler_fingerprint(cfg))
         base_rows, base_curves = evaluator.summarize(frame, stage="base", model=handle.name)
         rows += base_rows
@@ -121,6 +125,7 @@ def run_stages(cfg: DictConfig) -> dict:
         print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {result.pairs_path}")
         print(format_construction(result.stats))
         timings["construct"], clock = time.perf_counter() - clock, time.perf_counter()
+    policy, method = None, None
     if "train" in cfg.stages:
         if not result.stats["pairs"]:
             raise RuntimeError(f"construction produced no preference pairs ({result.pairs_path}); nothing to train on")
@@ -135,6 +140,25 @@ def run_stages(cfg: DictConfig) -> dict:
             store,
             make_loggers=lambda: instantiate_loggers(cfg),
         )
+        method = loss.name
+    if "tldr" in cfg.stages:
+        policy, extra["tldr"] = train_tldr(
+            tldr_settings,
+            world,
+            model_source,
+            handle,
+            make_sampler,
+            store,
+            sampler_fingerprint(cfg),
+            sampling,
+            OmegaConf.to_container(cfg.trainer, resolve=True),
+            output_dir,
+        )
+        method = f"{tldr_settings.name} ({tldr_settings.rule})"
+        selected = extra["tldr"]["selected"]
+        kept = f"step {selected['step']}: dev tokens {selected['dev_tokens']:.1f}, acc {selected['dev_acc']:.3f}"
+        print(f"\nTL;DR kept {kept}")
+    if policy is not None:
         timings["train"], clock = time.perf_counter() - clock, time.perf_counter()
         frame, diagnostics = evaluator.samples(policy, world, make_sampler, store, sampler_fingerprint(cfg))
         trained_rows, trained_curves = evaluator.summarize(frame, stage="trained", model=policy.name)
@@ -143,7 +167,7 @@ def run_stages(cfg: DictConfig) -> dict:
         curves += trained_curves
         extra["diagnostics"]["trained"] = diagnostics
         extra["length_histograms"].append(length_histogram(frame, "trained", evaluator.b_max))
-        print(f"\nbase versus trained ({loss.name}) on {world.name}/{evaluator.split}")
+        print(f"\nbase versus trained ({method}) on {world.name}/{evaluator.split}")
         print(format_table([r for r in rows if r["level"] == "all"]))
         timings["trained_eval"] = time.perf_counter() - clock
     print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))

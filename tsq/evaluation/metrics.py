@@ -87,3 +87,10 @@ def step_stats(n_steps: Sequence[int], step_tokens: Sequence[int], correct: Sequ
 def relative_change(new: float, base: float) -> float:
     """(new - base) / base, as the papers print it in parentheses."""
     return float("nan") if not base else (new - base) / base
+
+
+def average_compression_ratio(lengths: Sequence[float], original: Sequence[float]) -> float:
+    """TL;DR's A.C.R.: mean over datasets of max(0, 1 - Len(method) / Len(original)) (papers.md §2.7)."""
+    if len(lengths) != len(original) or not lengths:
+        raise ValueError(f"need equal, non-empty length lists, got {len(lengths)} and {len(original)}")
+    return float(np.mean([max(0.0, 1 - m / o) for m, o in zip(lengths, original, strict=True)]))

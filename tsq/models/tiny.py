@@ -73,8 +73,12 @@ class TinyReasoningModel:
     pretrain: Pretraining = field(default_factory=Pretraining)
     accelerator: str = "cpu"
     trust_remote_code: bool = False
+    # "concise": pretrain on the teacher's concise traces (TL;DR's short-reasoning System-1 model)
+    teacher_style: str = "default"
 
     def __post_init__(self) -> None:
+        if self.teacher_style not in ("default", "concise"):
+            raise ValueError(f"model.teacher_style must be default or concise, got {self.teacher_style!r}")
         if not isinstance(self.architecture, Architecture):
             self.architecture = Architecture(**dict(self.architecture))
         if not isinstance(self.pretrain, Pretraining):
@@ -89,6 +93,8 @@ class TinyReasoningModel:
 
     def key(self, world) -> str:
         own = {"architecture": asdict(self.architecture), "pretrain": asdict(self.pretrain)}
+        if self.teacher_style != "default":  # (keeps the keys of existing default models)
+            own["teacher_style"] = self.teacher_style
         return stage_key(STAGE, STAGE_VERSION, own, {"world": world_key(world)})
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
@@ -106,13 +112,16 @@ class TinyReasoningModel:
     # -----------------------------------------------------------------------
     def corpus(self, world) -> tuple[list[str], list[str]]:
         """Teacher traces on fresh problems, never on a dev or test prompt."""
+        from tsq.data.synthetic import TeacherStyle
+
         rng = random.Random(self.pretrain.seed)
+        style = TeacherStyle.concise() if self.teacher_style == "concise" else None
         held_out = world.held_out_prompts()
         prompts, responses = [], []
         for _ in range(self.pretrain.steps * self.pretrain.batch_size):
             problem = world.sample_problem(rng, held_out)
             prompts.append(problem.prompt)
-            responses.append(world.teacher_response(problem, rng))
+            responses.append(world.teacher_response(problem, rng, style))
         return prompts, responses
 
     def _pretrain(self, world, out_dir: Path) -> None:

@@ -73,6 +73,19 @@ class HFSampler:
         self.model.eval()
         self.eos_token_id = self.tokenizer.eos_token_id
 
+    @classmethod
+    def from_model(cls, model, tokenizer, batch_size: int = 256, progress: bool = False) -> HFSampler:
+        """A sampler over a model already in memory (TL;DR evaluates the policy while it trains)."""
+        sampler = cls.__new__(cls)
+        sampler.batch_size, sampler.progress = batch_size, progress
+        sampler.device = str(next(model.parameters()).device)
+        sampler.tokenizer, sampler.model = tokenizer, model
+        sampler.tokenizer.padding_side = "left"
+        if sampler.tokenizer.pad_token_id is None:
+            sampler.tokenizer.pad_token = sampler.tokenizer.eos_token
+        sampler.eos_token_id = tokenizer.eos_token_id
+        return sampler
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         if not texts:
             return []

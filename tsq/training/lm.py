@@ -105,8 +105,12 @@ class CausalLMModule(L.LightningModule):
         warmup_steps: int,
         total_steps: int,
         tokens_per_batch: float | None = None,
+        schedule: str = "cosine",
     ) -> None:
         super().__init__()
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
+        self.schedule = schedule
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.total_steps = warmup_steps, total_steps
@@ -121,5 +125,9 @@ class CausalLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, self.warmup_steps, self.total_steps))
+        if self.schedule == "constant":  # linear warm-up, then flat (TL;DR's setting)
+            multiplier = lambda s: min(1.0, (s + 1) / max(1, self.warmup_steps))  # noqa: E731
+        else:
+            multiplier = lambda s: warmup_cosine(s, self.warmup_steps, self.total_steps)  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,397 @@
+"""TL;DR (papers.md §2): SFT on a System-1 / System-2 data mixture whose weights follow the dev set.
+
+System-1 data: a short-reasoning model's correct answers to easy problems. System-2 data: the base
+model's correct long reasoning on hard problems. Every `update_every` optimizer steps the policy is
+evaluated on the dev set, and the mixture weights move by TL;DR's rule (`update_weights`); the weights
+decide how many slots of a resampling buffer each source fills (`MixtureStream`), they never weight the
+loss. Bounds (T_short, Acc_short) and (T_long, Acc_long) are measured once on the dev set and cached.
+The kept checkpoint is the one with the fewest dev tokens among those whose dev accuracy exceeds
+(1 - accuracy_drop) * Acc_long (`select_checkpoint`). `rule=constant` is the static-mixture baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tsq.cache import ArtifactStore, stage_key, world_key
+from tsq.evaluation.evaluate import Evaluator
+from tsq.models.base import ModelHandle, PretrainedModel
+from tsq.sampling.base import SamplingParams
+from tsq.sampling.hf import HFSampler
+from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
+
+log = logging.getLogger(__name__)
+
+STAGE = "tldr_policy"
+STAGE_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------- pure rules
+@dataclass(frozen=True)
+class Bounds:
+    """Dev-set mean tokens and accuracy of the short (System-1) and the long (System-2, base) model."""
+
+    t_short: float
+    acc_short: float
+    t_long: float
+    acc_long: float
+
+
+def benefits(t_now: float, acc_now: float, b: Bounds) -> tuple[float, float]:
+    """(benefit_short, benefit_long) = (max((T_now - T_short) / |T_long - T_short|, 0),
+    max((Acc_long - Acc_now) / |Acc_long - Acc_short|, 0)); a zero gap is floored at 1e-6."""
+    short = max((t_now - b.t_short) / max(abs(b.t_long - b.t_short), 1e-6), 0.0)
+    long = max((b.acc_long - acc_now) / max(abs(b.acc_long - b.acc_short), 1e-6), 0.0)
+    return short, long
+
+
+def update_weights(alpha: Sequence[float], benefit: Sequence[float], eta: float, smoothing: float) -> list[float]:
+    """alpha <- softmax(log alpha + eta * benefit), then (1 - c) alpha + c / K (DoReMi's smoothing)."""
+    logits = np.log(np.asarray(alpha, dtype=float)) + eta * np.asarray(benefit, dtype=float)
+    new = np.exp(logits - logits.max())
+    new /= new.sum()
+    new = (1 - smoothing) * new + smoothing / len(new)
+    return (new / new.sum()).tolist()
+
+
+def buffer_counts(alpha: Sequence[float], size: int) -> list[int]:
+    """Slots per source: int(alpha_d * size) each, the remainder to source 0 (as TL;DR's code does)."""
+    counts = [int(a * size) for a in alpha]
+    counts[0] += size - sum(counts)
+    return counts
+
+
+def select_checkpoint(history: Sequence[dict], acc_long: float, accuracy_drop: float = 0.3, min_step: int = 0) -> int:
+    """Index into `history` (dicts with step, dev_tokens, dev_acc) of the kept checkpoint: fewest dev tokens
+    among steps >= min_step with dev_acc > (1 - accuracy_drop) * acc_long; if none qualifies, the most
+    accurate one (fewest tokens on ties)."""
+    if not history:
+        raise ValueError("no dev evaluations to select a checkpoint from")
+    eligible = [i for i, h in enumerate(history) if h["step"] >= min_step] or list(range(len(history)))
+    good = [i for i in eligible if history[i]["dev_acc"] > (1 - accuracy_drop) * acc_long]
+    if good:
+        return min(good, key=lambda i: (history[i]["dev_tokens"], i))
+    return min(eligible, key=lambda i: (-history[i]["dev_acc"], history[i]["dev_tokens"], i))
+
+
+class MixtureStream(IterableDataset):
+    """An endless stream drawing from K sources through a shuffled buffer of `size` slots, refilled with
+    the current weights whenever it runs out or the weights change. Each source is read in order and
+    wraps around (TL;DR's `DynamicLong2ShortDataset`)."""
+
+    def __init__(self, sources: Sequence[Sequence], alpha: Sequence[float], size: int, seed: int = 0) -> None:
+        if any(len(s) == 0 for s in sources):
+            raise ValueError(f"every mixture source needs data; sizes {[len(s) for s in sources]}")
+        if size <= 0:
+            raise ValueError(f"buffer size must be > 0, got {size}")
+        self.sources, self.size, self.seed = [list(s) for s in sources], size, seed
+        self.cursors = [0] * len(sources)
+        self.refills = 0
+        self.set_weights(alpha)
+
+    def set_weights(self, alpha: Sequence[float]) -> None:
+        self.alpha = list(alpha)
+        slots = [d for d, n in enumerate(buffer_counts(self.alpha, self.size)) for _ in range(n)]
+        random.Random(self.seed + self.refills).shuffle(slots)
+        self.refills += 1
+        self.buffer, self.position = slots, 0
+
+    def next_source(self) -> int:
+        if self.position == len(self.buffer):
+            self.set_weights(self.alpha)
+        d = self.buffer[self.position]
+        self.position += 1
+        return d
+
+    def __iter__(self) -> Iterator:
+        while True:
+            d = self.next_source()
+            item = self.sources[d][self.cursors[d] % len(self.sources[d])]
+            self.cursors[d] += 1
+            yield item
+
+
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass
+class TLDRSettings:
+    """`tldr=`: dynamic (TL;DR), static (1:1, never updated) or short_only (System-1 data alone)."""
+
+    name: str = "tldr"
+    rule: str = "dynamic"
+    init: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    eta: float = 4.0
+    smoothing: float = 1e-4
+    update_every: int = 32
+    steps: int = 256
+    batch_size: int = 16
+    lr: float = 5e-5
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    easy_levels: list[int] = field(default_factory=lambda: [1, 2])
+    hard_levels: list[int] = field(default_factory=lambda: [3, 4, 5])
+    short_model_path: str | None = None  # a real short-CoT model (Qwen2.5-Instruct in the paper)
+    system1_samples: int = 4
+    system2_pick: str = "shortest"
+    dev_samples: int = 1
+    dev_temperature: float = 1.0
+    bound_samples: int = 4
+    bound_temperature: float = 0.7
+    bound_top_p: float = 0.95
+    max_new_tokens: int = 256
+    accuracy_drop: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("dynamic", "constant"):
+            raise ValueError(f"tldr.rule must be dynamic or constant, got {self.rule!r}")
+        if len(self.init) != 2 or min(self.init) < 0 or not math.isclose(sum(self.init), 1.0):
+            raise ValueError(f"tldr.init must be two non-negative weights summing to 1, got {self.init}")
+        if self.rule == "dynamic" and min(self.init) == 0:
+            raise ValueError("tldr.init: the dynamic rule needs both weights > 0 (it works in log space)")
+        for key in ("update_every", "steps", "batch_size", "system1_samples", "dev_samples", "bound_samples"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"tldr.{key} must be > 0, got {getattr(self, key)}")
+        if self.system2_pick not in ("shortest", "all"):
+            raise ValueError(f"tldr.system2_pick must be shortest or all, got {self.system2_pick!r}")
+        if not 0 <= self.accuracy_drop < 1:
+            raise ValueError(f"tldr.accuracy_drop must lie in [0, 1), got {self.accuracy_drop}")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def short_model(settings: TLDRSettings, model_source, world, store: ArtifactStore) -> ModelHandle:
+    """The System-1 model: a configured path, or the tiny base architecture pretrained on concise traces."""
+    if settings.short_model_path:
+        return PretrainedModel(name="short", path=settings.short_model_path).materialize(world, store)
+    if not hasattr(model_source, "teacher_style"):
+        raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
+    return replace(model_source, name=f"{model_source.name}_short", teacher_style="concise").materialize(world, store)
+
+
+def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int]) -> list[dict]:
+    """The first correct short-model response of each easy problem."""
+    rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels))].sort_values(["problem_id", "sample"])
+    first = rows.groupby("problem_id", sort=True).head(1)
+    return [{"prompt": prompts[r.problem_id], "response": r.text} for r in first.itertuples()]
+
+
+def system2_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], pick: str) -> list[dict]:
+    """The base model's correct responses to hard problems: the shortest per problem, or all."""
+    rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels))]
+    if pick == "shortest":
+        rows = rows.sort_values(["problem_id", "n_tokens", "sample"]).groupby("problem_id", sort=True).head(1)
+    return [{"prompt": prompts[r.problem_id], "response": r.text} for r in rows.itertuples()]
+
+
+def dev_stats(frame: pd.DataFrame) -> tuple[float, float]:
+    return float(frame["n_tokens"].mean()), float(frame["correct"].mean())
+
+
+# ---------------------------------------------------------------------------------------------- training
+class DevReweighting(L.Callback):
+    """Every `update_every` steps: evaluate on dev, record, update the mixture weights, keep the best."""
+
+    def __init__(self, settings: TLDRSettings, stream: MixtureStream, bounds: Bounds, world, tokenizer) -> None:
+        self.settings, self.stream, self.bounds, self.world, self.tokenizer = settings, stream, bounds, world, tokenizer
+        self.dev = world.split("dev")
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        self.best_index: int | None = None
+
+    def evaluate(self, model) -> tuple[float, float]:
+        was_training = model.training
+        model.eval()
+        sampler = HFSampler.from_model(model, self.tokenizer)
+        s = self.settings
+        params = SamplingParams(
+            n=s.dev_samples,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.dev_temperature,
+            seed=s.seed + len(self.history),
+        )
+        groups = sampler.generate([p.prompt for p in self.dev], params)
+        flat = [(p, c) for p, g in zip(self.dev, groups, strict=True) for c in g]
+        correct = self.world.grade_many([p for p, _ in flat], [c.text for _, c in flat])
+        model.train(was_training)
+        return float(np.mean([c.n_tokens for _, c in flat])), float(np.mean(correct))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.settings.update_every and step != trainer.max_steps:
+            return
+        tokens, acc = self.evaluate(pl_module.model)
+        benefit = benefits(tokens, acc, self.bounds)
+        alpha = self.stream.alpha
+        if self.settings.rule == "dynamic":
+            alpha = update_weights(alpha, benefit, self.settings.eta, self.settings.smoothing)
+            self.stream.set_weights(alpha)
+        self.history.append(
+            {
+                "step": step,
+                "dev_tokens": tokens,
+                "dev_acc": acc,
+                "benefit_short": benefit[0],
+                "benefit_long": benefit[1],
+                "alpha_short": alpha[0],
+                "alpha_long": alpha[1],
+            }
+        )
+        log.info("tldr step %d: dev tokens %.1f acc %.3f -> weights %.3f / %.3f", step, tokens, acc, *alpha)
+        chosen = select_checkpoint(self.history, self.bounds.acc_long, self.settings.accuracy_drop)
+        if chosen == len(self.history) - 1 and chosen != self.best_index:
+            self.best_index = chosen
+            self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def train_tldr(
+    settings: TLDRSettings,
+    world,
+    model_source,
+    handle: ModelHandle,
+    make_sampler,
+    store: ArtifactStore,
+    sampler_config: dict,
+    sampling,
+    trainer_config: dict,
+    output_dir: Path | None = None,
+) -> tuple[ModelHandle, dict]:
+    """Build both data sources and the bounds (cached stages), then train with dynamic re-weighting."""
+    short = short_model(settings, model_source, world, store)
+    prompts = {p.id: p.prompt for p in world.split(sampling.split)}
+    short_sampling = replace(sampling, n=settings.system1_samples)
+    short_frame, short_key = short_sampling.run(short, world, make_sampler, store, sampler_config)
+    long_frame, long_key = sampling.run(handle, world, make_sampler, store, sampler_config)
+    sources = [
+        system1_data(short_frame, prompts, settings.easy_levels),
+        system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
+    ]
+    bound_eval = Evaluator(
+        split="dev",
+        n_samples=settings.bound_samples,
+        temperature=settings.bound_temperature,
+        top_p=settings.bound_top_p,
+        max_new_tokens=settings.max_new_tokens,
+        shortcut_probe=False,
+    )
+    t_short, acc_short = dev_stats(bound_eval.samples(short, world, make_sampler, store, sampler_config)[0])
+    t_long, acc_long = dev_stats(bound_eval.samples(handle, world, make_sampler, store, sampler_config)[0])
+    bounds = Bounds(t_short, acc_short, t_long, acc_long)
+    own = {"tldr": asdict(settings), "trainer": trainer_config}
+    inputs = {
+        "model": handle.key,
+        "short": short.key,
+        "system1": short_key,
+        "system2": long_key,
+        "world": world_key(world),
+    }
+    key = stage_key(STAGE, STAGE_VERSION, own, inputs)
+    name = f"{handle.name}+{settings.name}"
+    summary_file = "tldr_summary.json"
+    if store.exists(STAGE, key):
+        log.info("stage %s: cache hit %s", STAGE, key)
+        summary = json.loads((store.path(STAGE, key) / summary_file).read_text())
+    else:
+        log.info(
+            "stage %s: cache miss %s; System-1 %d, System-2 %d examples; bounds %s",
+            STAGE,
+            key,
+            len(sources[0]),
+            len(sources[1]),
+            bounds,
+        )
+        with store.build(STAGE, key, {"model": handle.key, "rule": settings.rule}) as tmp:
+            summary = _train(settings, world, handle, sources, bounds, trainer_config, tmp)
+            (tmp / summary_file).write_text(json.dumps(summary, indent=2))
+    if output_dir is not None:
+        plot_weights(summary["history"], Path(output_dir) / "tldr_weights.png")
+    return ModelHandle(name=name, path=store.path(STAGE, key), key=key), summary
+
+
+def _train(
+    settings: TLDRSettings, world, handle: ModelHandle, sources, bounds: Bounds, trainer_config: dict, out: Path
+):
+    L.seed_everything(settings.seed, verbose=False)
+    tokenizer = AutoTokenizer.from_pretrained(handle.path)
+    policy = AutoModelForCausalLM.from_pretrained(handle.path).train()
+    encoded = [encode_pairs(tokenizer, [d["prompt"] for d in s], [d["response"] for d in s]) for s in sources]
+    alpha = list(settings.init)
+    usable = [w > 0 for w in alpha]
+    if any(u and not e for u, e in zip(usable, encoded, strict=True)):
+        raise RuntimeError(f"tldr: a source with weight > 0 has no data (sizes {[len(e) for e in encoded]})")
+    stream = MixtureStream(
+        [e or [None] for e in encoded], alpha, settings.batch_size * settings.update_every, settings.seed
+    )
+    mean_response = np.mean([len(r) for e in encoded for _, r in e])
+    module = CausalLMModule(
+        policy,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        total_steps=settings.steps,
+        tokens_per_batch=settings.batch_size * mean_response,
+        schedule="constant",
+    )
+    callback = DevReweighting(settings, stream, bounds, world, tokenizer)
+    loader = DataLoader(
+        stream, batch_size=settings.batch_size, collate_fn=lambda b: collate_pairs(b, tokenizer.pad_token_id)
+    )
+    args = {k: v for k, v in trainer_config.items() if k != "strategy"}
+    trainer = L.Trainer(
+        max_steps=settings.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        **args,
+    )
+    trainer.fit(module, loader)
+    chosen = select_checkpoint(callback.history, bounds.acc_long, settings.accuracy_drop)
+    # The rule never returns to an evaluation it once passed over, so the kept snapshot is the chosen one.
+    assert callback.best_index == chosen and callback.best_state is not None
+    policy.load_state_dict(callback.best_state)
+    policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {
+        "bounds": asdict(bounds),
+        "history": callback.history,
+        "selected": callback.history[chosen],
+        "system1_examples": len(sources[0]),
+        "system2_examples": len(sources[1]),
+    }
+
+
+def plot_weights(history: Sequence[dict], path: Path) -> Path:
+    """The mixture weights and dev tokens / accuracy over training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(history)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(frame["step"], frame["alpha_short"], marker="o", label="System-1 (short)")
+    top.plot(frame["step"], frame["alpha_long"], marker="o", label="System-2 (long)")
+    top.set_ylabel("mixture weight")
+    top.legend()
+    bottom.plot(frame["step"], frame["dev_tokens"], marker="o", color="tab:green")
+    bottom.set_ylabel("dev tokens")
+    twin = bottom.twinx()
+    twin.plot(frame["step"], frame["dev_acc"], marker="s", color="tab:red")
+    twin.set_ylabel("dev accuracy")
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
