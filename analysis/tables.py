@@ -189,6 +189,8 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     drawn = False
     for payload, run in tagged_runs(root, tag):
         curves = pd.DataFrame(payload["curves"])
+        if curves.empty:
+            continue
         curves = curves[curves["level"] == "all"]
         for stage, label in (("base", "Baseline"), ("trained", run_label(run, layout))):
             if stage == "base" and drawn:

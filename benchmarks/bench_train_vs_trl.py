@@ -2,13 +2,16 @@
 DPOTrainer configured as close as TRL allows (loss_type sigmoid + sft, loss_weights 0.5/0.5, precomputed
 reference log-probs), on the same tiny Llama, the same pairs, batch size and number of steps.
 
-    python benchmarks/bench_train_vs_trl.py                       # 48 pairs, batch 8, 6 steps
-    python benchmarks/bench_train_vs_trl.py --pairs 16 --batch 4  # the test's tiny size
+    python benchmarks/bench_train_vs_trl.py                        # 160 pairs, batch 8: 20 steps
+    python benchmarks/bench_train_vs_trl.py --rows_per_forward 16  # tsq: all 16 rows in one forward
+    python benchmarks/bench_train_vs_trl.py --pairs 16 --batch 4   # the test's tiny size
 
 Pairs have the length imbalance of real Long2Short data: chosen is a concise teacher trace, rejected an
 overthinking one several times longer. Each framework trains in its own child process (so peak RSS is
-its own); reference log-probs are computed before the clock starts in both. Before timing, the loss of
-both on one identical batch is checked equal. Prints a table and writes bench_train_vs_trl.csv.
+its own); reference log-probs are computed before the clock starts in both, both read the pairs in the
+same order and clip gradients at 1. Throughput is completion tokens per second over steps 2..N (step 1
+holds one-off set-up in both; whole-run figures are printed too). Before timing, the loss of both on
+one identical batch is checked equal. Prints a table and writes bench_train_vs_trl.csv.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def trl_trainer(model, tok, pairs, batch: int, steps: int, out: Path):
         gradient_checkpointing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        train_sampling_strategy="sequential",  # both frameworks see the same batches in the same order
     )
     return trl.DPOTrainer(
         model=model, args=config, train_dataset=datasets.Dataset.from_list(pairs), processing_class=tok
@@ -118,17 +122,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def steady_seconds(stamps: list[float]) -> float:
+    """Wall time of steps 2..N from the end-of-step timestamps (step 1 holds one-off set-up in both)."""
+    if len(stamps) < 2:
+        raise ValueError("need at least 2 steps to time steady state")
+    return stamps[-1] - stamps[0]
+
+
 # ------------------------------------------------------------------------------------------------ children
 def run_trl(args) -> dict:
     model, tok = make_model(args.hidden, args.layers)
     pairs = make_pairs(args.pairs)
     trainer = trl_trainer(model, tok, pairs, args.batch, args.steps, Path(args.out) / "trl")
+    from transformers import TrainerCallback
+
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            stamps.append(time.perf_counter())
+
+    trainer.add_callback(Stamp())
     trainer.get_train_dataloader()  # precomputes reference log-probs (outside the clock)
     before = peak_rss_mb()
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}
+    return {
+        "seconds": seconds,
+        "steady_seconds": steady_seconds(stamps),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": before,
+    }
 
 
 def run_tsq(args) -> dict:
@@ -145,7 +170,7 @@ def run_tsq(args) -> dict:
         lr=5e-5,
         warmup_steps=0,
         max_length=512,
-        rows_per_forward=2 * args.batch,
+        rows_per_forward=args.rows_per_forward,
         batching=args.batching,
     )
     data = tokenize_pairs(tok, pairs, settings.max_length)
@@ -160,9 +185,14 @@ def run_tsq(args) -> dict:
         args.steps,
         tok.pad_token_id,
     )
-    loader = DataLoader(
-        data, batch_size=args.batch, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(0)
-    )
+    loader = DataLoader(data, batch_size=args.batch, shuffle=False, collate_fn=collate)  # sequential, as TRL's here
+
+    stamps: list[float] = []
+
+    class Stamp(L.Callback):
+        def on_train_batch_end(self, *_):
+            stamps.append(time.perf_counter())
+
     trainer = L.Trainer(
         max_steps=args.steps,
         accelerator="cpu",
@@ -170,12 +200,19 @@ def run_tsq(args) -> dict:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        gradient_clip_val=1.0,  # TRL's max_grad_norm default
+        callbacks=[Stamp()],
     )
     before = peak_rss_mb()
     start = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}
+    return {
+        "seconds": seconds,
+        "steady_seconds": steady_seconds(stamps),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": before,
+    }
 
 
 def first_step_losses(args) -> tuple[float, float]:
@@ -195,15 +232,17 @@ def first_step_losses(args) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--pairs", type=int, default=160)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batching", default="bucket")
+    parser.add_argument("--rows_per_forward", type=int, default=None, help="tsq rows per forward (default: batch)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     parser.add_argument("--child", choices=["tsq", "trl"], default=None)
     args = parser.parse_args()
     args.steps = args.pairs // args.batch
+    args.rows_per_forward = args.rows_per_forward or args.batch
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.child:
         torch.set_num_threads(torch.get_num_threads())
@@ -211,11 +250,14 @@ def main() -> None:
         return
     ours, theirs = first_step_losses(args)
     pairs = make_pairs(args.pairs)
-    completion_tokens = sum(len(p["chosen"].split()) + len(p["rejected"].split()) for p in pairs)  # word tokenizer
+    # the word-level tokenizer makes one token per word; steps 2..N see pairs[batch:] in order in both
+    completion_tokens = sum(len(p["chosen"].split()) + len(p["rejected"].split()) for p in pairs)
+    steady_tokens = sum(len(p["chosen"].split()) + len(p["rejected"].split()) for p in pairs[args.batch :])
     rows = []
     for name in ("trl", "tsq"):
         cmd = [sys.executable, __file__, "--child", name] + [
-            f"--{k}={getattr(args, k)}" for k in ("pairs", "batch", "hidden", "layers", "batching", "out")
+            f"--{k}={getattr(args, k)}"
+            for k in ("pairs", "batch", "hidden", "layers", "batching", "rows_per_forward", "out")
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -230,10 +272,12 @@ def main() -> None:
                 "completion_tokens": completion_tokens,
                 **result,
                 "tokens_per_s": completion_tokens / result["seconds"],
+                "steady_tokens_per_s": steady_tokens / result["steady_seconds"],
             }
         )
     table = pd.DataFrame(rows)
-    table["speedup_vs_trl"] = table["tokens_per_s"] / table.loc[table.framework == "trl", "tokens_per_s"].item()
+    trl_row = table.framework == "trl"
+    table["speedup_vs_trl"] = table["steady_tokens_per_s"] / table.loc[trl_row, "steady_tokens_per_s"].item()
     chosen = sum(len(p["chosen"].split()) for p in pairs) / len(pairs)
     rejected = sum(len(p["rejected"].split()) for p in pairs) / len(pairs)
     print(

@@ -97,3 +97,33 @@ def test_generated_table_compiles_with_pdflatex(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_tldr_layout_by_hand(tmp_path):
+    """TL;DR Table 2 from three made-up runs: per-level Acc and Len-A, their means, and A.C.R."""
+    base = [{"stage": "base", "level": lv, "acc": a, "len_a": n} for lv, a, n in (("1", 0.9, 100.0), ("2", 0.5, 200.0))]
+    base.append({"stage": "base", "level": "all", "acc": 0.7, "len_a": 150.0})
+    trained = {
+        "short_only": (("1", 0.8, 40.0), ("2", 0.2, 60.0)),
+        "static": (("1", 0.9, 60.0), ("2", 0.4, 150.0)),
+        "dynamic": (("1", 0.9, 50.0), ("2", 0.5, 220.0)),
+    }
+    for num, (choice, levels) in enumerate(trained.items()):
+        run = tmp_path / "multiruns" / "t" / str(num)
+        run.mkdir(parents=True)
+        rows = base + [{"stage": "trained", "level": lv, "acc": a, "len_a": n} for lv, a, n in levels]
+        rows.append({"stage": "trained", "level": "all", "acc": 0.0, "len_a": 0.0})
+        payload = {"rows": rows, "curves": [], "run": {"tags": ["tldr_table2"], "choices": {"tldr": choice}}}
+        (run / "metrics.json").write_text(json.dumps(payload))
+    written = write_experiment("tldr_table2", tmp_path, tmp_path / "out")
+    table = written["table"]
+    assert list(table.index) == ["Original", "SFT on short data", "Static mixture (1:1)", "TL;DR (dynamic)"]
+    assert table.loc["Original", "Avg"] == pytest.approx(70.0) and table.loc["Original", "L-Avg"] == 150.0
+    # short only: (1 - 40/100 + 1 - 60/200) / 2 = 0.65
+    assert table.loc["SFT on short data", "A.C.R."] == pytest.approx(65.0)
+    # dynamic: (1 - 50/100 + max(0, 1 - 220/200)) / 2 = 0.25 (the longer level counts as 0)
+    assert table.loc["TL;DR (dynamic)", "A.C.R."] == pytest.approx(25.0)
+    assert table.loc["TL;DR (dynamic)", "Avg"] == pytest.approx(70.0)
+    assert pd.isna(table.loc["Original", "A.C.R."])
+    tex = written["tex"].read_text()
+    assert r"\textbf{65.0}" in tex and "--" in tex  # best A.C.R. in bold; no A.C.R. for the original

@@ -110,6 +110,9 @@ def test_anatomy_of_a_hand_written_response():
     a = w.anatomy(p, text)
     # necessary: "3 +4 = 7 -2 ;" (6) + "7 -2 = 5 ;" (5); redundant: check (6) + again (3); filler: ok so
     assert (a.total, a.necessary, a.redundant, a.filler, a.structure) == (25, 11, 9, 2, 3)
+    # a trained model once wrote a truncated step after the chain was used up ("5 +1 =", 3 words)
+    a = w.anatomy(p, "<think> 3 +4 = 7 -2 ; 7 -2 = 5 ; 5 +1 = ; </think> 5")
+    assert (a.necessary, a.redundant) == (11, 4)
 
 
 @pytest.mark.parametrize(

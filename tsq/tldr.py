@@ -142,6 +142,7 @@ class TLDRSettings:
     easy_levels: list[int] = field(default_factory=lambda: [1, 2])
     hard_levels: list[int] = field(default_factory=lambda: [3, 4, 5])
     short_model_path: str | None = None  # a real short-CoT model (Qwen2.5-Instruct in the paper)
+    short_model_style: str = "system1"  # synthetic world: the tiny twin's teacher style (concise or system1)
     system1_samples: int = 4
     system2_pick: str = "shortest"
     dev_samples: int = 1
@@ -171,12 +172,13 @@ class TLDRSettings:
 
 # ---------------------------------------------------------------------------------------------- data
 def short_model(settings: TLDRSettings, model_source, world, store: ArtifactStore) -> ModelHandle:
-    """The System-1 model: a configured path, or the tiny base architecture pretrained on concise traces."""
+    """The System-1 model: a configured path, or the tiny base architecture pretrained on short traces."""
     if settings.short_model_path:
         return PretrainedModel(name="short", path=settings.short_model_path).materialize(world, store)
     if not hasattr(model_source, "teacher_style"):
         raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
-    return replace(model_source, name=f"{model_source.name}_short", teacher_style="concise").materialize(world, store)
+    twin = replace(model_source, name=f"{model_source.name}_short", teacher_style=settings.short_model_style)
+    return twin.materialize(world, store)
 
 
 def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int]) -> list[dict]:

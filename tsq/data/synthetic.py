@@ -86,6 +86,11 @@ class TeacherStyle:
     def concise(cls) -> TeacherStyle:
         return cls(p_shortcut=0.0, p_check=0.0, p_again=0.0, p_filler=0.0, p_slip=0.0)
 
+    @classmethod
+    def system1(cls) -> TeacherStyle:
+        """A fast thinker: a glance half the time, otherwise only the necessary steps (TL;DR's short model)."""
+        return cls(p_shortcut=0.5, p_check=0.0, p_again=0.0, p_filler=0.0, p_slip=0.0)
+
 
 @dataclass(frozen=True)
 class TraceAnatomy:
@@ -298,6 +303,7 @@ class SyntheticWorld:
             counts[FILLER] += sum(x in FILLER_WORDS for x in step)
             is_step = (
                 len(core) == chain_len + 2
+                and len(core) >= 4  # once the chain is used up, a 3-word "a op =" is no step
                 and core[0] in DIGITS
                 and core[1] in SIGNED
                 and core[2] == "="

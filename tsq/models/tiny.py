@@ -73,12 +73,13 @@ class TinyReasoningModel:
     pretrain: Pretraining = field(default_factory=Pretraining)
     accelerator: str = "cpu"
     trust_remote_code: bool = False
-    # "concise": pretrain on the teacher's concise traces (TL;DR's short-reasoning System-1 model)
+    # "concise" / "system1": pretrain on the teacher's concise traces (with glances half the time for
+    # system1), for TL;DR's short-reasoning model; see TeacherStyle
     teacher_style: str = "default"
 
     def __post_init__(self) -> None:
-        if self.teacher_style not in ("default", "concise"):
-            raise ValueError(f"model.teacher_style must be default or concise, got {self.teacher_style!r}")
+        if self.teacher_style not in ("default", "concise", "system1"):
+            raise ValueError(f"model.teacher_style must be default, concise or system1, got {self.teacher_style!r}")
         if not isinstance(self.architecture, Architecture):
             self.architecture = Architecture(**dict(self.architecture))
         if not isinstance(self.pretrain, Pretraining):
@@ -115,7 +116,9 @@ class TinyReasoningModel:
         from tsq.data.synthetic import TeacherStyle
 
         rng = random.Random(self.pretrain.seed)
-        style = TeacherStyle.concise() if self.teacher_style == "concise" else None
+        style = {"default": None, "concise": TeacherStyle.concise(), "system1": TeacherStyle.system1()}[
+            self.teacher_style
+        ]
         held_out = world.held_out_prompts()
         prompts, responses = [], []
         for _ in range(self.pretrain.steps * self.pretrain.batch_size):
