@@ -118,6 +118,24 @@ def tsq_loss_on_trl_batch(model, batch: dict, loss: PreferenceLoss) -> torch.Ten
     return per_pair.mean()
 
 
+def positions(pairs: list[dict], batch: int, rows_per_forward: int, tok) -> dict[str, int]:
+    """Token positions each layout feeds through the model over steps 2..N (padding included): TRL pads
+    all 2B rows of a batch to the longest; tsq's bucket layout pads each forward of `rows_per_forward`
+    length-sorted rows to its own longest. Compute scales with these (the profile is all matmuls)."""
+    trl = tsq = 0
+    for s in range(batch, len(pairs) - len(pairs) % batch, batch):
+        rows = sorted(
+            len(tok(p["prompt"])["input_ids"]) + len(tok(p[k])["input_ids"]) + 1
+            for p in pairs[s : s + batch]
+            for k in ("chosen", "rejected")
+        )
+        trl += len(rows) * rows[-1]
+        tsq += sum(
+            len(c) * c[-1] for c in (rows[i : i + rows_per_forward] for i in range(0, len(rows), rows_per_forward))
+        )
+    return {"trl": trl, "tsq": tsq}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -127,6 +145,16 @@ def steady_seconds(stamps: list[float]) -> float:
     if len(stamps) < 2:
         raise ValueError("need at least 2 steps to time steady state")
     return stamps[-1] - stamps[0]
+
+
+def measured(train, stamps: list[float]) -> dict:
+    """Run `train()` and report its wall time, steady-state time (from the step stamps) and peak RSS."""
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    train()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "steady_seconds": steady_seconds(stamps), "peak_rss_mb": peak_rss_mb(),
+            "rss_before_mb": before}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ children
@@ -144,16 +172,7 @@ def run_trl(args) -> dict:
 
     trainer.add_callback(Stamp())
     trainer.get_train_dataloader()  # precomputes reference log-probs (outside the clock)
-    before = peak_rss_mb()
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "steady_seconds": steady_seconds(stamps),
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_before_mb": before,
-    }
+    return measured(trainer.train, stamps)
 
 
 def run_tsq(args) -> dict:
@@ -203,16 +222,7 @@ def run_tsq(args) -> dict:
         gradient_clip_val=1.0,  # TRL's max_grad_norm default
         callbacks=[Stamp()],
     )
-    before = peak_rss_mb()
-    start = time.perf_counter()
-    trainer.fit(module, loader)
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "steady_seconds": steady_seconds(stamps),
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_before_mb": before,
-    }
+    return measured(lambda: trainer.fit(module, loader), stamps)
 
 
 def first_step_losses(args) -> tuple[float, float]:
@@ -276,8 +286,11 @@ def main() -> None:
             }
         )
     table = pd.DataFrame(rows)
+    _, tok = make_model(8, 1)
+    table["positions"] = table["framework"].map(positions(pairs, args.batch, args.rows_per_forward, tok))
     trl_row = table.framework == "trl"
     table["speedup_vs_trl"] = table["steady_tokens_per_s"] / table.loc[trl_row, "steady_tokens_per_s"].item()
+    table["position_ratio"] = table.loc[trl_row, "positions"].item() / table["positions"]
     chosen = sum(len(p["chosen"].split()) for p in pairs) / len(pairs)
     rejected = sum(len(p["rejected"].split()) for p in pairs) / len(pairs)
     print(

@@ -14,7 +14,7 @@ datasets = pytest.importorskip("datasets")
 
 from helpers import tiny_llama  # noqa: E402
 
-from tsq.training.logps import sequence_logps  # noqa: E402
+from benchmarks.bench_train_vs_trl import tsq_loss_on_trl_batch  # noqa: E402
 from tsq.training.losses import PreferenceLoss  # noqa: E402
 
 PAIRS = [
@@ -74,19 +74,8 @@ def trl_loss_and_batch(model, tok, tmp_path, loss_type, loss_weights):
 
 
 def tsq_loss(model, batch, loss: PreferenceLoss) -> float:
-    ids, comp = batch["input_ids"], batch["completion_mask"]
-    mask = batch["attention_mask"]
-    prompts, completions = [], []
-    for row, c, m in zip(ids.tolist(), comp.tolist(), mask.tolist(), strict=True):
-        start, end = c.index(1), sum(m)
-        prompts.append(row[:start])
-        completions.append(row[start:end])
-    n = len(prompts) // 2  # TRL stacks chosen rows, then rejected rows
     with torch.no_grad():
-        logps = sequence_logps(model, prompts, completions, "bucket", rows_per_forward=2)
-    lens = torch.tensor([len(c) for c in completions])
-    per_pair = loss(logps[:n], logps[n:], batch["ref_chosen_logps"], batch["ref_rejected_logps"], lens[:n], lens[n:])
-    return float(per_pair.mean())
+        return float(tsq_loss_on_trl_batch(model, batch, loss))
 
 
 @pytest.mark.parametrize(
