@@ -253,6 +253,11 @@ class BenchmarkSource:
                 if seen.get(it.id, name) != name:
                     raise ValueError(f"data={self.name}: problem {it.id} is in both split {seen[it.id]} and {name}")
                 seen[it.id] = name
+        # The content key of each entry's source, hashed once here rather than on every world_key call.
+        self.sources = {
+            name: [{**asdict(e), "source": self._source_key(e)} for e in entries]
+            for name, entries in self.entries.items()
+        }
         self.tokenizer = None
         self._math = MathGrader(**self.math_grader)
         self._code = CodeGrader(**self.code_grader)
@@ -293,17 +298,15 @@ class BenchmarkSource:
                 out[i] = ok
         return out  # type: ignore[return-value]
 
+    def _source_key(self, entry: SplitEntry) -> str:
+        where, path = entry.location(self.data_dir)
+        return file_digest(path) if path else where
+
     def fingerprint(self) -> dict:
-        sources = {}
-        for name, entries in self.entries.items():
-            sources[name] = []
-            for e in entries:
-                where, path = e.location(self.data_dir)
-                sources[name].append({**asdict(e), "source": file_digest(path) if path else where})
         chat = getattr(self.tokenizer, "chat_template", None)
         return {
             "kind": "benchmarks",
-            "splits": sources,
+            "splits": self.sources,
             "template": asdict(self.template),
             "step_delimiter": self.step_delimiter,
             "chat_template": hashlib.sha256(chat.encode()).hexdigest()[:16] if chat else None,

@@ -62,15 +62,19 @@ class HFSampler:
         if dtype not in DTYPES:
             raise ValueError(f"sampler.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.batch_size, self.progress = batch_size, progress
-        self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        )
+        self._attach(model.to(resolve_device(device)).eval(), tokenizer)
+
+    def _attach(self, model, tokenizer) -> None:
+        """Use `model` and `tokenizer`: left padding, EOS as padding when there is no pad token."""
+        self.model, self.tokenizer = model, tokenizer
+        self.device = str(next(model.parameters()).device)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
-        ).to(self.device)
-        self.model.eval()
         self.eos_token_id = self.tokenizer.eos_token_id
 
     @classmethod
@@ -78,12 +82,7 @@ class HFSampler:
         """A sampler over a model already in memory (TL;DR evaluates the policy while it trains)."""
         sampler = cls.__new__(cls)
         sampler.batch_size, sampler.progress = batch_size, progress
-        sampler.device = str(next(model.parameters()).device)
-        sampler.tokenizer, sampler.model = tokenizer, model
-        sampler.tokenizer.padding_side = "left"
-        if sampler.tokenizer.pad_token_id is None:
-            sampler.tokenizer.pad_token = sampler.tokenizer.eos_token
-        sampler.eos_token_id = tokenizer.eos_token_id
+        sampler._attach(model, tokenizer)
         return sampler
 
     def count_tokens(self, texts: list[str]) -> list[int]:
