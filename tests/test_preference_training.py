@@ -168,3 +168,92 @@ def test_online_reference_gives_the_same_loss_as_precomputed(micro_model_dir):
     online = PreferenceModule(policy, loss, TrainSettings(reference="online"), 1, tok.pad_token_id, reference=ref_model)
     batch = collate(data)
     assert module_loss(online, batch) == pytest.approx(module_loss(pre, batch), rel=1e-5)
+
+
+def lengths(tok, row) -> tuple[int, int]:
+    """Tokens of prompt + chosen + EOS and of prompt + rejected + EOS, counted here by hand."""
+    p = len(tok(row["prompt"], add_special_tokens=False)["input_ids"])
+    c = len(tok(row["chosen"], add_special_tokens=False)["input_ids"])
+    r = len(tok(row["rejected"], add_special_tokens=False)["input_ids"])
+    return p + c + 1, p + r + 1
+
+
+def test_over_length_pairs_are_an_error_naming_the_setting_and_the_count(micro_model_dir):
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    sizes = [max(lengths(tok, row)) for row in PAIRS]
+    limit = sorted(sizes)[1]  # the two shortest fit
+    over = sum(s > limit for s in sizes)
+    with pytest.raises(ValueError, match=rf"{over} of 4 pairs are longer than train.max_length={limit}"):
+        tokenize_pairs(tok, PAIRS, limit)
+    kept = tokenize_pairs(tok, PAIRS, limit, overlength="drop")
+    assert [d["index"] for d in kept] == [i for i, s in enumerate(sizes) if s <= limit]
+
+
+def test_truncation_keeps_the_start_and_counts_kept_tokens(micro_model_dir):
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    row = PAIRS[1]
+    p = len(tok(row["prompt"], add_special_tokens=False)["input_ids"])
+    (d,) = tokenize_pairs(tok, [row], p + 5, overlength="truncate")
+    rejected = tok(row["rejected"], add_special_tokens=False)["input_ids"]
+    assert d["rejected"] == rejected[:5] and d["rejected_len"] == 5 and d["truncated"]
+    (full,) = tokenize_pairs(tok, [row], 128)
+    assert full["rejected"][-1] == tok.eos_token_id and full["rejected_len"] == len(rejected)  # EOS not counted
+    assert not full["truncated"]
+
+
+def test_a_run_with_no_pair_left_fails_before_any_compute(micro_model_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    store = ArtifactStore(tmp_path / "cache")
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(max_length=3, overlength="drop")
+    with pytest.raises(ValueError, match=r"0 optimizer steps: 0 of 4 pairs .*train.max_length=3"):
+        train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, {"accelerator": "cpu"}, store)
+    assert not (tmp_path / "cache" / "ref_logps").exists()  # nothing was computed, nothing empty cached
+
+
+def test_a_policy_equal_to_the_base_model_is_not_saved(micro_model_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
+    store = ArtifactStore(tmp_path / "cache")
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=1, batch_size=2, lr=1e-30)  # updates far below float32 resolution
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    with pytest.raises(RuntimeError, match=r"training changed none of the \d+ weight tensors"):
+        train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+    assert list((tmp_path / "cache" / "policy").glob("*/train_summary.json")) == []
+
+
+@pytest.mark.parametrize(
+    ("pairs", "batch", "global_batch", "world", "epochs", "want"),
+    [
+        (16, 2, None, 1, 2, 16),  # 8 batches an epoch, one step each
+        (16, 2, 8, 1, 2, 4),  # 4 micro-batches per step
+        (18, 2, 8, 1, 1, 3),  # 9 micro-batches: 2 full accumulations and the epoch's remainder
+        (16, 2, 8, 2, 1, 2),  # 2 processes read 8 pairs each: 4 micro-batches, 2 per step
+        (0, 2, None, 1, 3, 0),
+    ],
+)
+def test_optimizer_steps_by_hand(pairs, batch, global_batch, world, epochs, want):
+    settings = TrainSettings(batch_size=batch, global_batch_size=global_batch, epochs=epochs)
+    assert settings.optimizer_steps(pairs, world) == want
+
+
+def test_global_batch_must_divide_into_micro_batches():
+    with pytest.raises(ValueError, match="train.global_batch_size=10 must be a multiple of train.batch_size=4"):
+        TrainSettings(batch_size=4, global_batch_size=10)
+    with pytest.raises(ValueError, match="not a multiple of train.batch_size=4 x 3 processes"):
+        TrainSettings(batch_size=4, global_batch_size=8).accumulation(3)
+    with pytest.raises(ValueError, match="train.epochs must be a whole number > 0, got 1.5"):
+        TrainSettings(epochs=1.5)
+
+
+def test_accumulated_training_takes_the_planned_steps_and_records_what_it_did(micro_model_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 3)  # 12 pairs
+    store = ArtifactStore(tmp_path / "cache")
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=2, batch_size=2, global_batch_size=4, lr=1e-3)
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    policy = train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+    summary = json.loads((policy.path / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["accumulate_grad_batches"] == 2  # 6 micro-batches / 2, x 2 epochs
+    assert summary["pairs"] == summary["pairs_in_file"] == 12 and summary["pairs_dropped"] == 0
+    assert summary["tensors_changed"] == summary["tensors_compared"] > 0

@@ -55,8 +55,10 @@ def test_kl_is_zero_for_the_original_step_and_large_when_the_answer_changes(copy
     assert tok.decode(r[3:]) == "</think> 7"
 
 
-def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler):
-    refiner = StepRefiner(reduction="mean", window=3)
+@pytest.mark.parametrize("chunk", [1, 7, 2048])
+def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler, chunk):
+    """Also with the vocabulary projected a few (candidate, position) rows at a time."""
+    refiner = StepRefiner(reduction="mean", window=3, score_chunk_tokens=chunk)
     p = ids(copy_sampler, "1 +2 = ?")
     r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; </think> 4")
     spans = trace_step_spans(copy_sampler.tokenizer, r, ";")

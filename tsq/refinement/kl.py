@@ -27,6 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from tsq.sampling.base import SamplingParams
+from tsq.training.logps import split_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,38 @@ log = logging.getLogger(__name__)
 def token_kl(logp_ref: torch.Tensor, logp_other: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """KL(ref || other) per position over the vocabulary (last dim), reduced over positions (dim -2).
 
-    Inputs are log-probabilities of shape [..., T, V]; the result has shape [...].
+    Inputs are log-probabilities of shape [..., T, V]; the result has shape [...] (`sum`, `mean`) or
+    [..., T] (`none`).
     """
     per_position = (logp_ref.exp() * (logp_ref - logp_other)).sum(-1)
+    return reduce_positions(per_position, reduction)
+
+
+def reduce_positions(per_position: torch.Tensor, reduction: str) -> torch.Tensor:
+    """A sequence KL from per-position KLs [..., T]: their sum or mean (`none` keeps them)."""
     if reduction == "sum":
         return per_position.sum(-1)
     if reduction == "mean":
         return per_position.mean(-1)
+    if reduction == "none":
+        return per_position
     raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
+def chunked_kl(
+    head: torch.nn.Module, ref_hidden: torch.Tensor, cand_hidden: torch.Tensor, reduction: str, chunk_tokens: int
+) -> torch.Tensor:
+    """`token_kl` of K candidates against one reference from final hidden states ([T, H] and [K, T, H]),
+    projecting at most `chunk_tokens` (candidate, position) rows to the vocabulary at a time: the [K, T,
+    vocab] distributions are never built (K 64, T 512 and a 152k vocabulary would be 20 GB in fp32)."""
+    k, length = cand_hidden.shape[:2]
+    step = max(1, chunk_tokens // (k + 1))
+    per_position = []
+    for j in range(0, length, step):
+        logp_ref = head(ref_hidden[j : j + step]).float().log_softmax(-1)
+        logp_cand = head(cand_hidden[:, j : j + step]).float().log_softmax(-1)
+        per_position.append(token_kl(logp_ref.expand_as(logp_cand), logp_cand, "none"))
+    return reduce_positions(torch.cat(per_position, dim=-1), reduction)
 
 
 def step_spans(token_texts: list[str], delimiter: str, open_at: int | None = None, close_at: int | None = None):
@@ -106,13 +131,15 @@ class StepRefiner:
     max_step_tokens: int = 48
     seed: int = 0
     name: str = "kl"
+    # (candidate, position) rows projected to the vocabulary at once while scoring KL
+    score_chunk_tokens: int = 2048
 
     def __post_init__(self) -> None:
         if self.accept not in ("kl", "shortest", "none"):
             raise ValueError(f"refiner.accept must be kl, shortest or none, got {self.accept!r}")
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {self.reduction!r}")
-        for key in ("k", "window", "max_step_tokens"):
+        for key in ("k", "window", "max_step_tokens", "score_chunk_tokens"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
         if self.epsilon < 0:
@@ -177,11 +204,13 @@ class StepRefiner:
     @torch.inference_mode()
     def score(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
         """KL of every candidate of every step of one trace: one pass over the trace, then one batch
-        per step on top of the step prefix's cropped KV cache."""
+        per step on top of the step prefix's cropped KV cache. Only hidden states are kept; the
+        vocabulary distributions are formed `score_chunk_tokens` (candidate, position) rows at a time."""
+        body, head = split_causal_lm(model)
         device = next(model.parameters()).device
         full = torch.tensor([prompt_ids + response_ids], device=device)
-        out = model(input_ids=full, use_cache=True)
-        logp_full = out.logits[0].float().log_softmax(-1)
+        out = body(input_ids=full, use_cache=True)
+        hidden_full = out.last_hidden_state[0]
         base = len(prompt_ids)
         results = []
         for a, b, cands in work:
@@ -189,7 +218,7 @@ class StepRefiner:
             if not cont:  # nothing follows the step: the constraint cannot be checked, keep it
                 results.append([float("inf")] * len(cands))
                 continue
-            ref = logp_full[base + b - 1 : base + b - 1 + len(cont)]
+            ref_hidden = hidden_full[base + b - 1 : base + b - 1 + len(cont)]
             prefix_len = base + a
             cache = prefix_cache(out.past_key_values, prefix_len, len(cands))
             rows = [c + cont for c in cands]
@@ -201,10 +230,12 @@ class StepRefiner:
                 ids[i, : len(row)] = torch.tensor(row)
                 mask[i, prefix_len : prefix_len + len(row)] = 1
             positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1)
-            logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions).logits
+            hidden = body(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions)
             index = torch.stack([torch.arange(len(c) - 1, len(c) - 1 + len(cont)) for c in cands]).to(device)
-            cand_logp = logits.float().gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).log_softmax(-1)
-            results.append(token_kl(ref.expand_as(cand_logp), cand_logp, self.reduction).tolist())
+            cand_hidden = hidden.last_hidden_state.gather(
+                1, index[..., None].expand(-1, -1, hidden.last_hidden_state.shape[-1])
+            )
+            results.append(chunked_kl(head, ref_hidden, cand_hidden, self.reduction, self.score_chunk_tokens).tolist())
         return results
 
     @torch.inference_mode()

@@ -10,6 +10,12 @@ for a 300-token rejected. Here the 2B sequences of a batch are scored as indepen
   restarting per row and a block-diagonal causal mask. No padding, but with SDPA the attention runs
   over the whole [T x T] pack; it pays off only with kernels that skip masked blocks.
 * `padded`: TRL's layout (all rows padded to the batch's longest), kept for comparison.
+
+Memory: the vocabulary projection is the part that grows with vocabulary x length (at 152k words and
+8k tokens one fp32 copy of the logits is 5 GB per row). Only completion positions are projected, in
+chunks of `chunk_tokens` that are recomputed in the backward pass (`token_logps`), so the head's memory
+is one chunk's [chunk_tokens, vocab] whatever the length; what still grows with length is the model
+body's activations (`train.gradient_checkpointing` trades them for recomputation).
 """
 
 from __future__ import annotations
@@ -17,17 +23,65 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 MODES = ("bucket", "packed", "padded")
 
 
-def _row_logps(
-    logits: torch.Tensor, ids: torch.Tensor, starts: Sequence[int], ends: Sequence[int]
+def split_causal_lm(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(body, head) of a Hugging Face causal LM: the transformer that yields final hidden states, and the
+    output projection to the vocabulary. Models that transform logits after the projection (soft-capping,
+    scaling) are refused: scoring from hidden states would silently give other log-probs for them."""
+    for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+        value = getattr(model.config, attr, None)
+        if value not in (None, 1, 1.0):
+            raise ValueError(
+                f"{type(model).__name__} sets config.{attr}={value}; tsq's chunked log-probs project hidden "
+                "states with the output embedding alone and do not apply it"
+            )
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embedding (not a causal LM head model)")
+    return model.base_model, head
+
+
+def _chunk_token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+
+
+def token_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_tokens: int) -> torch.Tensor:
+    """[T] log p(target_t | hidden_t) for hidden [T, H], computed `chunk_tokens` positions at a time.
+
+    At most one chunk's [chunk, vocab] fp32 logits exist at any moment, in the forward and, because each
+    chunk is checkpointed (recomputed during backward instead of saved), in the backward too. A full
+    `log_softmax` over [batch, length, vocab] would keep several such copies alive for the backward.
+    """
+    if chunk_tokens <= 0:
+        raise ValueError(f"train.logit_chunk_tokens must be > 0, got {chunk_tokens}")
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        h, t = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(_chunk_token_logps, head, h, t, use_reentrant=False))
+        else:
+            parts.append(_chunk_token_logps(head, h, t))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _completion_logps(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    spans: Sequence[tuple[int, int, int]],
+    chunk_tokens: int,
 ) -> list[torch.Tensor]:
-    """Sum of log p(token) over positions [start, end) of each row (row i of logits/ids)."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return [token_logp[i, s - 1 : e - 1].sum() for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+    """Summed log-probs of the tokens in [start, end) of row `r` of `ids`, for each (r, start, end); only
+    those positions are projected to the vocabulary (prompt and padding positions never are)."""
+    rows = torch.cat([torch.full((e - s,), r, dtype=torch.long) for r, s, e in spans]).to(ids.device)
+    cols = torch.cat([torch.arange(s, e) for _, s, e in spans]).to(ids.device)
+    values = token_logps(head, hidden[rows, cols - 1], ids[rows, cols], chunk_tokens)
+    return list(values.split([e - s for _, s, e in spans]))
 
 
 def block_causal_mask(pack: list[int], seqs: Sequence[Sequence[int]], device) -> torch.Tensor:
@@ -50,13 +104,21 @@ def sequence_logps(
     rows_per_forward: int = 16,
     pack_tokens: int = 2048,
     pad_id: int = 0,
+    chunk_tokens: int = 1024,
 ) -> torch.Tensor:
-    """[N] summed log-probs of each completion given its prompt (differentiable)."""
+    """[N] summed log-probs of each completion given its prompt (differentiable).
+
+    The model body runs once per forward; only completion positions are projected to the vocabulary,
+    `chunk_tokens` at a time (`token_logps`), so no [rows, length, vocab] tensor is ever built.
+    """
     if mode not in MODES:
         raise ValueError(f"train.batching must be one of {MODES}, got {mode!r}")
+    body, head = split_causal_lm(model)
     device = next(model.parameters()).device
     seqs = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
     starts = [len(p) for p in prompts]
+    if any(s == 0 for s, c in zip(starts, completions, strict=True) if c):
+        raise ValueError("every completion needs a prompt of at least one token (its first token is predicted from it)")
     out: list[torch.Tensor | None] = [None] * len(seqs)
     if mode == "packed":
         packs, current, size = [], [], 0
@@ -70,12 +132,12 @@ def sequence_logps(
         for pack in packs:
             ids = torch.tensor([[t for i in pack for t in seqs[i]]], device=device)
             pos = torch.tensor([[j for i in pack for j in range(len(seqs[i]))]], device=device)
-            logits = model(input_ids=ids, position_ids=pos, attention_mask=block_causal_mask(pack, seqs, device)).logits
-            logp = torch.log_softmax(logits[0, :-1].float(), dim=-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-            offset = 0
-            for i in pack:
-                out[i] = logp[offset + starts[i] - 1 : offset + len(seqs[i]) - 1].sum()
-                offset += len(seqs[i])
+            hidden = body(input_ids=ids, position_ids=pos, attention_mask=block_causal_mask(pack, seqs, device))
+            offsets = [sum(len(seqs[j]) for j in pack[:k]) for k in range(len(pack))]
+            spans = [(0, o + starts[i], o + len(seqs[i])) for o, i in zip(offsets, pack, strict=True)]
+            values = _completion_logps(head, hidden.last_hidden_state, ids, spans, chunk_tokens)
+            for i, value in zip(pack, values, strict=True):
+                out[i] = value.sum()
         return torch.stack(out)  # type: ignore[arg-type]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i])) if mode == "bucket" else list(range(len(seqs)))
     chunk = rows_per_forward if mode == "bucket" else len(seqs)
@@ -87,9 +149,8 @@ def sequence_logps(
         for r, i in enumerate(rows):
             ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
             mask[r, : len(seqs[i])] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        for i, value in zip(
-            rows, _row_logps(logits, ids, [starts[i] for i in rows], [len(seqs[i]) for i in rows]), strict=True
-        ):
-            out[i] = value
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        spans = [(r, starts[i], len(seqs[i])) for r, i in enumerate(rows)]
+        for i, value in zip(rows, _completion_logps(head, hidden, ids, spans, chunk_tokens), strict=True):
+            out[i] = value.sum()
     return torch.stack(out)  # type: ignore[arg-type]

@@ -54,15 +54,64 @@ def read_pairs(path: str | Path) -> list[dict]:
     return rows
 
 
-def tokenize_pairs(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
-    """Token ids per pair (completions end with EOS). Pairs longer than `max_length` are dropped."""
+OVERLENGTH = ("error", "drop", "truncate")
+
+
+def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, overlength: str = "error") -> list[dict]:
+    """Token ids per pair; completions end with EOS, and `chosen_len` / `rejected_len` count their tokens
+    without it (the one length convention of losses, metrics and pairs files).
+
+    A pair is over length when its prompt plus its longer completion (EOS included) exceeds `max_length`.
+    `overlength` says what happens then: `error` (default) refuses the whole set naming the count,
+    `drop` leaves such pairs out (`dropped` in the training summary), `truncate` keeps the start of each
+    completion (losing its EOS; lengths are then the kept tokens).
+    """
+    if overlength not in OVERLENGTH:
+        raise ValueError(f"train.overlength must be one of {OVERLENGTH}, got {overlength!r}")
     eos = tokenizer.eos_token_id
     enc = {k: tokenizer([r[k] for r in rows], add_special_tokens=False)["input_ids"] for k in REQUIRED_FIELDS}
-    out = []
+    out, over = [], []
     for i in range(len(rows)):
         p, c, r = enc["prompt"][i], enc["chosen"][i] + [eos], enc["rejected"][i] + [eos]
-        if len(p) + max(len(c), len(r)) <= max_length:
-            out.append({"index": i, "prompt": p, "chosen": c, "rejected": r})
+        size = len(p) + max(len(c), len(r))
+        if size > max_length:
+            over.append(size)
+            if overlength != "truncate":
+                continue
+            room = max_length - len(p)
+            if room <= 0:
+                raise ValueError(
+                    f"pair {i}: its prompt alone has {len(p)} tokens, at least train.max_length={max_length}; "
+                    "truncating completions cannot make it fit"
+                )
+            c, r = c[:room], r[:room]
+        out.append(
+            {
+                "index": i,
+                "prompt": p,
+                "chosen": c,
+                "rejected": r,
+                "chosen_len": len(c) - (c[-1] == eos),
+                "rejected_len": len(r) - (r[-1] == eos),
+                "truncated": size > max_length,
+            }
+        )
+    if over and overlength == "error":
+        raise ValueError(
+            f"{len(over)} of {len(rows)} pairs are longer than train.max_length={max_length} tokens (prompt + longer "
+            f"completion with EOS; the longest has {max(over)}): raise train.max_length, or choose "
+            "train.overlength=drop (leave them out) or train.overlength=truncate (cut completions)"
+        )
+    if over:
+        log.warning(
+            "train.overlength=%s: %d of %d pairs exceed train.max_length=%d tokens (longest %d) and were %s",
+            overlength,
+            len(over),
+            len(rows),
+            max_length,
+            max(over),
+            "dropped" if overlength == "drop" else "truncated",
+        )
     return out
 
 
@@ -71,38 +120,110 @@ class TrainSettings:
     """`train=`: optimisation of the policy on the pairs."""
 
     epochs: int = 4
+    # pairs per optimizer step and process (micro-batch); with global_batch_size set, gradients are
+    # accumulated over global_batch_size / (batch_size x processes) micro-batches per step
     batch_size: int = 16
+    global_batch_size: int | None = None
     lr: float = 5e-5
     weight_decay: float = 0.0
     warmup_steps: int = 5
     max_length: int = 512
+    # what to do with pairs longer than max_length: error (default), drop, truncate (tokenize_pairs)
+    overlength: str = "error"
     batching: str = "bucket"
     rows_per_forward: int = 16
+    # completion positions projected to the vocabulary at once (memory: chunk x vocab x 4 bytes, twice)
+    logit_chunk_tokens: int = 1024
     seed: int = 0
     checkpoint_every: int = 20
     # precomputed: reference log-probs computed once per pair set and cached (no reference model in
-    # memory while training); online: a frozen copy of the base model scores every batch.
+    # memory while training); online: a frozen copy of the base model scores every batch (with LoRA,
+    # the policy itself with its adapters disabled).
     reference: str = "precomputed"
     # Recompute activations in the backward pass (HF gradient checkpointing; per block under FSDP).
     gradient_checkpointing: bool = False
+    # LoRA adapters through peft instead of full fine-tuning: {r, alpha, dropout, target_modules}
+    lora: dict | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "max_length", "rows_per_forward", "checkpoint_every"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"train.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("epochs", "batch_size", "max_length", "rows_per_forward", "checkpoint_every", "logit_chunk_tokens"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"train.{key} must be a whole number > 0, got {value!r}")
+        if self.global_batch_size is not None and (
+            not isinstance(self.global_batch_size, int) or self.global_batch_size % self.batch_size
+        ):
+            raise ValueError(
+                f"train.global_batch_size={self.global_batch_size} must be a multiple of "
+                f"train.batch_size={self.batch_size} (it is reached by gradient accumulation)"
+            )
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if self.reference not in ("precomputed", "online"):
             raise ValueError(f"train.reference must be precomputed or online, got {self.reference!r}")
         if self.batching not in ("bucket", "packed", "padded"):
             raise ValueError(f"train.batching must be bucket, packed or padded, got {self.batching!r}")
+        if self.overlength not in OVERLENGTH:
+            raise ValueError(f"train.overlength must be one of {OVERLENGTH}, got {self.overlength!r}")
+        if self.lora is not None:
+            self.lora = LoraSettings(**self.lora).as_dict()
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step that make `global_batch_size` pairs over `world_size` processes."""
+        if self.global_batch_size is None:
+            return 1
+        per_step = self.batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"train.global_batch_size={self.global_batch_size} is not a multiple of train.batch_size="
+                f"{self.batch_size} x {world_size} processes"
+            )
+        return self.global_batch_size // per_step
+
+    def optimizer_steps(self, pairs: int, world_size: int) -> int:
+        """Optimizer steps of a run over `pairs` pairs (each process reads ceil(pairs / world_size) of them;
+        Lightning steps on a partial accumulation at the end of an epoch)."""
+        batches = math.ceil(math.ceil(pairs / world_size) / self.batch_size)
+        return math.ceil(batches / self.accumulation(world_size)) * self.epochs
+
+
+@dataclass
+class LoraSettings:
+    """`train.lora`: LoRA adapters (peft) on `target_modules`; `alpha` scales them by alpha / r."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.r <= 0 or self.alpha <= 0:
+            raise ValueError(f"train.lora.r and train.lora.alpha must be > 0, got r={self.r}, alpha={self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"train.lora.dropout must lie in [0, 1), got {self.dropout}")
+
+    def as_dict(self) -> dict:
+        target = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return {"r": self.r, "alpha": self.alpha, "dropout": self.dropout, "target_modules": target}
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            task_type="CAUSAL_LM",
+        )
 
 
 def reference_logps(
     handle: ModelHandle, pairs_path: Path, pairs_key: str, settings: TrainSettings, store: ArtifactStore
 ) -> Path:
     """Cached summed log-probs of chosen and rejected under the frozen base model."""
-    key = stage_key("ref_logps", 1, {"max_length": settings.max_length}, {"pairs": pairs_key, "model": handle.key})
+    own = {"max_length": settings.max_length, "overlength": settings.overlength}
+    key = stage_key("ref_logps", 2, own, {"pairs": pairs_key, "model": handle.key})
     path = store.path("ref_logps", key) / "ref_logps.json"
     if store.exists("ref_logps", key):
         log.info("stage ref_logps: cache hit %s", key)
@@ -110,14 +231,24 @@ def reference_logps(
     log.info("stage ref_logps: cache miss %s", key)
     tokenizer = AutoTokenizer.from_pretrained(handle.path)
     model = AutoModelForCausalLM.from_pretrained(handle.path).eval()
-    data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length)
+    data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
+    if not data:
+        raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
     values = {}
     with torch.inference_mode():
         for s in range(0, len(data), 64):
             chunk = data[s : s + 64]
             prompts = [d["prompt"] for d in chunk] * 2
             completions = [d["chosen"] for d in chunk] + [d["rejected"] for d in chunk]
-            logps = sequence_logps(model, prompts, completions, "bucket", 32, pad_id=tokenizer.pad_token_id)
+            logps = sequence_logps(
+                model,
+                prompts,
+                completions,
+                "bucket",
+                settings.rows_per_forward,
+                pad_id=tokenizer.pad_token_id,
+                chunk_tokens=settings.logit_chunk_tokens,
+            )
             for j, d in enumerate(chunk):
                 values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
     with store.build("ref_logps", key, {"pairs": pairs_key, "model": handle.key}) as tmp:
@@ -129,12 +260,22 @@ class PreferenceModule(L.LightningModule):
     """The policy under training; reference log-probs come with the batch (precomputed)."""
 
     def __init__(
-        self, policy, loss: PreferenceLoss, settings: TrainSettings, total_steps: int, pad_id: int, reference=None
+        self,
+        policy,
+        loss: PreferenceLoss,
+        settings: TrainSettings,
+        total_steps: int,
+        pad_id: int,
+        reference=None,
+        adapters=None,
     ) -> None:
+        """`reference`: a frozen model that scores every batch (online reference); `adapters`: the peft
+        model whose adapters `policy` carries (LoRA), whose disabled adapters give the online reference."""
         super().__init__()
         self.policy, self.loss_fn, self.settings = policy, loss, settings
         self.total_steps, self.pad_id = total_steps, pad_id
         self.reference = reference.eval().requires_grad_(False) if reference is not None else None
+        self.adapters = adapters
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, metrics = self.compute(batch)
@@ -156,26 +297,16 @@ class PreferenceModule(L.LightningModule):
         with_rejected = self.loss_fn.needs_rejected
         prompts = batch["prompt"] * (2 if with_rejected else 1)
         completions = batch["chosen"] + (batch["rejected"] if with_rejected else [])
-        logps = sequence_logps(
-            self.policy,
-            prompts,
-            completions,
-            self.settings.batching,
-            self.settings.rows_per_forward,
-            pad_id=self.pad_id,
-        )
+        logps = self.logps(self.policy, prompts, completions)
         chosen = logps[:n]
         rejected = logps[n:] if with_rejected else torch.zeros_like(chosen)
-        if self.reference is not None and self.loss_fn.needs_reference:
+        if self.settings.reference == "online" and self.loss_fn.needs_reference:
             with torch.no_grad():
-                ref = sequence_logps(
-                    self.reference,
-                    prompts,
-                    completions,
-                    self.settings.batching,
-                    self.settings.rows_per_forward,
-                    pad_id=self.pad_id,
-                )
+                if self.adapters is not None:
+                    with self.adapters.disable_adapter():
+                        ref = self.logps(self.policy, prompts, completions)
+                else:
+                    ref = self.logps(self.reference, prompts, completions)
             ref_c, ref_r = ref[:n], ref[n:]
         else:
             ref_c, ref_r = batch["ref_chosen"].to(chosen), batch["ref_rejected"].to(chosen)
@@ -197,8 +328,20 @@ class PreferenceModule(L.LightningModule):
             )
         return loss, metrics
 
+    def logps(self, model, prompts: list, completions: list) -> torch.Tensor:
+        return sequence_logps(
+            model,
+            prompts,
+            completions,
+            self.settings.batching,
+            self.settings.rows_per_forward,
+            pad_id=self.pad_id,
+            chunk_tokens=self.settings.logit_chunk_tokens,
+        )
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.policy.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]  # LoRA: the adapters only
+        opt = torch.optim.AdamW(trainable, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, self.settings.warmup_steps, self.total_steps)
         )
@@ -212,9 +355,42 @@ def collate(examples: list[dict]) -> dict:
         "rejected": [e["rejected"] for e in examples],
         "ref_chosen": torch.tensor([e["ref_chosen"] for e in examples]),
         "ref_rejected": torch.tensor([e["ref_rejected"] for e in examples]),
-        "chosen_len": torch.tensor([len(e["chosen"]) - 1 for e in examples]),  # tokens without EOS
-        "rejected_len": torch.tensor([len(e["rejected"]) - 1 for e in examples]),
+        "chosen_len": torch.tensor([e["chosen_len"] for e in examples]),
+        "rejected_len": torch.tensor([e["rejected_len"] for e in examples]),
     }
+
+
+def world_size(trainer_config: dict) -> int:
+    """Processes a Lightning Trainer with these arguments trains in (`devices` x `num_nodes`)."""
+    devices = trainer_config.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        gpu = trainer_config.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if gpu else 1
+    else:
+        count = int(devices)
+    return count * int(trainer_config.get("num_nodes", 1))
+
+
+def changed_tensors(base_dir: Path, state: dict[str, torch.Tensor]) -> tuple[int, int, float]:
+    """(tensors that differ, tensors compared, largest absolute change) between the base model's
+    safetensors files and a trained state dict, read one tensor at a time (no second model in memory)."""
+    from safetensors import safe_open
+
+    changed, compared, largest = 0, 0, 0.0
+    for file in sorted(Path(base_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as fh:
+            for name in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                if name not in state:
+                    continue
+                base = fh.get_tensor(name)
+                trained = state[name].detach().to("cpu", base.dtype)
+                compared += 1
+                if not torch.equal(base, trained):
+                    changed += 1
+                    largest = max(largest, float((trained.float() - base.float()).abs().max()))
+    return changed, compared, largest
 
 
 def train_policy(
@@ -232,10 +408,13 @@ def train_policy(
     """Train the policy from the base model on the pairs; the result is an HF directory artifact.
 
     Checkpoints go to `<cache>/policy/<key>.partial/`; a killed run started again resumes from the
-    last one. `trainer_config` holds Lightning Trainer arguments (accelerator, precision, ...).
+    last one. `trainer_config` holds Lightning Trainer arguments (accelerator, precision, ...). Before
+    any compute it refuses pair sets that do not fit `train.max_length` (unless `train.overlength` says
+    otherwise) and runs that would take no optimizer step; after training it refuses to save a policy
+    whose weights equal the base model's.
     """
     own = {"loss": loss_config, "train": asdict(settings), "trainer": trainer_config}
-    key = stage_key("policy", 1, own, {"pairs": pairs_key, "model": handle.key})
+    key = stage_key("policy", 2, own, {"pairs": pairs_key, "model": handle.key})
     name = f"{handle.name}+{loss.name}"
     if store.exists("policy", key):
         log.info("stage policy: cache hit %s", key)
@@ -243,25 +422,42 @@ def train_policy(
     log.info("stage policy: cache miss %s, training loss=%s", key, loss.name)
     L.seed_everything(settings.seed, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(handle.path)
-    data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length)
+    rows = read_pairs(pairs_path)
+    data = tokenize_pairs(tokenizer, rows, settings.max_length, settings.overlength)
+    processes = world_size(trainer_config)
+    accumulate = settings.accumulation(processes)
+    total = settings.optimizer_steps(len(data), processes)
+    if total == 0:
+        raise ValueError(
+            f"training would take 0 optimizer steps: {len(data)} of {len(rows)} pairs of {pairs_path} are left "
+            f"after train.overlength={settings.overlength} (train.max_length={settings.max_length})"
+        )
+    if settings.lora is not None and isinstance(trainer_config.get("strategy"), dict):
+        raise ValueError("train.lora is not supported with a sharded trainer.strategy (fsdp / deepspeed)")
     if loss.needs_reference and settings.reference == "precomputed":
         ref = json.loads(reference_logps(handle, pairs_path, pairs_key, settings, store).read_text())
     else:
         ref = {}
     for d in data:
         d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (0.0, 0.0))
-    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    total = steps_per_epoch * settings.epochs
     policy = AutoModelForCausalLM.from_pretrained(handle.path).train()  # from_pretrained returns eval mode
     if settings.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
+    adapters = None
+    if settings.lora is not None:
+        from peft import get_peft_model
+
+        adapters = get_peft_model(policy, LoraSettings(**settings.lora).peft_config())
+        policy = adapters.get_base_model()  # the transformer with adapter layers injected, trained in place
     trainer_args = dict(trainer_config)
     trainer_args["strategy"] = build_strategy(trainer_args.get("strategy"), policy, settings.gradient_checkpointing)
     online_ref = None
-    if loss.needs_reference and settings.reference == "online":
+    if loss.needs_reference and settings.reference == "online" and adapters is None:
         online_ref = AutoModelForCausalLM.from_pretrained(handle.path)
-    module = PreferenceModule(policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref)
+    module = PreferenceModule(
+        policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref, adapters=adapters
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=generator)
     scratch = store.scratch("policy", key)
@@ -269,15 +465,20 @@ def train_policy(
     last = scratch / "last.ckpt"
     trainer = L.Trainer(
         max_epochs=settings.epochs,
+        accumulate_grad_batches=accumulate,
         logger=(make_loggers() if make_loggers else None) or False,  # created only when training runs
         callbacks=[checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
         **trainer_args,
     )
+    if trainer.world_size != processes:
+        raise RuntimeError(f"trainer runs {trainer.world_size} processes, but {processes} were planned from trainer=")
     if last.exists():
         log.info("stage policy: resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    if trainer.global_step != total:
+        raise RuntimeError(f"training took {trainer.global_step} optimizer steps, {total} were planned")
     # Sharded (FSDP / DeepSpeed) training: gather the full weights; only rank 0 writes the artifact.
     full_state = trainer.strategy.lightning_module_state_dict() if trainer.world_size > 1 else None
     if not trainer.is_global_zero:
@@ -285,12 +486,45 @@ def train_policy(
     with store.build("policy", key, {"pairs": pairs_key, "model": handle.key, "loss": loss.name}) as tmp:
         if full_state is not None:
             state = {k.removeprefix("policy."): v for k, v in full_state.items() if k.startswith("policy.")}
-            policy.save_pretrained(tmp, state_dict=state)
+        elif adapters is not None:
+            # Saved merged: a plain HF directory that evaluation (and transformers) loads like any other;
+            # the adapter weights alone go to adapter/ for peft users.
+            adapters.save_pretrained(tmp / "adapter")
+            policy = adapters.merge_and_unload()
+            state = policy.state_dict()
         else:
-            policy.save_pretrained(tmp)
+            state = policy.state_dict()
+        changed, compared, largest = changed_tensors(handle.path, state)
+        if compared and not changed:
+            raise RuntimeError(
+                f"training changed none of the {compared} weight tensors of {handle.path} ({total} optimizer "
+                f"steps, train.lr={settings.lr}); nothing was saved"
+            )
+        policy.save_pretrained(tmp, state_dict=state)
         tokenizer.save_pretrained(tmp)
-        (tmp / "train_summary.json").write_text(
-            json.dumps({"pairs": len(data), "steps": trainer.global_step, "epochs": settings.epochs}, indent=2)
-        )
+        summary = {
+            "pairs": len(data),
+            "pairs_in_file": len(rows),
+            "overlength": settings.overlength,
+            "pairs_dropped": len(rows) - len(data),
+            "pairs_truncated": sum(d["truncated"] for d in data),
+            "steps": trainer.global_step,
+            "epochs": settings.epochs,
+            "accumulate_grad_batches": accumulate,
+            "processes": processes,
+            "lora": settings.lora,
+            "tensors_changed": changed,
+            "tensors_compared": compared,
+            "largest_change": largest,
+        }
+        (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "stage policy: %d steps on %d pairs; %d of %d weight tensors changed (largest change %.3g)",
+        trainer.global_step,
+        len(data),
+        changed,
+        compared,
+        largest,
+    )
     shutil.rmtree(scratch, ignore_errors=True)
     return ModelHandle(name=name, path=store.path("policy", key), key=key)
