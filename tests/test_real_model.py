@@ -112,3 +112,79 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k(smol, tmp_path):
     assert all(
         p["prompt"].startswith("<|im_start|>system") and p["prompt"].endswith("<|im_start|>assistant\n") for p in pairs
     )
+
+
+SMOL_PAIRS = [
+    {
+        "prompt": PROMPT,
+        "chosen": "2 + 3 = 5, and 5 * 2 = 10.\n\nSo the answer is \\boxed{10}.",
+        "rejected": "First, let me think.\n\n2 + 3 = 6.\n\nLet me check again: 2 + 3 = 6.\n\n"
+        "So 6 * 2 = 12, \\boxed{12}.",
+    },
+    {
+        "prompt": "<|im_start|>user\nWhat is 7 - 4?<|im_end|>\n<|im_start|>assistant\n",
+        "chosen": "7 - 4 = 3.\n\n\\boxed{3}",
+        "rejected": "Hmm, 7 - 4.\n\nWait, 7 - 4 = 2.\n\nLet me verify: 7 - 4 = 2.\n\n\\boxed{2}",
+    },
+]
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+
+
+def test_lora_reference_is_the_base_model_with_adapters_disabled(smol):
+    """No second model: the online reference is the policy with its adapters off, equal to the base."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tsq.training.losses import PreferenceLoss
+    from tsq.training.preference import LoraSettings, PreferenceModule, TrainSettings, collate, tokenize_pairs
+
+    _, handle = smol
+    tok = AutoTokenizer.from_pretrained(handle.path)
+    data = tokenize_pairs(tok, SMOL_PAIRS, 256)
+    base = AutoModelForCausalLM.from_pretrained(handle.path).eval()
+    pre = PreferenceModule(base, PreferenceLoss(), TrainSettings(), 1, tok.pad_token_id)
+    with torch.no_grad():
+        completions = [d["chosen"] for d in data] + [d["rejected"] for d in data]
+        ref = pre.logps(base, [d["prompt"] for d in data] * 2, completions)
+    for i, d in enumerate(data):
+        d["ref_chosen"], d["ref_rejected"] = float(ref[i]), float(ref[len(data) + i])
+    adapters = get_peft_model(AutoModelForCausalLM.from_pretrained(handle.path), LoraSettings(**LORA).peft_config())
+    with torch.no_grad():
+        for name, param in adapters.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero (adapter = identity); move it so the test can tell
+                param.add_(0.02 * torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    policy = adapters.get_base_model()
+    loss = PreferenceLoss()
+    online = PreferenceModule(policy, loss, TrainSettings(reference="online"), 1, tok.pad_token_id, adapters=adapters)
+    precomputed = PreferenceModule(policy, loss, TrainSettings(), 1, tok.pad_token_id)
+    batch = collate(data)
+    with torch.no_grad():
+        online_loss, metrics = online.compute(batch)
+        assert float(online_loss) == pytest.approx(float(precomputed.compute(batch)[0]), rel=1e-5)
+    assert abs(float(metrics["rewards/margins"])) > 1e-4  # the adapters are on for the policy itself
+
+
+def test_lora_trains_the_adapters_only_and_saves_a_merged_hf_policy(smol, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tsq.models.base import ModelHandle
+    from tsq.training.losses import PreferenceLoss
+    from tsq.training.preference import TrainSettings, train_policy
+
+    _, handle = smol
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in SMOL_PAIRS * 2))
+    settings = TrainSettings(epochs=1, batch_size=2, lr=1e-3, warmup_steps=1, lora=LORA, reference="online")
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    store = ArtifactStore(tmp_path / "cache")
+    base = ModelHandle(name="smol", path=handle.path, key=handle.key)
+    policy = train_policy(base, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+    summary = json.loads((policy.path / "train_summary.json").read_text())
+    layers = AutoConfig.from_pretrained(handle.path).num_hidden_layers
+    # exactly the adapted projections moved (merged into their weights); every other tensor is the base's
+    assert summary["tensors_changed"] == 2 * layers and summary["steps"] == 2
+    assert summary["tensors_compared"] > 2 * layers
+    merged = AutoModelForCausalLM.from_pretrained(policy.path)  # plain transformers, no peft
+    assert not any("lora" in name for name in merged.state_dict())
+    assert (policy.path / "adapter" / "adapter_config.json").exists()
