@@ -89,3 +89,17 @@ def test_refinement_never_lengthens_and_never_changes_the_graded_answer(copy_sam
             assert after.text == before and after.steps_accepted == 0
         if accept == "kl":
             assert all(kl < 0.05 for kl in after.accepted_kl)
+
+
+def test_candidates_cut_at_max_step_tokens_are_counted_and_logged(copy_sampler, caplog):
+    """The copy model writes each step as "d ;" (2 tokens): with a 1-token cap every candidate that does
+    not end the step at once is cut, and the count reaches the trace and the log."""
+    prompt, response = "1 +2 = ?", "<think> ok so 4 ; again 4 ; </think> 4"
+    k, steps = 6, 2
+    free = StepRefiner(k=k, max_step_tokens=12).refine(copy_sampler, [prompt], [response], ";")[0]
+    assert free.candidates == k * steps and free.candidates_cut == 0
+    with caplog.at_level("WARNING"):
+        capped = StepRefiner(k=k, max_step_tokens=1).refine(copy_sampler, [prompt], [response], ";")[0]
+    assert capped.candidates == k * steps and capped.candidates_cut > 0
+    assert f"{capped.candidates_cut} of {k * steps} candidates" in caplog.text
+    assert "refiner.max_step_tokens=1" in caplog.text

@@ -53,6 +53,11 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
     trained = next(r for r in rows if r["level"] == "all" and r["stage"] == "trained")
     assert trained["n_samples"] == 16 and "len_a_rel" in trained and "acc_delta" in trained
     assert trained["len_a_rel"] == pytest.approx((trained["len_a"] - base["len_a"]) / base["len_a"])
+    # training did something: every weight tensor moved, and the policy now writes other responses
+    training = payload["training"]
+    assert training["steps"] > 0 and training["pairs"] == payload["construction"]["pairs"]
+    assert training["tensors_changed"] == training["tensors_compared"] > 0
+    assert (trained["len_a"], trained["acc"]) != (base["len_a"], base["acc"])
     assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
     hists = payload["length_histograms"]
     assert [h["stage"] for h in hists] == ["base", "trained"] and all(sum(h["counts"]) == 16 for h in hists)

@@ -95,7 +95,7 @@ def construct(
     todo = positives_with_negatives(selected)
 
     refined_key = stage_key(
-        "refined", 1, {"selector": selector_config, "refiner": refiner_config}, {"samples": samples_key}
+        "refined", 2, {"selector": selector_config, "refiner": refiner_config}, {"samples": samples_key}
     )
     refined_path = store.path("refined", refined_key) / "refined.jsonl"
     if store.exists("refined", refined_key):
@@ -131,6 +131,8 @@ def construct(
                             steps_scored=0,
                             steps_accepted=0,
                             accepted_kl=[],
+                            candidates=0,
+                            candidates_cut=0,
                         )
                     else:
                         record.update(
@@ -143,6 +145,8 @@ def construct(
                             steps_scored=res.steps_scored,
                             steps_accepted=res.steps_accepted,
                             accepted_kl=res.accepted_kl,
+                            candidates=res.candidates,
+                            candidates_cut=res.candidates_cut,
                         )
                     fh.write(json.dumps(record) + "\n")
     refined = {(r["problem_id"], r["sample"]): r for r in map(json.loads, refined_path.read_text().splitlines())}
@@ -225,6 +229,9 @@ def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[
             "refine_steps_accepted": sum(r["steps_accepted"] for r in ref),
             "refine_acceptance": (sum(r["steps_accepted"] for r in ref) / steps_before) if steps_before else 0.0,
             "refine_accepted_kl_mean": float(np.mean(kls)) if kls else float("nan"),
+            # sampled steps discarded for reaching refiner.max_step_tokens (also logged as a warning)
+            "refine_candidates": sum(r["candidates"] for r in ref),
+            "refine_candidates_cut_at_max_step_tokens": sum(r["candidates_cut"] for r in ref),
             "steps_before": steps_before / len(ref) if ref else float("nan"),
             "steps_after": steps_after / len(ref) if ref else float("nan"),
             "step_len_before": sum(r["step_tokens_before"] for r in ref) / steps_before

@@ -6,6 +6,7 @@ value fails in seconds with the offending key named, and no computed artifact is
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -140,6 +141,8 @@ def run_stages(cfg: DictConfig) -> dict:
             store,
             make_loggers=lambda: instantiate_loggers(cfg),
         )
+        # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
+        extra["training"] = json.loads((policy.path / "train_summary.json").read_text())
         method = loss.name
     if "tldr" in cfg.stages:
         policy, extra["tldr"] = train_tldr(

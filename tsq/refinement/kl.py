@@ -111,6 +111,10 @@ class RefinedTrace:
     steps_scored: int
     steps_accepted: int
     accepted_kl: list[float] = field(default_factory=list)
+    # candidates sampled for its steps, and those discarded because they reached refiner.max_step_tokens
+    # before the step delimiter (a cut step is not a shorter step)
+    candidates: int = 0
+    candidates_cut: int = 0
 
     @property
     def acceptance_rate(self) -> float:
@@ -161,8 +165,10 @@ class StepRefiner:
         spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
         scored = [0] * len(responses)
+        counts = [(0, 0)] * len(responses)
         if self.accept != "none":
-            candidates = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
+            candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
+            warn_cut(self.name, "candidates", counts, self.max_step_tokens)
             for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
                 work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
                 scored[t] = len(work)
@@ -178,28 +184,35 @@ class StepRefiner:
                         best = min(ok)[1]
                         chosen[t].append((a, b, cands[best], float(kl[best])))
         return [
-            assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter) for t, r in enumerate(response_ids)
+            assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter, *counts[t])
+            for t, r in enumerate(response_ids)
         ]
 
     # ------------------------------------------------------------------ stages
-    def sample_candidates(self, sampler, prompt_ids, response_ids, spans, delimiter) -> list[list[list[list[int]]]]:
-        """For each trace and step: distinct sampled steps strictly shorter than the original."""
+    def sample_candidates(
+        self, sampler, prompt_ids, response_ids, spans, delimiter
+    ) -> tuple[list[list[list[list[int]]]], list[tuple[int, int]]]:
+        """For each trace and step: distinct sampled steps strictly shorter than the original; and per
+        trace, (candidates sampled, candidates that reached max_step_tokens without ending the step)."""
         prefixes = [p + r[:a] for p, r, sp in zip(prompt_ids, response_ids, spans, strict=True) for a, _ in sp]
         completions = sampler.generate_ids(prefixes, self.params, stop=[delimiter])
         flat = iter(completions)
-        out = []
+        out, counts = [], []
         for sp in spans:
-            per_step = []
+            per_step, sampled, cut = [], 0, 0
             for a, b in sp:
                 seen, keep = set(), []
                 for c in next(flat):
                     ids = tuple(c.token_ids)
+                    sampled += 1
+                    cut += c.finish_reason == "length"
                     if c.finish_reason == "stop" and len(ids) < b - a and ids not in seen:
                         seen.add(ids)
                         keep.append(list(ids))
                 per_step.append(keep)
             out.append(per_step)
-        return out
+            counts.append((sampled, cut))
+        return out, counts
 
     @torch.inference_mode()
     def score(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
@@ -259,7 +272,25 @@ class StepRefiner:
         return results
 
 
-def assemble_trace(tok, response: list[int], spans, chosen, scored: int, delimiter: str) -> RefinedTrace:
+def warn_cut(refiner: str, what: str, counts: list[tuple[int, int]], max_step_tokens: int) -> None:
+    """Say how many sampled steps were discarded for reaching `refiner.max_step_tokens` (never silent)."""
+    sampled, cut = sum(s for s, _ in counts), sum(c for _, c in counts)
+    if cut:
+        log.warning(
+            "refiner=%s: %d of %d %s (%.1f%%) reached refiner.max_step_tokens=%d before the step delimiter and "
+            "were discarded",
+            refiner,
+            cut,
+            sampled,
+            what,
+            100.0 * cut / sampled,
+            max_step_tokens,
+        )
+
+
+def assemble_trace(
+    tok, response: list[int], spans, chosen, scored: int, delimiter: str, candidates: int = 0, candidates_cut: int = 0
+) -> RefinedTrace:
     """The response with each chosen (start, end, new step ids, kl) spliced in, and its step statistics."""
     replace = {(a, b): (c, kl) for a, b, c, kl in chosen}
     ids, pos, after_tokens, after_steps = [], 0, 0, 0
@@ -280,6 +311,8 @@ def assemble_trace(tok, response: list[int], spans, chosen, scored: int, delimit
         steps_scored=scored,
         steps_accepted=len(chosen),
         accepted_kl=[kl for *_, kl in chosen],
+        candidates=candidates,
+        candidates_cut=candidates_cut,
     )
 
 

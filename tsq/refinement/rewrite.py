@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tsq.refinement.kl import RefinedTrace, assemble_trace, trace_step_spans
+from tsq.refinement.kl import RefinedTrace, assemble_trace, trace_step_spans, warn_cut
 from tsq.sampling.base import SamplingParams
 
 
@@ -60,15 +60,19 @@ class PromptRewriter:
             for a, b in sp
         ]
         outputs = iter(rewriter.generate(self.rewrite_prompts(rewriter.tokenizer, steps), self.params) if steps else [])
-        results = []
+        results, counts = [], []
         for r, sp in zip(response_ids, spans, strict=True):
-            chosen = []
+            chosen, cut = [], 0
             for a, b in sp:
-                text = next(outputs)[0].text.strip()
+                output = next(outputs)[0]
+                cut += output.finish_reason == "length"  # cut off mid-rewrite: not a usable step
+                text = output.text.strip() if output.finish_reason != "length" else ""
                 if rewriter.tokenizer.eos_token:
                     text = text.replace(rewriter.tokenizer.eos_token, "").strip()
                 new = tok(text + step_delimiter, add_special_tokens=False)["input_ids"] if text else []
                 if new and len(new) < b - a:
                     chosen.append((a, b, new, float("nan")))
-            results.append(assemble_trace(tok, r, sp, chosen, len(sp), step_delimiter))
+            counts.append((len(sp), cut))
+            results.append(assemble_trace(tok, r, sp, chosen, len(sp), step_delimiter, len(sp), cut))
+        warn_cut(self.name, "rewrites", counts, self.max_step_tokens)
         return results
