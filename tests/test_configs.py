@@ -104,3 +104,22 @@ def test_methods_set_selector_refiner_and_loss_together(tmp_path):
     assert kimi.selector._target_.endswith("KimiDPO") and kimi.refiner.accept == "none" and kimi.loss.kind == "dpo"
     ts = compose_cfg(["+method=tokensqueeze", f"hydra.run.dir={tmp_path}"])
     assert ts.selector._target_.endswith("QDyn") and ts.refiner.accept == "kl" and ts.loss.name == "tokensqueeze"
+
+
+@pytest.mark.parametrize(("preset", "eval_temperature"), [("paper", 0.6), ("paper_code", 0.2)])
+def test_paper_preset_carries_the_papers_settings(preset, eval_temperature, tmp_path):
+    """The values of TokenSqueeze's text (Sec. 4.1, App. A); a global batch of 128 on 8 GPUs with one pair
+    per micro-batch is 16 accumulated micro-batches per optimizer step."""
+    from tsq.training.preference import world_size
+
+    cfg = compose_cfg([f"preset={preset}", "trainer=fsdp", "trainer.devices=8", f"hydra.run.dir={tmp_path}"])
+    HydraConfig.instance().set_config(cfg)
+    sampling = instantiate(cfg.sampling, _convert_="all")
+    assert (sampling.n, sampling.temperature, sampling.max_new_tokens) == (64, 0.9, 8192)
+    refiner = instantiate(cfg.refiner, _convert_="all")
+    assert (refiner.k, refiner.temperature, refiner.window, refiner.epsilon) == (64, 1.0, 512, 0.005)
+    train = instantiate(cfg.train, _convert_="all")
+    assert (train.lr, train.global_batch_size, train.max_length) == (5e-6, 128, 9000)
+    assert train.accumulation(world_size(dict(cfg.trainer))) == 16
+    evaluator = instantiate(cfg.eval, _convert_="all")
+    assert (evaluator.temperature, evaluator.max_new_tokens, evaluator.b_max) == (eval_temperature, 32768, 32768)
