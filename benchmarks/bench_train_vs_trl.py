@@ -1,25 +1,33 @@
 """Training throughput and peak memory: tsq's TokenSqueeze-style loss (DPO + SFT, 0.5/0.5) against TRL's
 DPOTrainer configured as close as TRL allows (loss_type sigmoid + sft, loss_weights 0.5/0.5, precomputed
-reference log-probs), on the same tiny Llama, the same pairs, batch size and number of steps.
+reference log-probs, its fused chunked LM head), on the same model, pairs, batch size and steps.
 
-    python benchmarks/bench_train_vs_trl.py                        # 160 pairs, batch 8: 20 steps
-    python benchmarks/bench_train_vs_trl.py --rows_per_forward 16  # tsq: all 16 rows in one forward
-    python benchmarks/bench_train_vs_trl.py --pairs 16 --batch 4   # the test's tiny size
+    python benchmarks/bench_train_vs_trl.py --model smollm2     # 3 interleaved runs each, ~1k-token rejected
+    python benchmarks/bench_train_vs_trl.py --model smollm2 --runs 0 --memory_lengths 256,512,1024,2048
+    python benchmarks/bench_train_vs_trl.py                     # tiny Llama, word vocabulary
+    python benchmarks/bench_train_vs_trl.py --pairs 8 --batch 4 --hidden 32 --layers 1 --runs 1  # the test's size
 
-Pairs have the length imbalance of real Long2Short data: chosen is a concise teacher trace, rejected an
-overthinking one several times longer. Each framework trains in its own child process (so peak RSS is
-its own); reference log-probs are computed before the clock starts in both, both read the pairs in the
-same order and clip gradients at 1. Throughput is completion tokens per second over steps 2..N (step 1
-holds one-off set-up in both; whole-run figures are printed too). Before timing, the loss of both on
-one identical batch is checked equal. Prints a table and writes bench_train_vs_trl.csv.
+Pairs have the length imbalance of real Long2Short data: chosen is a concise trace, rejected an
+overthinking one about twice as long (`--model tiny`: the synthetic world's teacher in its word vocabulary;
+`--model smollm2`: the same teacher's traces written out in English, "6 plus 1 gives 7 ...", tokenized by
+SmolLM2's 49,152-word BPE, with the number of operands chosen so that rejected traces have about
+`--rejected_tokens` tokens). Each run trains in its own child process; runs alternate tsq, TRL, tsq, TRL, ...
+so that machine noise lands on both sides, and the table gives the median and range over `--runs` runs.
+Reference log-probs are computed before the clock starts in both, both read the pairs in the same order
+and clip gradients at 1. Throughput is completion tokens per second over steps 2..N (step 1 holds one-off
+set-up in both). Memory is the peak resident set while training (sampled every 2 ms, children run with a
+fixed mmap threshold so that freed tensors leave it), absolute and above the level before training.
+Before timing, the loss of both on one identical batch is checked equal (exit 1 otherwise). Writes
+bench_train_vs_trl.csv (summary), bench_train_vs_trl_runs.csv (every run) and
+bench_train_vs_trl_memory.csv (peak memory against length).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -31,6 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import MEMORY_ENV, PeakRSS, median_and_range, smollm2_dir  # noqa: E402
+
 from tsq.data.synthetic import SyntheticWorld, TeacherStyle, vocabulary  # noqa: E402
 from tsq.training.logps import sequence_logps  # noqa: E402
 from tsq.training.losses import PreferenceLoss  # noqa: E402
@@ -39,16 +49,70 @@ OVERTHINK = TeacherStyle(p_shortcut=0.0, p_check=0.95, p_again=0.9, p_filler=0.9
 LOSS = PreferenceLoss(kind="dpo", eta=0.5, beta=0.1, sft_norm="token")  # = TRL sigmoid + sft at 0.5 / 0.5
 
 
-def make_pairs(n: int, seed: int = 0) -> list[dict]:
-    world = SyntheticWorld(operands=[4, 5, 6], split_sizes={"test": 1, "dev": 1, "train": 1})
+def make_pairs(n: int, seed: int = 0, operands: tuple[int, ...] = (4, 5, 6), english: bool = False) -> list[dict]:
+    """Concise (chosen) and overthinking (rejected) teacher traces of the same problems."""
+    world = SyntheticWorld(operands=list(operands), split_sizes={"test": 1, "dev": 1, "train": 1})
     rng = random.Random(seed)
     pairs = []
     for _ in range(n):
         problem = world.sample_problem(rng, set())
         chosen = world.teacher_response(problem, rng, TeacherStyle.concise())
         rejected = world.teacher_response(problem, rng, OVERTHINK)
-        pairs.append({"prompt": problem.prompt, "chosen": chosen, "rejected": rejected})
+        if english:
+            question = f"Work out {in_english(problem.prompt.removesuffix(' = ?'))}, keeping only the last digit."
+            pairs.append(
+                {"prompt": CHATML.format(question), "chosen": in_english(chosen), "rejected": in_english(rejected)}
+            )
+        else:
+            pairs.append({"prompt": problem.prompt, "chosen": chosen, "rejected": rejected})
     return pairs
+
+
+CHATML = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+WORDS = {"<think>": "", "</think>": "The answer is", ";": ".\n\n", "=": "gives", "check": "let me check:",
+         "again": "once more,"}  # fmt: skip
+
+
+def in_english(trace: str) -> str:
+    """A synthetic trace in words: "6 +1 = 7 ;" -> "6 plus 1 gives 7." (steps end with a blank line)."""
+    words = []
+    for word in trace.split():
+        if word in WORDS:
+            words.append(WORDS[word])
+        elif word[:1] in "+-" and word[1:].isdigit():
+            words.append(("plus " if word[0] == "+" else "minus ") + word[1:])
+        else:
+            words.append(word)
+    return " ".join(w for w in words if w).replace(" .\n\n", ".\n\n").replace("\n\n ", "\n\n").strip()
+
+
+def operands_for(tok, rejected_tokens: int) -> int:
+    """The chain length whose rejected (overthinking) traces come closest to `rejected_tokens` tokens."""
+    best, gap = 4, float("inf")
+    for operands in range(4, 80):
+        sample = make_pairs(4, seed=99, operands=(operands,), english=True)
+        mean = sum(len(tok(p["rejected"], add_special_tokens=False)["input_ids"]) for p in sample) / len(sample)
+        if abs(mean - rejected_tokens) < gap:
+            best, gap = operands, abs(mean - rejected_tokens)
+        if mean > rejected_tokens:
+            break
+    return best
+
+
+def bench_pairs(args, tok, n: int, seed: int = 0) -> list[dict]:
+    if args.model == "tiny":
+        return make_pairs(n, seed)
+    return make_pairs(n, seed, operands=(operands_for(tok, args.rejected_tokens),), english=True)
+
+
+def load_model(args):
+    """(model, tokenizer) of the benchmark: the tiny Llama (random weights) or SmolLM2-135M-Instruct."""
+    if args.model == "tiny":
+        return make_model(args.hidden, args.layers)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_dir(args.cache)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
 def make_model(hidden: int, layers: int, seed: int = 0):
@@ -72,7 +136,7 @@ def make_model(hidden: int, layers: int, seed: int = 0):
     return LlamaForCausalLM(config), tok
 
 
-def trl_trainer(model, tok, pairs, batch: int, steps: int, out: Path):
+def trl_trainer(model, tok, pairs, batch: int, steps: int, out: Path, gradient_checkpointing: bool = False):
     import datasets
     import trl
 
@@ -89,10 +153,10 @@ def trl_trainer(model, tok, pairs, batch: int, steps: int, out: Path):
         use_cpu=True,
         bf16=False,
         report_to="none",
-        max_length=512,
+        max_length=8192,  # no truncation of the pairs here
         save_strategy="no",
         logging_steps=1,
-        gradient_checkpointing=False,
+        gradient_checkpointing=gradient_checkpointing,
         dataloader_num_workers=0,
         disable_tqdm=True,
         train_sampling_strategy="sequential",  # both frameworks see the same batches in the same order
@@ -125,7 +189,9 @@ def positions(pairs: list[dict], batch: int, rows_per_forward: int, tok) -> dict
     trl = tsq = 0
     for s in range(batch, len(pairs) - len(pairs) % batch, batch):
         rows = sorted(
-            len(tok(p["prompt"])["input_ids"]) + len(tok(p[k])["input_ids"]) + 1
+            len(tok(p["prompt"], add_special_tokens=False)["input_ids"])
+            + len(tok(p[k], add_special_tokens=False)["input_ids"])
+            + 1
             for p in pairs[s : s + batch]
             for k in ("chosen", "rejected")
         )
@@ -136,10 +202,6 @@ def positions(pairs: list[dict], batch: int, rows_per_forward: int, tok) -> dict
     return {"trl": trl, "tsq": tsq}
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def steady_seconds(stamps: list[float]) -> float:
     """Wall time of steps 2..N from the end-of-step timestamps (step 1 holds one-off set-up in both)."""
     if len(stamps) < 2:
@@ -148,20 +210,22 @@ def steady_seconds(stamps: list[float]) -> float:
 
 
 def measured(train, stamps: list[float]) -> dict:
-    """Run `train()` and report its wall time, steady-state time (from the step stamps) and peak RSS."""
-    before = peak_rss_mb()
-    start = time.perf_counter()
-    train()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "steady_seconds": steady_seconds(stamps), "peak_rss_mb": peak_rss_mb(),
-            "rss_before_mb": before}  # fmt: skip
+    """Run `train()`: its wall time, steady-state time (from the step stamps) and peak resident memory."""
+    with PeakRSS() as peak:
+        start = time.perf_counter()
+        train()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "steady_seconds": steady_seconds(stamps), "peak_rss_mb": peak.peak,
+            "train_growth_mb": peak.growth_mb}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ children
 def run_trl(args) -> dict:
-    model, tok = make_model(args.hidden, args.layers)
-    pairs = make_pairs(args.pairs)
-    trainer = trl_trainer(model, tok, pairs, args.batch, args.steps, Path(args.out) / "trl")
+    model, tok = load_model(args)
+    pairs = bench_pairs(args, tok, args.pairs)
+    trainer = trl_trainer(
+        model, tok, pairs, args.batch, args.steps, Path(args.out) / "trl", args.gradient_checkpointing
+    )
     from transformers import TrainerCallback
 
     stamps: list[float] = []
@@ -181,14 +245,14 @@ def run_tsq(args) -> dict:
 
     from tsq.training.preference import PreferenceModule, TrainSettings, collate, tokenize_pairs
 
-    model, tok = make_model(args.hidden, args.layers)
-    pairs = make_pairs(args.pairs)
+    model, tok = load_model(args)
+    pairs = bench_pairs(args, tok, args.pairs)
     settings = TrainSettings(
         epochs=1,
         batch_size=args.batch,
         lr=5e-5,
         warmup_steps=0,
-        max_length=512,
+        max_length=8192,
         rows_per_forward=args.rows_per_forward,
         batching=args.batching,
     )
@@ -197,6 +261,8 @@ def run_tsq(args) -> dict:
         for d in data:
             lp = sequence_logps(model, [d["prompt"]] * 2, [d["chosen"], d["rejected"]], "bucket", 2)
             d["ref_chosen"], d["ref_rejected"] = lp.tolist()
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     module = PreferenceModule(
         model.train(),
         PreferenceLoss(kind="dpo", eta=0.5, beta=0.1, sft_norm="token", name="dpo_sft"),
@@ -227,8 +293,8 @@ def run_tsq(args) -> dict:
 
 def first_step_losses(args) -> tuple[float, float]:
     """Both losses on one identical batch, policy moved off the reference so margins are not zero."""
-    model, tok = make_model(args.hidden, args.layers)
-    pairs = make_pairs(args.batch, seed=1)
+    model, tok = load_model(args)
+    pairs = bench_pairs(args, tok, args.batch, seed=1)
     trainer = trl_trainer(model, tok, pairs, args.batch, 1, Path(args.out) / "trl_check")
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
@@ -240,17 +306,45 @@ def first_step_losses(args) -> tuple[float, float]:
     return ours, theirs
 
 
+def child_run(args, framework: str, **overrides) -> dict:
+    """One training run of `framework` in a fresh process (its own memory and threads)."""
+    options = {**{k: getattr(args, k) for k in CHILD_ARGS}, **overrides}
+    cmd = [sys.executable, __file__, "--child", framework] + [f"--{k}={v}" for k, v in options.items()]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **MEMORY_ENV}, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{framework} child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+CHILD_ARGS = ("model", "pairs", "batch", "hidden", "layers", "batching", "rows_per_forward", "rejected_tokens",
+              "gradient_checkpointing", "cache", "out")  # fmt: skip
+
+
+def token_counts(tok, pairs: list[dict], skip: int) -> tuple[int, int]:
+    """Completion tokens (EOS excluded) of all pairs, and of the pairs after the first `skip` (steps 2..N)."""
+    lengths = [len(tok(p[k], add_special_tokens=False)["input_ids"]) for p in pairs for k in ("chosen", "rejected")]
+    return sum(lengths), sum(lengths[2 * skip :])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=160)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    parser.add_argument("--pairs", type=int, default=None, help="default: 160 (tiny), 6 (smollm2)")
+    parser.add_argument("--batch", type=int, default=None, help="pairs per step; default: 8 (tiny), 2 (smollm2)")
+    parser.add_argument("--hidden", type=int, default=256, help="tiny model only")
+    parser.add_argument("--layers", type=int, default=4, help="tiny model only")
+    parser.add_argument("--rejected_tokens", type=int, default=1024, help="smollm2 only")
     parser.add_argument("--batching", default="bucket")
     parser.add_argument("--rows_per_forward", type=int, default=None, help="tsq rows per forward (default: batch)")
+    parser.add_argument("--gradient_checkpointing", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs per framework (0: memory table only)")
+    parser.add_argument("--memory_lengths", default="", help="e.g. 256,512,1024,2048")
+    parser.add_argument("--cache", default=os.environ.get("TSQ_CACHE_DIR", str(ROOT / ".cache" / "tsq")))
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     parser.add_argument("--child", choices=["tsq", "trl"], default=None)
     args = parser.parse_args()
+    args.pairs = args.pairs or (160 if args.model == "tiny" else 6)
+    args.batch = args.batch or (8 if args.model == "tiny" else 2)
     args.steps = args.pairs // args.batch
     args.rows_per_forward = args.rows_per_forward or args.batch
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -259,48 +353,54 @@ def main() -> None:
         print(json.dumps({"tsq": run_tsq, "trl": run_trl}[args.child](args)))
         return
     ours, theirs = first_step_losses(args)
-    pairs = make_pairs(args.pairs)
-    # the word-level tokenizer makes one token per word; steps 2..N see pairs[batch:] in order in both
-    completion_tokens = sum(len(p["chosen"].split()) + len(p["rejected"].split()) for p in pairs)
-    steady_tokens = sum(len(p["chosen"].split()) + len(p["rejected"].split()) for p in pairs[args.batch :])
-    rows = []
-    for name in ("trl", "tsq"):
-        cmd = [sys.executable, __file__, "--child", name] + [
-            f"--{k}={getattr(args, k)}"
-            for k in ("pairs", "batch", "hidden", "layers", "batching", "rows_per_forward", "out")
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{name} child failed:\n{done.stderr[-3000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append(
-            {
-                "framework": name,
-                "pairs": args.pairs,
-                "batch": args.batch,
-                "steps": args.steps,
-                "completion_tokens": completion_tokens,
-                **result,
-                "tokens_per_s": completion_tokens / result["seconds"],
-                "steady_tokens_per_s": steady_tokens / result["steady_seconds"],
-            }
-        )
-    table = pd.DataFrame(rows)
-    _, tok = make_model(8, 1)
-    table["positions"] = table["framework"].map(positions(pairs, args.batch, args.rows_per_forward, tok))
-    trl_row = table.framework == "trl"
-    table["speedup_vs_trl"] = table["steady_tokens_per_s"] / table.loc[trl_row, "steady_tokens_per_s"].item()
-    table["position_ratio"] = table.loc[trl_row, "positions"].item() / table["positions"]
-    chosen = sum(len(p["chosen"].split()) for p in pairs) / len(pairs)
-    rejected = sum(len(p["rejected"].split()) for p in pairs) / len(pairs)
+    _, tok = load_model(args)
+    pairs = bench_pairs(args, tok, args.pairs)
+    all_tokens, steady_tokens = token_counts(tok, pairs, args.batch)
+    chosen = sum(len(tok(p["chosen"], add_special_tokens=False)["input_ids"]) for p in pairs) / len(pairs)
+    rejected = sum(len(tok(p["rejected"], add_special_tokens=False)["input_ids"]) for p in pairs) / len(pairs)
     print(
-        f"\nTokenSqueeze-style loss (DPO sigmoid + SFT, 0.5/0.5) vs TRL DPOTrainer; mean completion words "
-        f"chosen {chosen:.0f}, rejected {rejected:.0f}; first-batch loss tsq {ours:.6f} vs TRL {theirs:.6f}"
+        f"TokenSqueeze-style loss (DPO sigmoid + SFT, 0.5/0.5) vs TRL DPOTrainer on {args.model}; {args.pairs} pairs, "
+        f"batch {args.batch}, {args.steps} steps; mean completion tokens chosen {chosen:.0f}, rejected "
+        f"{rejected:.0f}; first-batch loss tsq {ours:.6f} vs TRL {theirs:.6f}",
+        flush=True,
     )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    out = Path(args.out) / "bench_train_vs_trl.csv"
-    table.assign(first_loss_tsq=ours, first_loss_trl=theirs).to_csv(out, index=False)
-    print(f"csv: {out}")
+    out = Path(args.out)
+    runs = []
+    for run in range(args.runs):
+        for framework in ("tsq", "trl"):  # interleaved: tsq, TRL, tsq, TRL, ...
+            result = child_run(args, framework)
+            runs.append({"framework": framework, "run": run, **result,
+                         "tokens_per_s": all_tokens / result["seconds"],
+                         "steady_tokens_per_s": steady_tokens / result["steady_seconds"]})  # fmt: skip
+            print(f"run {run} {framework}: {runs[-1]['steady_tokens_per_s']:.1f} tokens/s, "
+                  f"peak {result['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    if runs:
+        frame = pd.DataFrame(runs)
+        frame.to_csv(out / "bench_train_vs_trl_runs.csv", index=False)
+        table = median_and_range(frame, "framework", ["steady_tokens_per_s", "peak_rss_mb", "train_growth_mb"])
+        table["positions"] = table["framework"].map(positions(pairs, args.batch, args.rows_per_forward, tok))
+        trl = table.set_index("framework").loc["trl"]
+        table["speedup_vs_trl"] = table["steady_tokens_per_s_median"] / trl["steady_tokens_per_s_median"]
+        table["memory_vs_trl"] = table["train_growth_mb_median"] / trl["train_growth_mb_median"]
+        table["position_ratio"] = trl["positions"] / table["positions"]
+        table = table.assign(model=args.model, pairs=args.pairs, batch=args.batch, steps=args.steps,
+                             chosen_tokens=chosen, rejected_tokens=rejected, first_loss_tsq=ours,
+                             first_loss_trl=theirs)  # fmt: skip
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        table.to_csv(out / "bench_train_vs_trl.csv", index=False)
+        print(f"csv: {out / 'bench_train_vs_trl.csv'}")
+    if args.memory_lengths:
+        rows = []
+        for length in map(int, args.memory_lengths.split(",")):
+            for framework in ("tsq", "trl"):
+                result = child_run(args, framework, pairs=2, batch=1, rejected_tokens=length)
+                rows.append({"rejected_tokens": length, "framework": framework, **result})
+                print(f"{length} tokens {framework}: peak {result['peak_rss_mb']:.0f} MB, "
+                      f"+{result['train_growth_mb']:.0f} MB while training", flush=True)  # fmt: skip
+        memory = pd.DataFrame(rows)
+        memory.to_csv(out / "bench_train_vs_trl_memory.csv", index=False)
+        print("\npeak memory while training, one pair per step (MB above the level before training)")
+        print(memory.pivot(index="rejected_tokens", columns="framework", values="train_growth_mb").round(0).to_string())
     if abs(ours - theirs) > 1e-4 * max(1.0, abs(theirs)):
         raise SystemExit(f"first-batch losses differ: tsq {ours} vs TRL {theirs}")
 

@@ -40,9 +40,10 @@ def full_vocab_logps(model, prompts, completions) -> torch.Tensor:
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("chunk_tokens", [1, 5, 4096])
-def test_chunked_logps_and_gradients_equal_the_full_vocabulary_path(micro_model_dir, chunk_tokens):
-    """Chunking (and recomputing chunks in the backward) changes neither the values nor the gradients."""
+@pytest.mark.parametrize(("chunk_tokens", "checkpoint_forwards"), [(1, False), (5, False), (4096, False), (5, True)])
+def test_chunked_logps_and_gradients_equal_the_full_vocabulary_path(micro_model_dir, chunk_tokens, checkpoint_forwards):
+    """Chunking, recomputing chunks in the backward and recomputing whole forwards in the backward change
+    neither the values nor the gradients."""
     model = AutoModelForCausalLM.from_pretrained(micro_model_dir).train()
     rng = random.Random(1)
     prompts = [[rng.randrange(4, 50) for _ in range(rng.randint(1, 6))] for _ in range(5)]
@@ -54,7 +55,9 @@ def test_chunked_logps_and_gradients_equal_the_full_vocabulary_path(micro_model_
     want_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    got = sequence_logps(model, prompts, completions, "bucket", rows_per_forward=2, chunk_tokens=chunk_tokens)
+    got = sequence_logps(
+        model, prompts, completions, "bucket", 2, chunk_tokens=chunk_tokens, checkpoint_forwards=checkpoint_forwards
+    )
     (got * weights).sum().backward()
     assert got.tolist() == pytest.approx(want.tolist(), abs=1e-4)
     for name, param in model.named_parameters():
@@ -86,3 +89,21 @@ def test_logit_softcapping_models_are_refused(micro_model_dir):
     model.config.final_logit_softcapping = 30.0
     with pytest.raises(ValueError, match="final_logit_softcapping=30.0"):
         split_causal_lm(model)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_checkpointed_forwards_run_again_in_the_backward(micro_model_dir, mode):
+    """With checkpoint_forwards each forward of the body runs twice (once more during the backward), and
+    only while gradients are on; the values stay those of the plain path."""
+    model = AutoModelForCausalLM.from_pretrained(micro_model_dir).train()
+    calls = []
+    model.model.register_forward_hook(lambda *_: calls.append(1))
+    prompts, completions = [[5, 6], [7], [8, 9, 10]], [[11, 12], [13, 14, 15], [16]]
+    plain = sequence_logps(model, prompts, completions, mode, rows_per_forward=2, pack_tokens=6)
+    forwards = len(calls)
+    calls.clear()
+    got = sequence_logps(model, prompts, completions, mode, 2, pack_tokens=6, checkpoint_forwards=True)
+    assert len(calls) == forwards  # nothing recomputed yet
+    got.sum().backward()
+    assert len(calls) == 2 * forwards
+    assert got.tolist() == pytest.approx(plain.tolist(), abs=1e-6)

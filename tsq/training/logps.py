@@ -84,6 +84,28 @@ def _completion_logps(
     return list(values.split([e - s for _, s, e in spans]))
 
 
+def _forward_logps(
+    body: torch.nn.Module,
+    head: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    spans: Sequence[tuple[int, int, int]],
+    chunk_tokens: int,
+    recompute: bool,
+) -> torch.Tensor:
+    """Summed completion log-probs of the (row, start, end) spans of one forward pass of `body` on `inputs`;
+    with `recompute`, none of its activations are kept: the backward runs the forward again."""
+    names = list(inputs)
+
+    def run(*tensors: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(zip(names, tensors, strict=True))
+        hidden = body(**kwargs).last_hidden_state
+        return torch.stack([v.sum() for v in _completion_logps(head, hidden, kwargs["input_ids"], spans, chunk_tokens)])
+
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(run, *inputs.values(), use_reentrant=False)
+    return run(*inputs.values())
+
+
 def block_causal_mask(pack: list[int], seqs: Sequence[Sequence[int]], device) -> torch.Tensor:
     """[1, 1, T, T] boolean mask: causal inside each packed sequence, nothing across them.
 
@@ -105,11 +127,17 @@ def sequence_logps(
     pack_tokens: int = 2048,
     pad_id: int = 0,
     chunk_tokens: int = 1024,
+    checkpoint_forwards: bool = False,
 ) -> torch.Tensor:
     """[N] summed log-probs of each completion given its prompt (differentiable).
 
     The model body runs once per forward; only completion positions are projected to the vocabulary,
     `chunk_tokens` at a time (`token_logps`), so no [rows, length, vocab] tensor is ever built.
+
+    `checkpoint_forwards`: keep no activations of any forward; the backward recomputes one forward at
+    a time (torch.utils.checkpoint around each forward of `rows_per_forward` rows). The loss needs only
+    each row's summed log-prob, so the activation memory of a step becomes one forward's instead of the
+    whole batch's, for one extra forward pass (the idea of GradCache, Gao et al. 2021, arXiv 2101.06983).
     """
     if mode not in MODES:
         raise ValueError(f"train.batching must be one of {MODES}, got {mode!r}")
@@ -132,12 +160,12 @@ def sequence_logps(
         for pack in packs:
             ids = torch.tensor([[t for i in pack for t in seqs[i]]], device=device)
             pos = torch.tensor([[j for i in pack for j in range(len(seqs[i]))]], device=device)
-            hidden = body(input_ids=ids, position_ids=pos, attention_mask=block_causal_mask(pack, seqs, device))
             offsets = [sum(len(seqs[j]) for j in pack[:k]) for k in range(len(pack))]
             spans = [(0, o + starts[i], o + len(seqs[i])) for o, i in zip(offsets, pack, strict=True)]
-            values = _completion_logps(head, hidden.last_hidden_state, ids, spans, chunk_tokens)
+            inputs = {"input_ids": ids, "position_ids": pos, "attention_mask": block_causal_mask(pack, seqs, device)}
+            values = _forward_logps(body, head, inputs, spans, chunk_tokens, checkpoint_forwards)
             for i, value in zip(pack, values, strict=True):
-                out[i] = value.sum()
+                out[i] = value
         return torch.stack(out)  # type: ignore[arg-type]
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i])) if mode == "bucket" else list(range(len(seqs)))
     chunk = rows_per_forward if mode == "bucket" else len(seqs)
@@ -149,8 +177,9 @@ def sequence_logps(
         for r, i in enumerate(rows):
             ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
             mask[r, : len(seqs[i])] = 1
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
         spans = [(r, starts[i], len(seqs[i])) for r, i in enumerate(rows)]
-        for i, value in zip(rows, _completion_logps(head, hidden, ids, spans, chunk_tokens), strict=True):
-            out[i] = value.sum()
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        values = _forward_logps(body, head, inputs, spans, chunk_tokens, checkpoint_forwards)
+        for i, value in zip(rows, values, strict=True):
+            out[i] = value
     return torch.stack(out)  # type: ignore[arg-type]

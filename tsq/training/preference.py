@@ -134,6 +134,9 @@ class TrainSettings:
     rows_per_forward: int = 16
     # completion positions projected to the vocabulary at once (memory: chunk x vocab x 4 bytes, twice)
     logit_chunk_tokens: int = 1024
+    # keep no activations of any forward: the backward recomputes one forward of rows_per_forward rows at a
+    # time (one extra forward pass; a step's activation memory becomes one forward's, not the batch's)
+    checkpoint_forwards: bool = False
     seed: int = 0
     checkpoint_every: int = 20
     # precomputed: reference log-probs computed once per pair set and cached (no reference model in
@@ -337,6 +340,7 @@ class PreferenceModule(L.LightningModule):
             self.settings.rows_per_forward,
             pad_id=self.pad_id,
             chunk_tokens=self.settings.logit_chunk_tokens,
+            checkpoint_forwards=self.settings.checkpoint_forwards,
         )
 
     def configure_optimizers(self):
