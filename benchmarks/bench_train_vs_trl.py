@@ -209,17 +209,31 @@ def steady_seconds(stamps: list[float]) -> float:
     return stamps[-1] - stamps[0]
 
 
-def measured(train, stamps: list[float]) -> dict:
-    """Run `train()`: its wall time, steady-state time (from the step stamps) and peak resident memory."""
-    with PeakRSS() as peak:
+def measured(train, stamps: list[float], profile: Path | None = None) -> dict:
+    """Run `train()`: its wall time, steady-state time (from the step stamps) and peak resident memory.
+    With `profile`, torch's profiler runs too and its table of operators by own CPU time is written there
+    (the timing of a profiled run is not a throughput figure)."""
+    from contextlib import nullcontext
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    profiler = torch_profile(activities=[ProfilerActivity.CPU]) if profile else nullcontext()
+    with PeakRSS() as peak, profiler as prof:
         start = time.perf_counter()
         train()
         seconds = time.perf_counter() - start
+    if profile:
+        profile.write_text(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     return {"seconds": seconds, "steady_seconds": steady_seconds(stamps), "peak_rss_mb": peak.peak,
             "train_growth_mb": peak.growth_mb}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ children
+def profile_path(args, framework: str) -> Path | None:
+    return Path(args.out) / f"profile_{framework}.txt" if args.profile else None
+
+
 def run_trl(args) -> dict:
     model, tok = load_model(args)
     pairs = bench_pairs(args, tok, args.pairs)
@@ -236,7 +250,7 @@ def run_trl(args) -> dict:
 
     trainer.add_callback(Stamp())
     trainer.get_train_dataloader()  # precomputes reference log-probs (outside the clock)
-    return measured(trainer.train, stamps)
+    return measured(trainer.train, stamps, profile_path(args, "trl"))
 
 
 def run_tsq(args) -> dict:
@@ -255,6 +269,7 @@ def run_tsq(args) -> dict:
         max_length=8192,
         rows_per_forward=args.rows_per_forward,
         batching=args.batching,
+        checkpoint_forwards=bool(args.checkpoint_forwards),
     )
     data = tokenize_pairs(tok, pairs, settings.max_length)
     with torch.no_grad():  # precomputed reference log-probs, as TRL's precompute_ref_log_probs
@@ -288,7 +303,7 @@ def run_tsq(args) -> dict:
         gradient_clip_val=1.0,  # TRL's max_grad_norm default
         callbacks=[Stamp()],
     )
-    return measured(lambda: trainer.fit(module, loader), stamps)
+    return measured(lambda: trainer.fit(module, loader), stamps, profile_path(args, "tsq"))
 
 
 def first_step_losses(args) -> tuple[float, float]:
@@ -306,10 +321,20 @@ def first_step_losses(args) -> tuple[float, float]:
     return ours, theirs
 
 
+# What each compared row runs: tsq's plain layout, tsq recomputing each forward in the backward
+# (train.checkpoint_forwards: one forward's activations per step), TRL.
+FRAMEWORKS = {
+    "tsq": ("tsq", {"checkpoint_forwards": 0}),
+    "tsq+ckpt": ("tsq", {"checkpoint_forwards": 1}),
+    "trl": ("trl", {}),
+}
+
+
 def child_run(args, framework: str, **overrides) -> dict:
     """One training run of `framework` in a fresh process (its own memory and threads)."""
-    options = {**{k: getattr(args, k) for k in CHILD_ARGS}, **overrides}
-    cmd = [sys.executable, __file__, "--child", framework] + [f"--{k}={v}" for k, v in options.items()]
+    child, settings = FRAMEWORKS[framework]
+    options = {**{k: getattr(args, k) for k in CHILD_ARGS}, **settings, **overrides}
+    cmd = [sys.executable, __file__, "--child", child] + [f"--{k}={v}" for k, v in options.items()]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **MEMORY_ENV}, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{framework} child failed:\n{done.stderr[-3000:]}")
@@ -317,7 +342,7 @@ def child_run(args, framework: str, **overrides) -> dict:
 
 
 CHILD_ARGS = ("model", "pairs", "batch", "hidden", "layers", "batching", "rows_per_forward", "rejected_tokens",
-              "gradient_checkpointing", "cache", "out")  # fmt: skip
+              "gradient_checkpointing", "cache", "out", "profile")  # fmt: skip
 
 
 def token_counts(tok, pairs: list[dict], skip: int) -> tuple[int, int]:
@@ -336,7 +361,10 @@ def main() -> None:
     parser.add_argument("--rejected_tokens", type=int, default=1024, help="smollm2 only")
     parser.add_argument("--batching", default="bucket")
     parser.add_argument("--rows_per_forward", type=int, default=None, help="tsq rows per forward (default: batch)")
-    parser.add_argument("--gradient_checkpointing", type=int, default=0)
+    parser.add_argument("--gradient_checkpointing", type=int, default=0, help="both frameworks (HF, per layer)")
+    parser.add_argument("--checkpoint_forwards", type=int, default=0, help="tsq child only (see FRAMEWORKS)")
+    parser.add_argument("--profile", type=int, default=0, help="write torch profiler tables (profile_*.txt)")
+    parser.add_argument("--frameworks", default="tsq,trl", help=f"compared rows, in run order: {', '.join(FRAMEWORKS)}")
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs per framework (0: memory table only)")
     parser.add_argument("--memory_lengths", default="", help="e.g. 256,512,1024,2048")
     parser.add_argument("--cache", default=os.environ.get("TSQ_CACHE_DIR", str(ROOT / ".cache" / "tsq")))
@@ -365,9 +393,12 @@ def main() -> None:
         flush=True,
     )
     out = Path(args.out)
+    frameworks = args.frameworks.split(",")
+    if "trl" not in frameworks or not set(frameworks) <= set(FRAMEWORKS):
+        raise SystemExit(f"--frameworks must include trl and name only {sorted(FRAMEWORKS)}, got {args.frameworks}")
     runs = []
     for run in range(args.runs):
-        for framework in ("tsq", "trl"):  # interleaved: tsq, TRL, tsq, TRL, ...
+        for framework in frameworks:  # interleaved: tsq, TRL, tsq, TRL, ...
             result = child_run(args, framework)
             runs.append({"framework": framework, "run": run, **result,
                          "tokens_per_s": all_tokens / result["seconds"],
@@ -378,7 +409,8 @@ def main() -> None:
         frame = pd.DataFrame(runs)
         frame.to_csv(out / "bench_train_vs_trl_runs.csv", index=False)
         table = median_and_range(frame, "framework", ["steady_tokens_per_s", "peak_rss_mb", "train_growth_mb"])
-        table["positions"] = table["framework"].map(positions(pairs, args.batch, args.rows_per_forward, tok))
+        counted = positions(pairs, args.batch, args.rows_per_forward, tok)
+        table["positions"] = table["framework"].map(lambda name: counted[FRAMEWORKS[name][0]])
         trl = table.set_index("framework").loc["trl"]
         table["speedup_vs_trl"] = table["steady_tokens_per_s_median"] / trl["steady_tokens_per_s_median"]
         table["memory_vs_trl"] = table["train_growth_mb_median"] / trl["train_growth_mb_median"]
@@ -392,7 +424,7 @@ def main() -> None:
     if args.memory_lengths:
         rows = []
         for length in map(int, args.memory_lengths.split(",")):
-            for framework in ("tsq", "trl"):
+            for framework in frameworks:
                 result = child_run(args, framework, pairs=2, batch=1, rejected_tokens=length)
                 rows.append({"rejected_tokens": length, "framework": framework, **result})
                 print(f"{length} tokens {framework}: peak {result['peak_rss_mb']:.0f} MB, "

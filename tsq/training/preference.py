@@ -59,11 +59,11 @@ OVERLENGTH = ("error", "drop", "truncate")
 
 def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, overlength: str = "error") -> list[dict]:
     """Token ids per pair; completions end with EOS, and `chosen_len` / `rejected_len` count their tokens
-    without it (the one length convention of losses, metrics and pairs files).
+    without it (as the pairs file and the metrics count lengths).
 
     A pair is over length when its prompt plus its longer completion (EOS included) exceeds `max_length`.
     `overlength` says what happens then: `error` (default) refuses the whole set naming the count,
-    `drop` leaves such pairs out (`dropped` in the training summary), `truncate` keeps the start of each
+    `drop` leaves such pairs out (`pairs_dropped` in the training summary), `truncate` keeps the start of each
     completion (losing its EOS; lengths are then the kept tokens).
     """
     if overlength not in OVERLENGTH:
@@ -132,7 +132,7 @@ class TrainSettings:
     overlength: str = "error"
     batching: str = "bucket"
     rows_per_forward: int = 16
-    # completion positions projected to the vocabulary at once (memory: chunk x vocab x 4 bytes, twice)
+    # completion positions projected to the vocabulary at once (memory: about 3 x chunk x vocab x 4 bytes)
     logit_chunk_tokens: int = 1024
     # keep no activations of any forward: the backward recomputes one forward of rows_per_forward rows at a
     # time (one extra forward pass; a step's activation memory becomes one forward's, not the batch's)
