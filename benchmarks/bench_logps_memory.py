@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import MEMORY_ENV, PeakRSS, smollm2_dir  # noqa: E402
+from benchmarks.common import MEMORY_ENV, PeakRSS, smollm2_dir  # noqa: E402
 
 VARIANTS = ("full", "chunked", "chunked_gc", "body", "body_gc")
 PROMPT_TOKENS = 32

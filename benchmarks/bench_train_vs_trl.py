@@ -39,8 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import MEMORY_ENV, PeakRSS, median_and_range, smollm2_dir  # noqa: E402
-
+from benchmarks.common import MEMORY_ENV, PeakRSS, median_and_range, smollm2_dir  # noqa: E402
 from tsq.data.synthetic import SyntheticWorld, TeacherStyle, vocabulary  # noqa: E402
 from tsq.training.logps import sequence_logps  # noqa: E402
 from tsq.training.losses import PreferenceLoss  # noqa: E402

@@ -1,5 +1,5 @@
 """Helpers the benchmark scripts share: live-memory sampling, the SmolLM2 model directory, interleaved
-run summaries. Benchmarks run as scripts, so this folder is on `sys.path` when they import it."""
+run summaries (imported as `benchmarks.common`; each script puts the repository root on `sys.path`)."""
 
 from __future__ import annotations
 
