@@ -41,7 +41,7 @@ def candidate_work(refiner, sampler, world, problems, seed: int):
     spans = [trace_step_spans(tok, r, world.step_delimiter) for r in r_ids]
     delimiter_id = tok.convert_tokens_to_ids(world.step_delimiter)
     start = time.perf_counter()
-    candidates = refiner.sample_candidates(sampler, p_ids, r_ids, spans, world.step_delimiter)
+    candidates, _ = refiner.sample_candidates(sampler, p_ids, r_ids, spans, world.step_delimiter)
     generation = time.perf_counter() - start
     vocab = list(range(4, len(tok)))
     work = []

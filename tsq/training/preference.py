@@ -499,6 +499,8 @@ def train_policy(
         else:
             state = policy.state_dict()
         changed, compared, largest = changed_tensors(handle.path, state)
+        if not compared:
+            log.warning("stage policy: no safetensors in %s; could not check that training changed it", handle.path)
         if compared and not changed:
             raise RuntimeError(
                 f"training changed none of the {compared} weight tensors of {handle.path} ({total} optimizer "
