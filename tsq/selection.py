@@ -1,6 +1,7 @@
 """`selector=`: which correct responses of a problem become positives, and preference pairs.
 
-Pure functions of one problem's sampled group (token lengths and correctness); papers.md §1.3.
+Pure functions of one problem's sampled group (token lengths and correctness); TokenSqueeze
+(arXiv 2511.13223), Sec. 3.1.
 Positives are always the k shortest correct responses (ties broken by sample order); selectors
 differ only in k, plus the Kimi-k1.5 rule that adds long correct responses as extra negatives.
 """
@@ -136,7 +137,7 @@ class KimiDPO(Shortest):
 
 @dataclass
 class SkyT1Flash(Shortest):
-    """Sky-T1-Flash's SimPO data (NovaSky, papers.md §3): the shortest correct response against the longest
+    """Sky-T1-Flash's SimPO data (NovaSky's Sky-T1-Flash release): the shortest correct response against the longest
     correct one (no incorrect negatives); a problem with one correct length gives no pair."""
 
     name: str = "sky_t1_flash"

@@ -1,4 +1,5 @@
-"""TL;DR (papers.md §2): SFT on a System-1 / System-2 data mixture whose weights follow the dev set.
+"""TL;DR (arXiv 2506.02678, "Too Long, Do Re-weighting for Efficient LLM Reasoning Compression"):
+SFT on a System-1 / System-2 data mixture whose weights follow the dev set.
 
 System-1 data: a short-reasoning model's correct answers to easy problems. System-2 data: the base
 model's correct long reasoning on hard problems. Every `update_every` optimizer steps the policy is

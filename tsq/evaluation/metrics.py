@@ -1,6 +1,6 @@
 """The papers' metrics as pure functions of per-sample correctness and token counts.
 
-Definitions (../shared/papers.md §1.7, §5.3):
+Definitions (TokenSqueeze, arXiv 2511.13223, Sec. 4.1.2 and App. A.3; TL;DR, arXiv 2506.02678):
 * Acc: mean correctness over all samples (pass@1 averaged over the n samples per problem);
 * Len-T: mean tokens of correct responses; Len-A: mean tokens of all responses;
 * acc(B): share of samples that are correct *and* at most B tokens long;
@@ -90,7 +90,7 @@ def relative_change(new: float, base: float) -> float:
 
 
 def average_compression_ratio(lengths: Sequence[float], original: Sequence[float]) -> float:
-    """TL;DR's A.C.R.: mean over datasets of max(0, 1 - Len(method) / Len(original)) (papers.md §2.7)."""
+    """TL;DR's A.C.R.: mean over datasets of max(0, 1 - Len(method) / Len(original)) (TL;DR, arXiv 2506.02678)."""
     if len(lengths) != len(original) or not lengths:
         raise ValueError(f"need equal, non-empty length lists, got {len(lengths)} and {len(original)}")
     return float(np.mean([max(0.0, 1 - m / o) for m, o in zip(lengths, original, strict=True)]))

@@ -1,4 +1,4 @@
-"""`refiner=`: intra-step refinement of chosen traces (TokenSqueeze §3.2, papers.md §1.4).
+"""`refiner=`: intra-step refinement of chosen traces (TokenSqueeze, arXiv 2511.13223, Sec. 3.2 and App. B).
 
 For every reasoning step s_i of a trace, K candidates are sampled from the model itself, conditioned
 on the original prefix (prompt, s_<i) and stopped at the step delimiter. A candidate's cost is the

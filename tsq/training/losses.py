@@ -2,7 +2,8 @@
 
 Inputs per pair (tensors of shape [B]): policy and reference *summed* log-probs of the chosen and
 rejected completions, and their token lengths. All losses return the per-pair loss [B]; the batch
-loss is its mean (as TRL does). papers.md §1.5 and anchors.md §1.7 give the formulas:
+loss is its mean (as TRL does). Formulas: TokenSqueeze (arXiv 2511.13223, Sec. 3.3); the DPO and SFT
+terms as TRL's DPOTrainer writes them:
 
 * dpo (TRL `sigmoid`):  -log σ(β[(π_w - ref_w) - (π_l - ref_l)])
 * sft:                  chosen NLL per token: per sequence (`sft_norm="mean"`, LLaMA-Factory's
