@@ -38,48 +38,27 @@ class Layout:
     kind: str = "tokensqueeze"  # or "tldr": accuracy and Len-A per level, averages and A.C.R.
 
 
-LAYOUTS = {
-    "ts_table1": Layout(
-        "choice.method",
-        {
-            "kimi_dpo": "Kimi-k1.5 (DPO)",
-            "sky_t1_flash": "Sky-T1-Flash (SimPO)",
-            "overthink": "Overthink (SimPO, shortest)",
-            "static_mixture": "Static mixture (1:1)",
-            "tldr": "TL;DR",
-            "tokensqueeze": "TokenSqueeze",
-        },
-        columns=("Acc", "Len", "AUC"),
-        caption="Main results (TokenSqueeze Table 1 layout), synthetic world.",
-    ),
-    "ts_table2": Layout(
-        "choice.selector",
-        {"shortest": "Shortest", "qfix": "Q-FIX", "qdyn_extra_neg": "Q-DYN (w/ extra neg)", "qdyn": "Q-DYN"},
-        caption="Preference-data configuration (TokenSqueeze Table 2 layout), synthetic world.",
-    ),
-    "ts_table3": Layout(
-        "choice.refiner",
-        {"none": "No Refinement", "rewrite": "Unconstrained Rewrite", "kl": "TokenSqueeze (KL refinement)"},
-        columns=("Acc", "Len", "AUC", "Steps", "StepLen"),
-        caption="Refinement (TokenSqueeze Table 3 layout), synthetic world.",
-    ),
-    "ts_table4": Layout(
-        "choice.loss",
-        {"dpo": "DPO", "sft": "SFT", "dpo_sft": "DPO+SFT", "tokensqueeze": "TokenSqueeze (SFT + DPO-L)"},
-        caption="Training objective (TokenSqueeze Table 4 layout), synthetic world.",
-    ),
-    "tldr_table2": Layout(
-        "choice.tldr",
-        {"short_only": "SFT on short data", "static": "Static mixture (1:1)", "dynamic": "TL;DR (dynamic)"},
-        caption="Static versus dynamic mixture (TL;DR Table 2 layout), synthetic world; levels stand for datasets.",
-        kind="tldr",
-    ),
-    "ts_fig4": Layout(
-        "override.selector.alpha",
-        {a: f"alpha = {a}" for a in ("0.05", "0.1", "0.2", "0.4", "0.6", "1.0")},
-        caption="Q-DYN's alpha (TokenSqueeze Figure 4), synthetic world.",
-    ),
-}
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+
+
+def load_layouts(folder: Path = EXPERIMENTS) -> dict[str, Layout]:
+    """Every experiment's table layout, read from the `table:` node of its config (the one place it lives)."""
+    from omegaconf import OmegaConf
+
+    layouts = {}
+    for path in sorted(folder.glob("*.yaml")):
+        node = OmegaConf.load(path).get("table")
+        if node is None:
+            continue
+        spec = OmegaConf.to_container(node)
+        try:
+            layouts[path.stem] = Layout(**{**spec, "columns": tuple(spec.get("columns", Layout.columns))})
+        except TypeError as err:
+            raise ValueError(f"{path}: bad table layout ({err})") from err
+    return layouts
+
+
+LAYOUTS = load_layouts()
 HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "Len": False, "Steps": False, "StepLen": False, "Avg": True,
                     "L-Avg": False, "A.C.R.": True}  # fmt: skip
 SOURCE = {"Acc": "acc", "Len": "len_t", "AUC": "auc", "Steps": "steps", "StepLen": "step_len"}

@@ -18,16 +18,14 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tsq.cache import ArtifactStore  # noqa: E402
 from tsq.construct import construct  # noqa: E402
-from tsq.pipeline import quiet_libraries, sampler_fingerprint  # noqa: E402
+from tsq.pipeline import base_model, build_parts, quiet_libraries  # noqa: E402
 from tsq.training.logps import MODES, sequence_logps  # noqa: E402
 from tsq.training.preference import read_pairs, tokenize_pairs  # noqa: E402
 
@@ -35,23 +33,10 @@ from tsq.training.preference import read_pairs, tokenize_pairs  # noqa: E402
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    store = ArtifactStore(cfg.paths.cache_dir)
-    world = instantiate(cfg.data, _convert_="all")
-    handle = instantiate(cfg.model, _convert_="all").materialize(world, store)
-    settings = instantiate(cfg.train, _convert_="all")
-    result = construct(
-        world,
-        handle,
-        instantiate(cfg.sampler),
-        store,
-        sampler_fingerprint(cfg),
-        instantiate(cfg.sampling, _convert_="all"),
-        instantiate(cfg.selector, _convert_="all"),
-        instantiate(cfg.refiner, _convert_="all"),
-        instantiate(cfg.pairs, _convert_="all"),
-        OmegaConf.to_container(cfg.selector, resolve=True),
-        OmegaConf.to_container(cfg.refiner, resolve=True),
-    )
+    ctx, parts = build_parts(cfg)
+    ctx, handle = base_model(ctx, parts)
+    settings = parts.train
+    result = construct(ctx, handle, parts.sampling, parts.selector, parts.refiner, parts.pairs)
     tok = AutoTokenizer.from_pretrained(handle.path)
     model = AutoModelForCausalLM.from_pretrained(handle.path)
     data = tokenize_pairs(tok, read_pairs(result.pairs_path), settings.max_length)

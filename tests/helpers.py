@@ -9,6 +9,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from tsq.cache import Artifact, ArtifactStore
+from tsq.context import RunContext, SamplerChoice
 from tsq.data.synthetic import vocabulary
 from tsq.models.tiny import build_word_tokenizer
 from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
@@ -53,3 +55,15 @@ def train_and_save(
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def run_context(world, store: ArtifactStore, sampler=None, trainer: dict | None = None) -> RunContext:
+    """A RunContext whose sampler factory returns `sampler` (already loaded) for any model directory."""
+    choice = SamplerChoice(lambda model_path: sampler, {"test_sampler": type(sampler).__name__})
+    return RunContext(world=world, store=store, sampler=choice, trainer=trainer or {"accelerator": "cpu", "devices": 1})
+
+
+def pairs_artifact(path: Path, key: str = "p") -> Artifact:
+    """A pairs file (named pairs.jsonl) as the pairs artifact the training stage takes."""
+    assert path.name == "pairs.jsonl", path
+    return Artifact("pairs", key, path.parent, built=False)

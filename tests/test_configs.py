@@ -100,9 +100,10 @@ def test_launcher_configs_pick_hydras_launchers(launcher, target, tmp_path):
 
 
 def test_methods_set_selector_refiner_and_loss_together(tmp_path):
-    kimi = compose_cfg(["+method=kimi_dpo", f"hydra.run.dir={tmp_path}"])
-    assert kimi.selector._target_.endswith("KimiDPO") and kimi.refiner.accept == "none" and kimi.loss.kind == "dpo"
-    ts = compose_cfg(["+method=tokensqueeze", f"hydra.run.dir={tmp_path}"])
+    kimi = compose_cfg(["method=kimi_dpo", f"hydra.run.dir={tmp_path}"])
+    assert kimi.selector._target_.endswith("KimiDPO") and kimi.loss.kind == "dpo"
+    assert kimi.refiner._target_.endswith("NoRefiner") and "k" not in kimi.refiner  # no KL settings
+    ts = compose_cfg(["method=tokensqueeze", f"hydra.run.dir={tmp_path}"])
     assert ts.selector._target_.endswith("QDyn") and ts.refiner.accept == "kl" and ts.loss.name == "tokensqueeze"
 
 
@@ -123,3 +124,13 @@ def test_paper_preset_carries_the_papers_settings(preset, eval_temperature, tmp_
     assert train.accumulation(world_size(dict(cfg.trainer))) == 16
     evaluator = instantiate(cfg.eval, _convert_="all")
     assert (evaluator.temperature, evaluator.max_new_tokens, evaluator.b_max) == (eval_temperature, 32768, 32768)
+
+
+@pytest.mark.parametrize("refiner", ["none", "kl", "rewrite", "prompt_rewrite"])
+@pytest.mark.parametrize("size", ["debug=smoke", "preset=paper"])
+def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
+    """debug= and preset= set the refinement budget apart from the method, so refiner=none composes."""
+    cfg = compose_cfg([size, f"refiner={refiner}", f"hydra.run.dir={tmp_path}"])
+    obj = instantiate(cfg.refiner, _convert_="all")
+    if refiner in ("kl", "rewrite"):
+        assert obj.k == cfg.refine_budget.k == (4 if size == "debug=smoke" else 64)

@@ -2,24 +2,26 @@ import json
 import random
 
 import pytest
+from helpers import run_context
 
 from tsq.cache import ArtifactStore
 from tsq.construct import PAIR_FIELDS, PairSettings, construct
 from tsq.data.synthetic import SyntheticWorld, TeacherStyle
 from tsq.models.base import ModelHandle
+from tsq.refinement.base import NoRefiner
 from tsq.refinement.kl import StepRefiner
 from tsq.sampling.hf import HFSampler
 from tsq.sampling.stage import SAMPLES_FILE, SamplingStage
 from tsq.selection import QDyn
-from tsq.steps import split_steps
+from tsq.text import split_steps
 
 SLIPPY = TeacherStyle(p_shortcut=0.0, p_slip=0.5)
 
 
-def write_samples(world, store, handle, sampling) -> None:
+def write_samples(ctx, handle, sampling) -> None:
     """A samples artifact made of teacher traces (half of them slipped: long and wrong), so that every
     problem has correct and incorrect responses of many lengths."""
-    rng = random.Random(0)
+    rng, world = random.Random(0), ctx.world
     rows = []
     for p in sampling.problems(world):
         for j in range(sampling.n):
@@ -39,8 +41,7 @@ def write_samples(world, store, handle, sampling) -> None:
                     "step_tokens": sum(len(s.split()) for s in steps),
                 }
             )
-    key = sampling.key(handle.key, world, {})
-    with store.build(SamplingStage.STAGE, key) as tmp:
+    with ctx.store.build(SamplingStage.STAGE.name, sampling.key(ctx, handle)) as tmp:
         (tmp / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
         (tmp / "diagnostics.json").write_text("{}")
 
@@ -48,34 +49,21 @@ def write_samples(world, store, handle, sampling) -> None:
 @pytest.fixture()
 def setup(tmp_path, copy_model_dir):
     world = SyntheticWorld(operands=[3, 4], split_sizes={"test": 2, "dev": 1, "train": 6})
-    store = ArtifactStore(tmp_path)
     handle = ModelHandle(name="copy", path=copy_model_dir, key="copy-model")
+    ctx = run_context(world, ArtifactStore(tmp_path), HFSampler(handle.path, batch_size=64, progress=False))
     sampling = SamplingStage(n=8)
-    write_samples(world, store, handle, sampling)
-    return world, store, handle, sampling
+    write_samples(ctx, handle, sampling)
+    return world, ctx, handle, sampling
 
 
 def run(setup, refiner, max_pairs=64):
-    world, store, handle, sampling = setup
-    sampler = HFSampler(handle.path, batch_size=64, progress=False)
-    return construct(
-        world,
-        handle,
-        lambda model_path: sampler,
-        store,
-        {},
-        sampling,
-        QDyn(alpha=0.2),
-        refiner,
-        PairSettings(max_pairs=max_pairs),
-        {"alpha": 0.2},
-        {"accept": refiner.accept},
-    )
+    world, ctx, handle, sampling = setup
+    return construct(ctx, handle, sampling, QDyn(alpha=0.2), refiner, PairSettings(max_pairs=max_pairs))
 
 
 def test_pairs_follow_the_rules_and_trl_format(setup):
     world = setup[0]
-    result = run(setup, StepRefiner(accept="none"))
+    result = run(setup, NoRefiner())
     rows = [json.loads(line) for line in result.pairs_path.read_text().splitlines()]
     assert rows and result.stats["pairs"] == len(rows)
     problems = {p.id: p for p in world.split("train")}

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from tsq.evaluation.evaluate import Evaluator, format_table
-from tsq.steps import reasoning_part, split_steps
+from tsq.text import reasoning_part, split_steps
 
 
 def test_steps_are_split_inside_the_reasoning_only():

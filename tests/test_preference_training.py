@@ -3,6 +3,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from helpers import pairs_artifact, run_context
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -139,10 +140,24 @@ def test_killed_training_resumes_from_its_last_checkpoint(micro_model_dir, tmp_p
     loss = PreferenceLoss()
     killer = StopAt(step=7)
     with pytest.raises(Crash):
-        train_policy(handle, pairs, "p", loss, {"n": "ts"}, settings, trainer_cfg, store, callbacks=[killer])
+        train_policy(
+            run_context(None, store, trainer=trainer_cfg),
+            handle,
+            pairs_artifact(pairs),
+            loss,
+            settings,
+            callbacks=[killer],
+        )
     assert not store.exists("policy", next(iter((tmp_path / "cache" / "policy").glob("*.partial"))).stem)
     resumed = StopAt(step=None)
-    policy = train_policy(handle, pairs, "p", loss, {"n": "ts"}, settings, trainer_cfg, store, callbacks=[resumed])
+    policy = train_policy(
+        run_context(None, store, trainer=trainer_cfg),
+        handle,
+        pairs_artifact(pairs),
+        loss,
+        settings,
+        callbacks=[resumed],
+    )
     assert resumed.first == 6  # the checkpoint written after step 6, not a fresh start
     summary = json.loads((policy.path / "train_summary.json").read_text())
     assert summary["steps"] == 16
@@ -207,7 +222,13 @@ def test_a_run_with_no_pair_left_fails_before_any_compute(micro_model_dir, tmp_p
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
     settings = TrainSettings(max_length=3, overlength="drop")
     with pytest.raises(ValueError, match=r"0 optimizer steps: 0 of 4 pairs .*train.max_length=3"):
-        train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, {"accelerator": "cpu"}, store)
+        train_policy(
+            run_context(None, store, trainer={"accelerator": "cpu"}),
+            handle,
+            pairs_artifact(pairs),
+            PreferenceLoss(),
+            settings,
+        )
     assert not (tmp_path / "cache" / "ref_logps").exists()  # nothing was computed, nothing empty cached
 
 
@@ -218,7 +239,9 @@ def test_a_policy_equal_to_the_base_model_is_not_saved(micro_model_dir, tmp_path
     settings = TrainSettings(epochs=1, batch_size=2, lr=1e-30)  # updates far below float32 resolution
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
     with pytest.raises(RuntimeError, match=r"training changed none of the \d+ weight tensors"):
-        train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+        train_policy(
+            run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs), PreferenceLoss(), settings
+        )
     assert list((tmp_path / "cache" / "policy").glob("*/train_summary.json")) == []
 
 
@@ -252,7 +275,9 @@ def test_accumulated_training_takes_the_planned_steps_and_records_what_it_did(mi
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
     settings = TrainSettings(epochs=2, batch_size=2, global_batch_size=4, lr=1e-3)
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
-    policy = train_policy(handle, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+    policy = train_policy(
+        run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs), PreferenceLoss(), settings
+    )
     summary = json.loads((policy.path / "train_summary.json").read_text())
     assert summary["steps"] == 6 and summary["accumulate_grad_batches"] == 2  # 6 micro-batches / 2, x 2 epochs
     assert summary["pairs"] == summary["pairs_in_file"] == 12 and summary["pairs_dropped"] == 0

@@ -166,6 +166,7 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(smol):
 
 
 def test_lora_trains_the_adapters_only_and_saves_a_merged_hf_policy(smol, tmp_path):
+    from helpers import pairs_artifact, run_context
     from transformers import AutoModelForCausalLM
 
     from tsq.models.base import ModelHandle
@@ -179,7 +180,8 @@ def test_lora_trains_the_adapters_only_and_saves_a_merged_hf_policy(smol, tmp_pa
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
     store = ArtifactStore(tmp_path / "cache")
     base = ModelHandle(name="smol", path=handle.path, key=handle.key)
-    policy = train_policy(base, pairs, "p", PreferenceLoss(), {}, settings, trainer_cfg, store)
+    ctx = run_context(None, store, trainer=trainer_cfg)
+    policy = train_policy(ctx, base, pairs_artifact(pairs), PreferenceLoss(), settings)
     summary = json.loads((policy.path / "train_summary.json").read_text())
     layers = AutoConfig.from_pretrained(handle.path).num_hidden_layers
     # exactly the adapted projections moved (merged into their weights); every other tensor is the base's

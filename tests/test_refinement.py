@@ -72,7 +72,7 @@ def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler, chunk):
         assert f == pytest.approx(s, rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("accept", ["kl", "shortest", "none"])
+@pytest.mark.parametrize("accept", ["kl", "shortest"])
 def test_refinement_never_lengthens_and_never_changes_the_graded_answer(copy_sampler, accept):
     world = SyntheticWorld(split_sizes={"test": 3, "dev": 1, "train": 1})
     rng = random.Random(0)
@@ -85,8 +85,6 @@ def test_refinement_never_lengthens_and_never_changes_the_graded_answer(copy_sam
         assert after.step_tokens_after <= after.step_tokens_before
         assert world.grade(problem, after.text) == world.grade(problem, before)
         assert world.extract_answer(after.text) == world.extract_answer(before)
-        if accept == "none":
-            assert after.text == before and after.steps_accepted == 0
         if accept == "kl":
             assert all(kl < 0.05 for kl in after.accepted_kl)
 

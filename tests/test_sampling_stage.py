@@ -1,7 +1,9 @@
 import pytest
+from helpers import run_context
 
-from tsq.cache import ArtifactStore
+from tsq.cache import ArtifactStore, Stage
 from tsq.data.synthetic import SyntheticWorld
+from tsq.models.base import ModelHandle
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
 from tsq.sampling.stage import sample_graded
@@ -33,21 +35,30 @@ def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_
     params = SamplingParams(n=3, max_new_tokens=8, temperature=3.0, seed=5)
     sampler = HFSampler(micro_model_dir, batch_size=7, progress=False)
 
+    model = ModelHandle("micro", micro_model_dir, "micro")
+    stage, settings = Stage("samples", 1), ({"n": 3}, {"model": "micro"})
+
+    def sample(store, sampler):
+        return sample_graded(
+            run_context(world, store, sampler), model, problems, params, stage, *settings, shard_size=4
+        )
+
     whole_store = ArtifactStore(tmp_path / "whole")
-    whole, _ = sample_graded(world, problems, params, lambda: sampler, whole_store, "samples", "k", shard_size=4)
+    whole, _, key = sample(whole_store, sampler)
+    assert key == stage.key(*settings)
 
     store = ArtifactStore(tmp_path / "resumed")
     with pytest.raises(Killed):
-        sample_graded(world, problems, params, lambda: DiesAfter(sampler, 2), store, "samples", "k", shard_size=4)
-    assert not store.exists("samples", "k")
-    assert len(list(store.scratch("samples", "k").glob("shard-*.jsonl"))) == 2  # finished shards survive
+        sample(store, DiesAfter(sampler, 2))
+    assert not store.exists("samples", key)
+    assert len(list(store.scratch("samples", key).glob("shard-*.jsonl"))) == 2  # finished shards survive
 
     resumed_calls = DiesAfter(sampler, 2)  # exactly the two missing shards may be sampled
-    resumed, _ = sample_graded(world, problems, params, lambda: resumed_calls, store, "samples", "k", shard_size=4)
+    resumed, _, _ = sample(store, resumed_calls)
     assert resumed_calls.calls == 0
     assert resumed.equals(whole)
     assert len(whole) == 15 * 3 and whole["text"].nunique() > 1
-    assert (store.path("samples", "k") / "samples.jsonl").read_bytes() == (
-        whole_store.path("samples", "k") / "samples.jsonl"
+    assert (store.path("samples", key) / "samples.jsonl").read_bytes() == (
+        whole_store.path("samples", key) / "samples.jsonl"
     ).read_bytes()
-    assert not (tmp_path / "resumed" / "samples" / "k.partial").exists()
+    assert not store.scratch("samples", key).exists()

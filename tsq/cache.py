@@ -1,9 +1,13 @@
-"""Content-addressed, atomically written stage artifacts.
+"""Content-addressed, atomically written stage artifacts: how every stage decides it is a cache hit.
 
-A stage's artifact lives in ``<root>/<stage>/<key>/`` where the key hashes the stage's own
-config, its version and the keys of its inputs (the way Dora, SkyThought's output-dir hash and TRL's
-precompute fingerprint do it). A directory is built under a temporary name and renamed into place
-only once complete, so a killed run never leaves a half artifact that a later run would trust.
+A stage's artifact lives in ``<root>/<stage>/<key>/``. The key hashes the stage's name and version
+(`Stage`), the settings that change its result (each settings object's `key_material()`, minus
+`NON_RESULT_SETTINGS`) and the keys of its inputs, the way Dora's signatures, SkyThought's output-dir
+hash and TRL's precompute fingerprint do it. `ArtifactStore.cached` is the one entry point: an
+existing ``artifact.json`` is a hit; otherwise the stage's build function fills a temporary
+directory that is renamed into place only once complete, so a killed run never leaves a half
+artifact that a later run would trust. Resumable stages keep their shards or checkpoints in the
+build's `scratch` folder, which survives a killed run and is removed once the artifact exists.
 """
 
 from __future__ import annotations
@@ -15,14 +19,39 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 META_FILE = "artifact.json"
+
+# Settings that change how a run looks, never what it computes; left out of every key, at any depth,
+# so that turning a progress bar off does not re-sample or retrain. (`_partial_` is Hydra's flag for
+# a factory config.) Settings that change float results only in the last bits (batch sizes, chunk
+# sizes) stay in the keys: an artifact is what one exact setting produced.
+NON_RESULT_SETTINGS = frozenset(
+    {"progress", "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "_partial_"}
+)
+
+
+class KeyMaterial(Protocol):
+    """A settings object that says which of its values enter the keys of the stages it configures."""
+
+    def key_material(self) -> dict: ...
+
+
+class ConfiguredPart:
+    """Mixin for a swappable part chosen by `_target_` (a selector, refiner, loss): its key material is
+    its class path and its dataclass fields, i.e. the config it was instantiated from."""
+
+    def key_material(self) -> dict:
+        cls = type(self)
+        own = {f.name: getattr(self, f.name) for f in fields(self)} if is_dataclass(self) else {}
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **own}
 
 
 def _canonical(obj: Any) -> Any:
@@ -45,16 +74,60 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def result_settings(obj: Any) -> Any:
+    """`obj` in canonical form without the `NON_RESULT_SETTINGS` keys, at every depth."""
+    obj = _canonical(obj)
+    if isinstance(obj, dict):
+        return {k: result_settings(v) for k, v in obj.items() if k not in NON_RESULT_SETTINGS}
+    if isinstance(obj, list):
+        return [result_settings(v) for v in obj]
+    return obj
+
+
 def stage_key(stage: str, version: int, config: Any, inputs: Mapping[str, str] | None = None) -> str:
-    """Hash of a stage's name, version, own config and its inputs' keys (16 hex digits)."""
-    payload = {"stage": stage, "version": version, "config": _canonical(config), "inputs": dict(inputs or {})}
+    """Hash of a stage's name, version, result-changing settings and its inputs' keys (16 hex digits)."""
+    payload = {"stage": stage, "version": version, "config": result_settings(config), "inputs": dict(inputs or {})}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A cached stage: its artifact folder's name and a version to bump whenever a code change alters
+    what the stage writes (old artifacts then stop matching instead of being reused)."""
+
+    name: str
+    version: int
+
+    def key(self, config: Any, inputs: Mapping[str, str] | None = None) -> str:
+        return stage_key(self.name, self.version, config, inputs)
+
+
+WORLD = Stage("world", 1)
+
+
 def world_key(world) -> str:
     """The content key of a problem source (what every stage built on it takes as an input)."""
-    return stage_key("world", 1, world.fingerprint())
+    return WORLD.key(world.fingerprint())
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished stage artifact: its folder and key, and whether this call built it."""
+
+    stage: str
+    key: str
+    path: Path
+    built: bool
+
+
+@dataclass(frozen=True)
+class Build:
+    """What a stage's build function gets: `dir`, the temporary folder that becomes the artifact, and
+    `scratch`, a folder for resumable work (shards, checkpoints) that outlives a killed run."""
+
+    dir: Path
+    scratch: Path
 
 
 def json_ready(obj: Any) -> Any:
@@ -104,26 +177,61 @@ class ArtifactStore:
     def meta(self, stage: str, key: str) -> dict:
         return json.loads((self.path(stage, key) / META_FILE).read_text())
 
+    def scratch(self, stage: str, key: str) -> Path:
+        """The persistent work-in-progress folder of an artifact being built (shards, checkpoints)."""
+        return self.root / stage / f"{key}.partial"
+
+    def cached(
+        self,
+        stage: Stage,
+        config: Any,
+        inputs: Mapping[str, str] | None,
+        build: Callable[[Build], bool | None],
+        *,
+        doing: str = "",
+        description: Mapping[str, Any] | None = None,
+    ) -> Artifact:
+        """The artifact of `stage` for these settings and inputs, built by `build(Build)` on a miss.
+
+        Logs one line per call (``stage <name>: cache hit <key>`` or ``cache miss <key>, <doing>``). `build`
+        returns False when another process writes this artifact (the ranks of a distributed training
+        other than rank 0): its folder is then discarded and the scratch kept for the writer.
+        """
+        key = stage.key(config, inputs)
+        path = self.path(stage.name, key)
+        if self.exists(stage.name, key):
+            log.info("stage %s: cache hit %s", stage.name, key)
+            return Artifact(stage.name, key, path, built=False)
+        log.info("stage %s: cache miss %s%s", stage.name, key, f", {doing}" if doing else "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp"))
+        try:
+            written = build(Build(dir=tmp, scratch=self.scratch(stage.name, key))) is not False
+            if written:
+                self._publish(tmp, stage.name, key, description)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failure, another writer, or a lost race
+        if written:
+            shutil.rmtree(self.scratch(stage.name, key), ignore_errors=True)
+            log.info("stage %s: built %s", stage.name, path)
+        return Artifact(stage.name, key, path, built=written)
+
+    def _publish(self, tmp: Path, stage: str, key: str, description: Mapping[str, Any] | None) -> None:
+        """Seal a finished temporary folder and rename it into place (unless another process did first)."""
+        atomic_write_json(tmp / META_FILE, {"stage": stage, "key": key, **_canonical(description or {})})
+        final = self.path(stage, key)
+        if not final.exists():  # another process finished the same work first: keep theirs
+            os.rename(tmp, final)
+
     @contextmanager
     def build(self, stage: str, key: str, description: Mapping[str, Any] | None = None) -> Iterator[Path]:
-        """Yield an empty temp directory; on clean exit it becomes the artifact, else it is removed."""
+        """Yield an empty temp directory; on clean exit it becomes the artifact, else it is removed.
+        (The primitive under `cached`, for tests and tools that write an artifact directly.)"""
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.", suffix=".tmp"))
         try:
             yield tmp
-            atomic_write_json(tmp / META_FILE, {"stage": stage, "key": key, **_canonical(description or {})})
-            if final.exists():  # another process finished the same work first: keep theirs
-                shutil.rmtree(tmp)
-            else:
-                os.rename(tmp, final)
-        except BaseException:
+            self._publish(tmp, stage, key, description)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("stage %s: built artifact %s", stage, final)
-
-    def scratch(self, stage: str, key: str) -> Path:
-        """A persistent work-in-progress folder for resumable stages (shards, checkpoints)."""
-        path = self.root / stage / f"{key}.partial"
-        path.mkdir(parents=True, exist_ok=True)
-        return path

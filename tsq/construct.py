@@ -20,12 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsq.cache import ArtifactStore, json_ready, stage_key
-from tsq.refinement.kl import StepRefiner
+from tsq.cache import Artifact, Build, Stage, json_ready
+from tsq.context import RunContext
+from tsq.models.base import ModelHandle
+from tsq.refinement.base import ChosenTrace, Refiner
+from tsq.sampling.stage import SamplingStage
 from tsq.selection import Selector, build_pairs, pass_rate, rejected_for
+from tsq.training.preference import PAIRS_FILE
 
 log = logging.getLogger(__name__)
 
+REFINED = Stage("refined", 2)
+PAIRS = Stage("pairs", 1)
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
 PASS_RATE_LABELS = ["0", "(0,.25]", "(.25,.5]", "(.5,.75]", "(.75,1)", "1"]
@@ -39,6 +45,9 @@ class PairSettings:
     per: str = "problem"
     seed: int = 0
 
+    def key_material(self) -> dict:
+        return asdict(self)
+
     def __post_init__(self) -> None:
         if self.max_pairs <= 0:
             raise ValueError(f"pairs.max_pairs must be > 0, got {self.max_pairs}")
@@ -48,10 +57,15 @@ class PairSettings:
 
 @dataclass
 class ConstructionResult:
-    pairs_path: Path
+    """The pairs artifact (`pairs.jsonl`, `stats.json`), its statistics and the samples' key."""
+
+    pairs: Artifact
     stats: dict
     samples_key: str
-    pairs_key: str
+
+    @property
+    def pairs_path(self) -> Path:
+        return self.pairs.path / PAIRS_FILE
 
 
 def _problem_seed(seed: int, problem_id: str) -> int:
@@ -76,123 +90,99 @@ def positives_with_negatives(selected) -> list[tuple[str, int]]:
     return keep
 
 
+def refined_key_parts(selector: Selector, refiner: Refiner, samples_key: str) -> tuple[dict, dict]:
+    return {"selector": selector.key_material(), "refiner": refiner.key_material()}, {"samples": samples_key}
+
+
 def construct(
-    world,
-    handle,
-    make_sampler,
-    store: ArtifactStore,
-    sampler_config: dict,
-    sampling,
+    ctx: RunContext,
+    model: ModelHandle,
+    sampling: SamplingStage,
     selector: Selector,
-    refiner: StepRefiner,
+    refiner: Refiner,
     pair_settings: PairSettings,
-    selector_config: dict,
-    refiner_config: dict,
 ) -> ConstructionResult:
-    frame, samples_key = sampling.run(handle, world, make_sampler, store, sampler_config)
-    problems = {p.id: p for p in sampling.problems(world)}
+    """Sample (cached), select, refine the chosen traces (cached) and build the pairs (cached)."""
+    frame, samples_key = sampling.run(ctx, model)
+    problems = {p.id: p for p in sampling.problems(ctx.world)}
     selected = select_all(frame, selector)
     todo = positives_with_negatives(selected)
 
-    refined_key = stage_key(
-        "refined", 2, {"selector": selector_config, "refiner": refiner_config}, {"samples": samples_key}
-    )
-    refined_path = store.path("refined", refined_key) / "refined.jsonl"
-    if store.exists("refined", refined_key):
-        log.info("stage refined: cache hit %s", refined_key)
-    else:
-        log.info(
-            "stage refined: cache miss %s, refining %d chosen traces with refiner=%s",
-            refined_key,
-            len(todo),
-            refiner.name,
-        )
-        texts = [selected[pid][0].loc[row, "text"] for pid, row in todo]
-        sampler = make_sampler(model_path=handle.path) if refiner.accept != "none" else None  # the policy
-        if sampler is None:
-            results = [None] * len(todo)
-        else:
-            results = refiner.refine(sampler, [problems[pid].prompt for pid, _ in todo], texts, world.step_delimiter)
-        with store.build("refined", refined_key, {"samples": samples_key, "refiner": refiner.name}) as tmp:
-            with open(tmp / "refined.jsonl", "w", encoding="utf-8") as fh:
-                for (pid, row), text, res in zip(todo, texts, results, strict=True):
-                    group = selected[pid][0]
-                    record = {"problem_id": pid, "sample": int(group.loc[row, "sample"]), "original": text}
-                    if res is None:
-                        steps = int(group.loc[row, "n_steps"])
-                        tokens = int(group.loc[row, "step_tokens"])
-                        record.update(
-                            text=text,
-                            n_tokens=int(group.loc[row, "n_tokens"]),
-                            steps_before=steps,
-                            steps_after=steps,
-                            step_tokens_before=tokens,
-                            step_tokens_after=tokens,
-                            steps_scored=0,
-                            steps_accepted=0,
-                            accepted_kl=[],
-                            candidates=0,
-                            candidates_cut=0,
-                        )
-                    else:
-                        record.update(
-                            text=res.text,
-                            n_tokens=len(res.token_ids),
-                            steps_before=res.steps_before,
-                            steps_after=res.steps_after,
-                            step_tokens_before=res.step_tokens_before,
-                            step_tokens_after=res.step_tokens_after,
-                            steps_scored=res.steps_scored,
-                            steps_accepted=res.steps_accepted,
-                            accepted_kl=res.accepted_kl,
-                            candidates=res.candidates,
-                            candidates_cut=res.candidates_cut,
-                        )
-                    fh.write(json.dumps(record) + "\n")
-    refined = {(r["problem_id"], r["sample"]): r for r in map(json.loads, refined_path.read_text().splitlines())}
-
-    pairs_key = stage_key("pairs", 1, asdict(pair_settings), {"refined": refined_key})
-    pairs_dir = store.path("pairs", pairs_key)
-    if store.exists("pairs", pairs_key):
-        log.info("stage pairs: cache hit %s", pairs_key)
-        return ConstructionResult(
-            pairs_dir / "pairs.jsonl", json.loads((pairs_dir / "stats.json").read_text()), samples_key, pairs_key
-        )
-
-    rows = []
-    for pid, (group, selection) in selected.items():
-        lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
-        pairs = build_pairs(
-            lengths,
-            correct,
-            selection,
-            pair_settings.max_pairs,
-            pair_settings.per,
-            _problem_seed(pair_settings.seed, pid),
-        )
-        for pair in pairs:
-            chosen = refined[(pid, int(group.loc[pair.chosen, "sample"]))]
-            rows.append(
-                {
-                    "prompt": problems[pid].prompt,
-                    "chosen": chosen["text"],
-                    "rejected": group.loc[pair.rejected, "text"],
-                    "chosen_len": chosen["n_tokens"],
-                    "rejected_len": int(lengths[pair.rejected]),
-                    "problem_id": pid,
-                    "level": problems[pid].level,
-                    "chosen_sample": int(group.loc[pair.chosen, "sample"]),
-                    "rejected_sample": int(group.loc[pair.rejected, "sample"]),
-                    "rejected_correct": bool(correct[pair.rejected]),
-                    "chosen_original_len": int(lengths[pair.chosen]),
-                }
+    def refine(job: Build) -> None:
+        traces = []
+        for pid, row in todo:
+            sample = selected[pid][0].loc[row]
+            traces.append(
+                ChosenTrace(
+                    prompt=problems[pid].prompt,
+                    text=sample["text"],
+                    n_tokens=int(sample["n_tokens"]),
+                    n_steps=int(sample["n_steps"]),
+                    step_tokens=int(sample["step_tokens"]),
+                )
             )
-    stats = construction_stats(frame, selected, refined, rows)
-    with store.build("pairs", pairs_key, {"refined": refined_key}) as tmp:
-        with open(tmp / "pairs.jsonl", "w", encoding="utf-8") as fh:
+        policy = ctx.sampler(model.path) if refiner.needs_policy else None
+        results = refiner.refine_chosen(policy, traces, ctx.world.step_delimiter)
+        with open(job.dir / "refined.jsonl", "w", encoding="utf-8") as fh:
+            for (pid, row), trace, res in zip(todo, traces, results, strict=True):
+                record = {"problem_id": pid, "sample": int(selected[pid][0].loc[row, "sample"]), "original": trace.text}
+                record.update({k: v for k, v in asdict(res).items() if k != "token_ids"})
+                fh.write(json.dumps(record) + "\n")
+
+    refined_art = ctx.store.cached(
+        REFINED,
+        *refined_key_parts(selector, refiner, samples_key),
+        refine,
+        doing=f"refining {len(todo)} chosen traces with refiner={refiner.name}",
+        description={"samples": samples_key, "refiner": refiner.name},
+    )
+    lines = (refined_art.path / "refined.jsonl").read_text().splitlines()
+    refined = {(r["problem_id"], r["sample"]): r for r in map(json.loads, lines)}
+
+    def pair_up(job: Build) -> None:
+        rows = []
+        for pid, (group, selection) in selected.items():
+            lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
+            pairs = build_pairs(
+                lengths,
+                correct,
+                selection,
+                pair_settings.max_pairs,
+                pair_settings.per,
+                _problem_seed(pair_settings.seed, pid),
+            )
+            for pair in pairs:
+                chosen = refined[(pid, int(group.loc[pair.chosen, "sample"]))]
+                rows.append(
+                    {
+                        "prompt": problems[pid].prompt,
+                        "chosen": chosen["text"],
+                        "rejected": group.loc[pair.rejected, "text"],
+                        "chosen_len": chosen["n_tokens"],
+                        "rejected_len": int(lengths[pair.rejected]),
+                        "problem_id": pid,
+                        "level": problems[pid].level,
+                        "chosen_sample": int(group.loc[pair.chosen, "sample"]),
+                        "rejected_sample": int(group.loc[pair.rejected, "sample"]),
+                        "rejected_correct": bool(correct[pair.rejected]),
+                        "chosen_original_len": int(lengths[pair.chosen]),
+                    }
+                )
+        stats = construction_stats(frame, selected, refined, rows)
+        with open(job.dir / PAIRS_FILE, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    return ConstructionResult(pairs_dir / "pairs.jsonl", stats, samples_key, pairs_key)
+        (job.dir / "stats.json").write_text(json.dumps(stats, indent=2))
+
+    pairs_art = ctx.store.cached(
+        PAIRS,
+        pair_settings.key_material(),
+        {"refined": refined_art.key},
+        pair_up,
+        doing="building pairs",
+        description={"refined": refined_art.key},
+    )
+    stats = json.loads((pairs_art.path / "stats.json").read_text())
+    return ConstructionResult(pairs_art, stats, samples_key)
 
 
 def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[dict]) -> dict:

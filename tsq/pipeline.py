@@ -11,26 +11,37 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tsq.cache import ArtifactStore
-from tsq.construct import construct
-from tsq.evaluation.evaluate import Evaluator, format_table, length_histogram, write_metrics
+from tsq.construct import PAIRS, REFINED, PairSettings, construct, refined_key_parts
+from tsq.context import RunContext, SamplerChoice
+from tsq.data.base import ChatTemplated
+from tsq.evaluation.evaluate import Evaluator, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
-from tsq.reporting import log_payload, start_wandb
-from tsq.tldr import train_tldr
-from tsq.training.preference import train_policy
+from tsq.models.base import ModelHandle, ModelSource
+from tsq.refinement.base import Refiner
+from tsq.reporting import log_payload, print_construction, print_evaluation, print_tldr, start_wandb
+from tsq.sampling.stage import SamplingStage
+from tsq.selection import Selector
+from tsq.tldr import TLDRSettings, train_tldr
+from tsq.training.losses import PreferenceLoss
+from tsq.training.preference import (
+    POLICY,
+    REF_LOGPS,
+    TrainSettings,
+    policy_key_parts,
+    ref_logps_key_parts,
+    train_policy,
+)
 
 log = logging.getLogger(__name__)
-
-
-def sampler_fingerprint(cfg: DictConfig) -> dict:
-    """The sampler settings that change what is sampled (not how progress is shown)."""
-    container = OmegaConf.to_container(cfg.sampler, resolve=True)
-    return {k: v for k, v in container.items() if k not in ("_partial_", "progress")}
 
 
 def quiet_libraries() -> None:
@@ -56,129 +67,158 @@ def run(cfg: DictConfig) -> dict:
             sys.modules["wandb"].finish()
 
 
-def run_stages(cfg: DictConfig) -> dict:
-    quiet_libraries()
-    wandb_run = None
+@dataclass
+class Parts:
+    """Every config group instantiated (and so validated) before any compute."""
+
+    model_source: ModelSource
+    evaluator: Evaluator
+    sampling: SamplingStage
+    selector: Selector
+    refiner: Refiner
+    pairs: PairSettings
+    loss: PreferenceLoss
+    train: TrainSettings
+    tldr: TLDRSettings
+
+
+@dataclass
+class Outcome:
+    """What the stages produced, in the order they ran; `report` is the metrics.json payload."""
+
+    rows: list[dict] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=lambda: {"diagnostics": {}, "timings": {}})
+
+
+class StageClock:
+    """Times each stage (wall seconds, cache hits included) into the report and logs it."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("%s: started", name)
+        yield
+        self.timings[name] = time.perf_counter() - start
+        log.info("%s: %.1f s", name, self.timings[name])
+
+
+def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
+    """The run context and every config object, validated; raises naming the key on a bad value."""
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
-    output_dir = Path(cfg.paths.output_dir)
-    store = ArtifactStore(cfg.paths.cache_dir)
-
-    # Every config object first: bad values fail here, before any compute.
-    world = instantiate(cfg.data, _convert_="all")
-    model_source = instantiate(cfg.model, _convert_="all")
-    evaluator: Evaluator = instantiate(cfg.eval, _convert_="all")
-    make_sampler = instantiate(cfg.sampler)
-    sampling = instantiate(cfg.sampling, _convert_="all")
-    selector = instantiate(cfg.selector, _convert_="all")
-    refiner = instantiate(cfg.refiner, _convert_="all")
-    pair_settings = instantiate(cfg.pairs, _convert_="all")
-    loss = instantiate(cfg.loss, _convert_="all")
-    train_settings = instantiate(cfg.train, _convert_="all")
-    tldr_settings = instantiate(cfg.tldr, _convert_="all")
     if "train" in cfg.stages and "construct" not in cfg.stages:
         raise ValueError("stages: train needs construct before it (its pairs)")
     if "train" in cfg.stages and "tldr" in cfg.stages:
         raise ValueError("stages: train and tldr both train a policy; choose one")
-    evaluator.problems(world)  # fail on an empty or unknown split before any training
+    world = instantiate(cfg.data, _convert_="all")
+    parts = Parts(
+        model_source=instantiate(cfg.model, _convert_="all"),
+        evaluator=instantiate(cfg.eval, _convert_="all"),
+        sampling=instantiate(cfg.sampling, _convert_="all"),
+        selector=instantiate(cfg.selector, _convert_="all"),
+        refiner=instantiate(cfg.refiner, _convert_="all"),
+        pairs=instantiate(cfg.pairs, _convert_="all"),
+        loss=instantiate(cfg.loss, _convert_="all"),
+        train=instantiate(cfg.train, _convert_="all"),
+        tldr=instantiate(cfg.tldr, _convert_="all"),
+    )
+    parts.evaluator.problems(world)  # fail on an empty or unknown split before any training
     if "construct" in cfg.stages:
-        sampling.problems(world)
+        parts.sampling.problems(world)
+    ctx = RunContext(
+        world=world,
+        store=ArtifactStore(cfg.paths.cache_dir),
+        sampler=SamplerChoice(instantiate(cfg.sampler), OmegaConf.to_container(cfg.sampler, resolve=True)),
+        trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
+        make_loggers=lambda: instantiate_loggers(cfg),
+        output_dir=Path(cfg.paths.output_dir),
+    )
+    return ctx, parts
 
+
+def base_model(ctx: RunContext, parts: Parts) -> tuple[RunContext, ModelHandle]:
+    """The base model (built or loaded), and the context with prompts rendered for it where the world's
+    prompts go through the model's chat template."""
+    model = parts.model_source.materialize(ctx.world, ctx.store)
+    if isinstance(ctx.world, ChatTemplated):
+        ctx = replace(ctx, world=ctx.world.bind(model.path))
+    return ctx, model
+
+
+def run_stages(cfg: DictConfig) -> dict:
+    quiet_libraries()
+    ctx, parts = build_parts(cfg)
     wandb_run = start_wandb(cfg)  # before training, so Lightning's WandbLogger joins this run
-    timings: dict[str, float] = {}  # wall seconds per stage (cache hits included), for benchmarks/bench_pipeline.py
-    clock = time.perf_counter()
-    handle = model_source.materialize(world, store)
-    if hasattr(world, "bind"):  # prompts through this model's chat template (tsq/data/benchmarks.py)
-        world = world.bind(handle.path)
-    timings["model"], clock = time.perf_counter() - clock, time.perf_counter()
-    rows, curves, extra = [], [], {"diagnostics": {}, "timings": timings}
-    if "base_eval" in cfg.stages or "train" in cfg.stages or "tldr" in cfg.stages:
-        frame, diagnostics = evaluator.samples(handle, world, make_sampler, store, sampler_fingerprint(cfg))
-        base_rows, base_curves = evaluator.summarize(frame, stage="base", model=handle.name)
-        rows += base_rows
-        curves += base_curves
-        extra["diagnostics"]["base"] = diagnostics
-        extra["length_histograms"] = [length_histogram(frame, "base", evaluator.b_max)]
-        print(
-            f"\nbase model {handle.name} on {world.name}/{evaluator.split} ({evaluator.n_samples} samples per problem)"
-        )
-        print(format_table(base_rows))
-        if diagnostics.get("shortcut_acc_by_level"):
-            shortcut = ", ".join(f"L{k} {100 * v:.1f}%" for k, v in diagnostics["shortcut_acc_by_level"].items())
-            print(f"shortcut-only accuracy by level: {shortcut}")
-        timings["base_eval"], clock = time.perf_counter() - clock, time.perf_counter()
+    out = Outcome()
+    stage = StageClock(out.report["timings"])
+    with stage("model"):
+        ctx, model = base_model(ctx, parts)
+    if {"base_eval", "train", "tldr"} & set(cfg.stages):
+        with stage("base_eval"):
+            evaluate(ctx, parts.evaluator, model, "base", out)
     if "construct" in cfg.stages:
-        result = construct(
-            world,
-            handle,
-            make_sampler,
-            store,
-            sampler_fingerprint(cfg),
-            sampling,
-            selector,
-            refiner,
-            pair_settings,
-            OmegaConf.to_container(cfg.selector, resolve=True),
-            OmegaConf.to_container(cfg.refiner, resolve=True),
-        )
-        extra["construction"] = {**result.stats, "pairs_path": str(result.pairs_path)}
-        print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {result.pairs_path}")
-        print(format_construction(result.stats))
-        timings["construct"], clock = time.perf_counter() - clock, time.perf_counter()
-    policy, method = None, None
+        with stage("construct"):
+            built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
+            out.report["construction"] = {**built.stats, "pairs_path": str(built.pairs_path)}
+            print_construction(parts.selector, parts.refiner, built)
+    policy = None
     if "train" in cfg.stages:
-        if not result.stats["pairs"]:
-            raise RuntimeError(f"construction produced no preference pairs ({result.pairs_path}); nothing to train on")
-        policy = train_policy(
-            handle,
-            result.pairs_path,
-            result.pairs_key,
-            loss,
-            OmegaConf.to_container(cfg.loss, resolve=True),
-            train_settings,
-            OmegaConf.to_container(cfg.trainer, resolve=True),
-            store,
-            make_loggers=lambda: instantiate_loggers(cfg),
-        )
-        # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
-        extra["training"] = json.loads((policy.path / "train_summary.json").read_text())
-        method = loss.name
+        with stage("train"):
+            if not built.stats["pairs"]:
+                raise RuntimeError(
+                    f"construction produced no preference pairs ({built.pairs_path}); nothing to train on"
+                )
+            policy = train_policy(ctx, model, built.pairs, parts.loss, parts.train)
+            # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
+            out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
     if "tldr" in cfg.stages:
-        policy, extra["tldr"] = train_tldr(
-            tldr_settings,
-            world,
-            model_source,
-            handle,
-            make_sampler,
-            store,
-            sampler_fingerprint(cfg),
-            sampling,
-            OmegaConf.to_container(cfg.trainer, resolve=True),
-            output_dir,
-        )
-        method = f"{tldr_settings.name} ({tldr_settings.rule})"
-        selected = extra["tldr"]["selected"]
-        kept = f"step {selected['step']}: dev tokens {selected['dev_tokens']:.1f}, acc {selected['dev_acc']:.3f}"
-        print(f"\nTL;DR kept {kept}")
+        with stage("train"):
+            policy, out.report["tldr"] = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
+            print_tldr(out.report["tldr"])
     if policy is not None:
-        timings["train"], clock = time.perf_counter() - clock, time.perf_counter()
-        frame, diagnostics = evaluator.samples(policy, world, make_sampler, store, sampler_fingerprint(cfg))
-        trained_rows, trained_curves = evaluator.summarize(frame, stage="trained", model=policy.name)
-        trained_rows = with_relative_change(trained_rows, [r for r in rows if r["stage"] == "base"])
-        rows += trained_rows
-        curves += trained_curves
-        extra["diagnostics"]["trained"] = diagnostics
-        extra["length_histograms"].append(length_histogram(frame, "trained", evaluator.b_max))
-        print(f"\nbase versus trained ({method}) on {world.name}/{evaluator.split}")
-        print(format_table([r for r in rows if r["level"] == "all"]))
-        timings["trained_eval"] = time.perf_counter() - clock
-    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    extra["run"] = run_description(cfg)
-    path = write_metrics(output_dir, rows, curves, extra)
-    log_payload(wandb_run, {"rows": rows, "curves": curves, **extra})
+        with stage("trained_eval"):
+            evaluate(ctx, parts.evaluator, policy, "trained", out)
+    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in out.report["timings"].items()))
+    out.report["run"] = run_description(cfg)
+    path = write_metrics(ctx.output_dir, out.rows, out.curves, out.report)
+    log_payload(wandb_run, {"rows": out.rows, "curves": out.curves, **out.report})
     print(f"metrics: {path}")
-    return {"rows": rows, "curves": curves, **extra, "metrics_path": str(path)}
+    return {"rows": out.rows, "curves": out.curves, **out.report, "metrics_path": str(path)}
+
+
+def planned_keys(ctx: RunContext, parts: Parts) -> dict[str, str]:
+    """The cache key of every artifact of the preference pipeline (base_eval, construct, train), computed
+    from the settings alone, as the stages compute them (no model is built or loaded)."""
+    model_key = parts.model_source.key(ctx.world)
+    model = ModelHandle(name=parts.model_source.name, path=Path("."), key=model_key)
+    keys = {"base_model": model_key, "eval_base": parts.evaluator.key(ctx, model)}
+    keys["samples"] = parts.sampling.key(ctx, model)
+    keys["refined"] = REFINED.key(*refined_key_parts(parts.selector, parts.refiner, keys["samples"]))
+    keys["pairs"] = PAIRS.key(parts.pairs.key_material(), {"refined": keys["refined"]})
+    keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train))
+    keys["policy"] = POLICY.key(*policy_key_parts(ctx, model, keys["pairs"], parts.loss, parts.train))
+    policy = replace(model, key=keys["policy"])
+    keys["eval_trained"] = parts.evaluator.key(ctx, policy)
+    return keys
+
+
+def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: str, out: Outcome) -> None:
+    """Evaluate `model` (cached samples), add its metric rows (relative to the base rows for a trained
+    model), curves, diagnostics and length histogram to `out`, and print its table."""
+    frame, diagnostics = evaluator.samples(ctx, model)
+    rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
+    if stage != "base":
+        rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])
+    out.rows += rows
+    out.curves += curves
+    out.report["diagnostics"][stage] = diagnostics
+    out.report.setdefault("length_histograms", []).append(length_histogram(frame, stage, evaluator.b_max))
+    print_evaluation(ctx.world, evaluator, model, stage, out.rows, diagnostics)
 
 
 def run_description(cfg: DictConfig) -> dict:
@@ -213,32 +253,3 @@ def with_relative_change(rows: list[dict], base_rows: list[dict]) -> list[dict]:
             extra["acc_delta"] = r["acc"] - b["acc"]
         out.append({**r, **extra})
     return out
-
-
-def format_construction(stats: dict) -> str:
-    """The construction statistics as short aligned lines."""
-    keys = [
-        "problems",
-        "sample_acc",
-        "pass_rate_histogram",
-        "dropped_all_wrong",
-        "dropped_all_right",
-        "dropped_no_longer_negative",
-        "positives",
-        "positives_in_pairs",
-        "pairs",
-        "chosen_original_len_mean",
-        "chosen_len_mean",
-        "rejected_len_mean",
-        "refine_acceptance",
-        "refine_accepted_kl_mean",
-        "steps_before",
-        "steps_after",
-        "step_len_before",
-        "step_len_after",
-    ]
-
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    return "\n".join(f"  {k:<28} {fmt(stats[k])}" for k in keys if k in stats)

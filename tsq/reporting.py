@@ -136,3 +136,61 @@ def read_offline_run(path: str | Path) -> dict:
             items = record.config.update if kind == "config" else record.run.config.update
             out["config"].update({key_of(i): json.loads(i.value_json) for i in items})
     return out
+
+
+# ---------------------------------------------------------------------------------------------- console
+def print_evaluation(world, evaluator, model, stage: str, rows: list[dict], diagnostics: dict) -> None:
+    """The base model's metric table, or base against trained on the `all` rows."""
+    from tsq.evaluation.evaluate import format_table
+
+    where = f"{world.name}/{evaluator.split}"
+    if stage == "base":
+        print(f"\nbase model {model.name} on {where} ({evaluator.n_samples} samples per problem)")
+        print(format_table([r for r in rows if r["stage"] == "base"]))
+    else:
+        print(f"\nbase versus {stage} ({model.name}) on {where}")
+        print(format_table([r for r in rows if r["level"] == "all"]))
+    if diagnostics.get("shortcut_acc_by_level"):
+        shortcut = ", ".join(f"L{k} {100 * v:.1f}%" for k, v in diagnostics["shortcut_acc_by_level"].items())
+        print(f"shortcut-only accuracy by level: {shortcut}")
+
+
+def print_construction(selector, refiner, built) -> None:
+    print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {built.pairs_path}")
+    print(format_construction(built.stats))
+
+
+def print_tldr(summary: dict) -> None:
+    selected = summary["selected"]
+    print(
+        f"\nTL;DR kept step {selected['step']}: dev tokens {selected['dev_tokens']:.1f}, acc {selected['dev_acc']:.3f}"
+    )
+
+
+def format_construction(stats: dict) -> str:
+    """The construction statistics as short aligned lines."""
+    keys = [
+        "problems",
+        "sample_acc",
+        "pass_rate_histogram",
+        "dropped_all_wrong",
+        "dropped_all_right",
+        "dropped_no_longer_negative",
+        "positives",
+        "positives_in_pairs",
+        "pairs",
+        "chosen_original_len_mean",
+        "chosen_len_mean",
+        "rejected_len_mean",
+        "refine_acceptance",
+        "refine_accepted_kl_mean",
+        "steps_before",
+        "steps_after",
+        "step_len_before",
+        "step_len_after",
+    ]
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return "\n".join(f"  {k:<28} {fmt(stats[k])}" for k in keys if k in stats)

@@ -12,6 +12,9 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from tsq.cache import ConfiguredPart
 
 
 def pass_rate(correct: Sequence[bool]) -> float:
@@ -44,10 +47,10 @@ class Selection:
     incorrect_negatives: bool = True
 
 
-class Selector:
+class Selector(ConfiguredPart):
     """Base: subclasses give k for a group; `select` returns the k shortest correct as positives."""
 
-    name = "selector"
+    name: ClassVar[str] = "selector"  # a label; the class and its fields are what enter cache keys
 
     def k(self, c: int, n: int) -> int:
         raise NotImplementedError
@@ -63,7 +66,7 @@ class Selector:
 class Shortest(Selector):
     """Only the shortest correct response."""
 
-    name: str = "shortest"
+    name: ClassVar[str] = "shortest"
 
     def k(self, c: int, n: int) -> int:
         return 1 if c > 0 else 0
@@ -75,7 +78,7 @@ class QFix(Selector):
     q = 0.2 (1 - p) averaged over pass rates p uniform on [0, 1]."""
 
     q: float = 0.1
-    name: str = "qfix"
+    name: ClassVar[str] = "qfix"
 
     def __post_init__(self) -> None:
         if not 0 < self.q <= 1:
@@ -90,7 +93,7 @@ class QDyn(Selector):
     """TokenSqueeze's adaptive depth: q = alpha (1 - p), k = ceil(q c), alpha = 0.2."""
 
     alpha: float = 0.2
-    name: str = "qdyn"
+    name: ClassVar[str] = "qdyn"
 
     def __post_init__(self) -> None:
         if self.alpha < 0:
@@ -115,7 +118,7 @@ class QDynExtraNeg(QDyn):
     positive as an extra negative (TokenSqueeze Table 2, "w/ extra pos")."""
 
     ratio: float = 1.5
-    name: str = "qdyn_extra_neg"
+    name: ClassVar[str] = "qdyn_extra_neg"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         base = super().select(lengths, correct)
@@ -128,7 +131,7 @@ class KimiDPO(Shortest):
     correct ones at least `ratio` times as long are rejected (the TokenSqueeze Table 1 baseline)."""
 
     ratio: float = 1.5
-    name: str = "kimi"
+    name: ClassVar[str] = "kimi"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         base = super().select(lengths, correct)
@@ -140,7 +143,7 @@ class SkyT1Flash(Shortest):
     """Sky-T1-Flash's SimPO data (NovaSky's Sky-T1-Flash release): the shortest correct response against the longest
     correct one (no incorrect negatives); a problem with one correct length gives no pair."""
 
-    name: str = "sky_t1_flash"
+    name: ClassVar[str] = "sky_t1_flash"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         base = super().select(lengths, correct)
@@ -154,7 +157,7 @@ class Overthink(Shortest):
     """Overthink ("Do NOT think that much for 2+3=?", SimPO-shortest as run by TL;DR): the shortest
     correct response against the longest response of the group, correct or not."""
 
-    name: str = "overthink"
+    name: ClassVar[str] = "overthink"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         base = super().select(lengths, correct)

@@ -26,17 +26,19 @@ import pandas as pd
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tsq.cache import ArtifactStore, stage_key, world_key
+from tsq.cache import ArtifactStore, Build, Stage, world_key
+from tsq.context import RunContext
 from tsq.evaluation.evaluate import Evaluator
-from tsq.models.base import ModelHandle, PretrainedModel
+from tsq.models.base import ModelHandle, ModelSource, PretrainedModel
+from tsq.models.tiny import TinyReasoningModel
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
+from tsq.sampling.stage import SamplingStage
 from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
-STAGE = "tldr_policy"
-STAGE_VERSION = 1
+STAGE = Stage("tldr_policy", 1)
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -155,6 +157,9 @@ class TLDRSettings:
     accuracy_drop: float = 0.3
     seed: int = 0
 
+    def key_material(self) -> dict:
+        return asdict(self)
+
     def __post_init__(self) -> None:
         if self.rule not in ("dynamic", "constant"):
             raise ValueError(f"tldr.rule must be dynamic or constant, got {self.rule!r}")
@@ -172,11 +177,11 @@ class TLDRSettings:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def short_model(settings: TLDRSettings, model_source, world, store: ArtifactStore) -> ModelHandle:
+def short_model(settings: TLDRSettings, model_source: ModelSource, world, store: ArtifactStore) -> ModelHandle:
     """The System-1 model: a configured path, or the tiny base architecture pretrained on short traces."""
     if settings.short_model_path:
         return PretrainedModel(name="short", path=settings.short_model_path).materialize(world, store)
-    if not hasattr(model_source, "teacher_style"):
+    if not isinstance(model_source, TinyReasoningModel):
         raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
     twin = replace(model_source, name=f"{model_source.name}_short", teacher_style=settings.short_model_style)
     return twin.materialize(world, store)
@@ -258,23 +263,19 @@ class DevReweighting(L.Callback):
 
 
 def train_tldr(
+    ctx: RunContext,
+    model_source: ModelSource,
+    model: ModelHandle,
+    sampling: SamplingStage,
     settings: TLDRSettings,
-    world,
-    model_source,
-    handle: ModelHandle,
-    make_sampler,
-    store: ArtifactStore,
-    sampler_config: dict,
-    sampling,
-    trainer_config: dict,
-    output_dir: Path | None = None,
 ) -> tuple[ModelHandle, dict]:
     """Build both data sources and the bounds (cached stages), then train with dynamic re-weighting."""
-    short = short_model(settings, model_source, world, store)
+    world = ctx.world
+    short = short_model(settings, model_source, world, ctx.store)
     prompts = {p.id: p.prompt for p in world.split(sampling.split)}
     short_sampling = replace(sampling, n=settings.system1_samples)
-    short_frame, short_key = short_sampling.run(short, world, make_sampler, store, sampler_config)
-    long_frame, long_key = sampling.run(handle, world, make_sampler, store, sampler_config)
+    short_frame, short_key = short_sampling.run(ctx, short)
+    long_frame, long_key = sampling.run(ctx, model)
     sources = [
         system1_data(short_frame, prompts, settings.easy_levels),
         system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
@@ -287,38 +288,31 @@ def train_tldr(
         max_new_tokens=settings.max_new_tokens,
         shortcut_probe=False,
     )
-    t_short, acc_short = dev_stats(bound_eval.samples(short, world, make_sampler, store, sampler_config)[0])
-    t_long, acc_long = dev_stats(bound_eval.samples(handle, world, make_sampler, store, sampler_config)[0])
+    t_short, acc_short = dev_stats(bound_eval.samples(ctx, short)[0])
+    t_long, acc_long = dev_stats(bound_eval.samples(ctx, model)[0])
     bounds = Bounds(t_short, acc_short, t_long, acc_long)
-    own = {"tldr": asdict(settings), "trainer": trainer_config}
+    own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
     inputs = {
-        "model": handle.key,
+        "model": model.key,
         "short": short.key,
         "system1": short_key,
         "system2": long_key,
         "world": world_key(world),
     }
-    key = stage_key(STAGE, STAGE_VERSION, own, inputs)
-    name = f"{handle.name}+{settings.name}"
     summary_file = "tldr_summary.json"
-    if store.exists(STAGE, key):
-        log.info("stage %s: cache hit %s", STAGE, key)
-        summary = json.loads((store.path(STAGE, key) / summary_file).read_text())
-    else:
-        log.info(
-            "stage %s: cache miss %s; System-1 %d, System-2 %d examples; bounds %s",
-            STAGE,
-            key,
-            len(sources[0]),
-            len(sources[1]),
-            bounds,
-        )
-        with store.build(STAGE, key, {"model": handle.key, "rule": settings.rule}) as tmp:
-            summary = _train(settings, world, handle, sources, bounds, trainer_config, tmp)
-            (tmp / summary_file).write_text(json.dumps(summary, indent=2))
-    if output_dir is not None:
-        plot_weights(summary["history"], Path(output_dir) / "tldr_weights.png")
-    return ModelHandle(name=name, path=store.path(STAGE, key), key=key), summary
+
+    def build(job: Build) -> None:
+        summary = _train(settings, world, model, sources, bounds, ctx.trainer, job.dir)
+        (job.dir / summary_file).write_text(json.dumps(summary, indent=2))
+
+    sizes = f"System-1 {len(sources[0])}, System-2 {len(sources[1])} examples; bounds {bounds}"
+    artifact = ctx.store.cached(
+        STAGE, own, inputs, build, doing=sizes, description={"model": model.key, "rule": settings.rule}
+    )
+    summary = json.loads((artifact.path / summary_file).read_text())
+    if ctx.output_dir is not None:
+        plot_weights(summary["history"], Path(ctx.output_dir) / "tldr_weights.png")
+    return ModelHandle(name=f"{model.name}+{settings.name}", path=artifact.path, key=artifact.key), summary
 
 
 def _train(

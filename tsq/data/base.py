@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,8 @@ class Problem:
 class ProblemSource(Protocol):
     """The interface of a `data=` config group: fixed splits, a grader and a step delimiter.
 
-    A source whose prompts depend on the model's tokenizer (chat templates) also has `bind(model_path)`,
-    which returns the source with rendered prompts; the pipeline calls it once the model exists.
+    What some sources can do beyond this is declared by the capability protocols below; stages test for
+    a capability with `isinstance(world, <protocol>)`.
     """
 
     name: str
@@ -40,3 +42,39 @@ class ProblemSource(Protocol):
         ...
 
     def fingerprint(self) -> dict: ...
+
+
+# ---------------------------------------------------------------------------------- capabilities
+@runtime_checkable
+class ChatTemplated(Protocol):
+    """Prompts depend on the model's tokenizer (real benchmarks): `bind` returns the source with prompts
+    rendered through that model's chat template; the pipeline calls it once the base model exists."""
+
+    def bind(self, model_path: str | Path) -> ProblemSource: ...
+
+
+@runtime_checkable
+class TraceAnatomist(Protocol):
+    """Knows which tokens of a response were needed (the synthetic world): `anatomy` returns an object with
+    `redundant` and `filler` word counts, recorded with every graded sample."""
+
+    def anatomy(self, problem: Problem, response: str) -> Any: ...
+
+
+@runtime_checkable
+class ShortcutProbe(Protocol):
+    """Has an answer reachable without reasoning: evaluation then also measures accuracy right after an
+    empty thinking block (whether the model learned to skip thinking)."""
+
+    def shortcut_answer(self, problem: Problem) -> str: ...
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """Writes reference traces for fresh problems (the synthetic world): what `model=tiny` is pretrained on."""
+
+    def held_out_prompts(self) -> set[str]: ...
+
+    def sample_problem(self, rng: random.Random, exclude: set[str]) -> Problem: ...
+
+    def teacher_response(self, problem: Problem, rng: random.Random, style: Any = None) -> str: ...

@@ -27,9 +27,8 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from tsq.data.base import Problem
+from tsq.text import THINK_CLOSE, THINK_OPEN, answer_part
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 STEP_DELIMITER = ";"
 CHECK = "check"
 AGAIN = "again"
@@ -265,10 +264,9 @@ class SyntheticWorld:
     @staticmethod
     def extract_answer(response: str) -> str | None:
         """The single word after the last ``</think>``; None when there is none."""
-        head, sep, tail = response.rpartition(THINK_CLOSE)
-        if not sep:
+        if THINK_CLOSE not in response:
             return None
-        words = tail.split()
+        words = answer_part(response).split()
         return words[0] if len(words) == 1 else None
 
     def grade(self, problem: Problem, response: str) -> bool:

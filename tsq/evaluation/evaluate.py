@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text, json_ready, stage_key, world_key
+from tsq.cache import Stage, atomic_write_text, json_ready, world_key
+from tsq.context import RunContext
+from tsq.data.base import ShortcutProbe
 from tsq.evaluation import metrics as M
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
 from tsq.sampling.stage import sample_graded
+from tsq.text import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
-STAGE = "eval"
-STAGE_VERSION = 2
+STAGE = Stage("eval", 2)
 ALL_LEVELS = "all"
 METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
 
@@ -76,38 +77,36 @@ class Evaluator:
             raise ValueError(f"eval.split={self.split!r} of data={world.name} is empty")
         return problems[: self.max_problems] if self.max_problems else problems
 
-    def key(self, handle: ModelHandle, world, sampler_config: dict) -> str:
-        own = {k: v for k, v in asdict(self).items() if k not in ("budgets", "curve_points", "b_max")}
-        inputs = {"model": handle.key, "world": world_key(world)}
-        return stage_key(STAGE, STAGE_VERSION, {"eval": own, "sampler": sampler_config}, inputs)
+    def key_material(self) -> dict:
+        """Everything that changes the sampled responses (budgets and curve points are read-outs)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("budgets", "curve_points", "b_max")}
+
+    def key(self, ctx: RunContext, model: ModelHandle) -> str:
+        return STAGE.key(*self._key_parts(ctx, model))
+
+    def _key_parts(self, ctx: RunContext, model: ModelHandle) -> tuple[dict, dict]:
+        config = {"eval": self.key_material(), "sampler": ctx.sampler.key_material()}
+        return config, {"model": model.key, "world": world_key(ctx.world)}
 
     # ------------------------------------------------------------------ sampling
-    def samples(
-        self,
-        handle: ModelHandle,
-        world,
-        make_sampler: Callable[..., Sampler],
-        store: ArtifactStore,
-        sampler_config: dict,
-    ) -> tuple[pd.DataFrame, dict]:
+    def samples(self, ctx: RunContext, model: ModelHandle) -> tuple[pd.DataFrame, dict]:
         """One row per sampled response (graded, with token and step counts), and diagnostics; cached."""
-        probe = self.shortcut_probe and hasattr(world, "shortcut_answer")
-        return sample_graded(
-            world,
+        world = ctx.world
+        probe = self.shortcut_probe and isinstance(world, ShortcutProbe)
+        frame, diagnostics, _ = sample_graded(
+            ctx,
+            model,
             self.problems(world),
             self.params,
-            lambda: make_sampler(model_path=handle.path),
-            store,
             STAGE,
-            self.key(handle, world, sampler_config),
-            description={"model": handle.key, "split": self.split},
+            *self._key_parts(ctx, model),
+            description={"model": model.key, "split": self.split},
             extra=(lambda sampler: {"shortcut_acc_by_level": self.probe_shortcut(world, sampler)}) if probe else None,
         )
+        return frame, diagnostics
 
     def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
         """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""
-        from tsq.data.synthetic import THINK_CLOSE, THINK_OPEN
-
         problems = self.problems(world)
         prefix = f" {THINK_OPEN} {THINK_CLOSE}"
         params = SamplingParams(n=self.n_samples, max_new_tokens=2, temperature=self.temperature, seed=self.seed)

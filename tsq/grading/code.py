@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsq.grading.math import answer_part
 from tsq.grading.sandbox_runner import RESULT_MARKER
+from tsq.text import answer_part
 
 log = logging.getLogger(__name__)
 

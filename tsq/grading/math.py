@@ -15,18 +15,12 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from tsq.steps import THINK_CLOSE
+from tsq.text import THINK_CLOSE, answer_part
 
 log = logging.getLogger(__name__)
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def answer_part(text: str, think_close: str = THINK_CLOSE) -> str:
-    """What follows the last `think_close` (the whole text when there is none)."""
-    _, sep, after = text.rpartition(think_close)
-    return after if sep else text
 
 
 def _braced(text: str, open_at: int) -> str | None:

@@ -19,7 +19,11 @@ class ModelHandle:
 
 
 class ModelSource(Protocol):
+    """The interface of a `model=` config group. `key` is the handle's key, known without building."""
+
     name: str
+
+    def key(self, world) -> str: ...
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle: ...
 
@@ -33,6 +37,8 @@ class PretrainedModel:
     revision: str | None = None
     trust_remote_code: bool = False
 
+    def key(self, world=None) -> str:
+        return f"{self.path}@{self.revision or 'main'}"
+
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        key = f"{self.path}@{self.revision or 'main'}"
-        return ModelHandle(name=self.name, path=Path(self.path), key=key)
+        return ModelHandle(name=self.name, path=Path(self.path), key=self.key(world))

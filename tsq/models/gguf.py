@@ -13,13 +13,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsq.cache import ArtifactStore, stage_key
+from tsq.cache import ArtifactStore, Stage
 from tsq.models.base import ModelHandle
 
 log = logging.getLogger(__name__)
 
-STAGE = "gguf"
-STAGE_VERSION = 1
+STAGE = Stage("gguf", 1)
 
 
 @dataclass
@@ -51,23 +50,27 @@ class GGUFModel:
             raise FileNotFoundError(f"model={self.name}: no GGUF file {file}")
         return file
 
-    def key(self) -> str:
-        file = self.gguf_path()
+    def key_material(self) -> dict:
+        """The file's name and content hash (a re-released file with the same name is another model)."""
         digest = hashlib.sha256()
-        with open(file, "rb") as f:
+        with open(self.gguf_path(), "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 digest.update(block)
-        return stage_key(STAGE, STAGE_VERSION, {"file": self.file, "sha256": digest.hexdigest()})
+        return {"file": self.file, "sha256": digest.hexdigest()}
+
+    def key(self, world=None) -> str:
+        return STAGE.key(self.key_material())
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        key = self.key()
-        if store.exists(STAGE, key):
-            log.info("stage %s: cache hit %s", STAGE, key)
-        else:
-            log.info("stage %s: cache miss %s, converting %s", STAGE, key, self.file)
-            with store.build(STAGE, key, {"file": self.file}) as tmp:
-                convert_gguf(self.gguf_path(), tmp, self.trust_remote_code)
-        return ModelHandle(name=self.name, path=store.path(STAGE, key), key=key)
+        artifact = store.cached(
+            STAGE,
+            self.key_material(),
+            None,
+            lambda job: convert_gguf(self.gguf_path(), job.dir, self.trust_remote_code),
+            doing=f"converting {self.file}",
+            description={"file": self.file},
+        )
+        return ModelHandle(name=self.name, path=artifact.path, key=artifact.key)
 
 
 def convert_gguf(file: Path, out_dir: Path, trust_remote_code: bool = False) -> None:

@@ -19,14 +19,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from tsq.cache import ArtifactStore, stage_key, world_key
+from tsq.cache import ArtifactStore, Stage, world_key
+from tsq.data.base import Teacher
 from tsq.models.base import ModelHandle
 from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
-STAGE = "base_model"
-STAGE_VERSION = 3  # bump whenever a code change alters the trained weights
+STAGE = Stage("base_model", 3)  # bump the version whenever a code change alters the trained weights
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 
 
@@ -92,23 +92,27 @@ class TinyReasoningModel:
         if self.architecture.hidden_size % self.architecture.num_heads:
             raise ValueError("model.architecture.hidden_size must be divisible by num_heads")
 
-    def key(self, world) -> str:
+    def key_material(self) -> dict:
         own = {"architecture": asdict(self.architecture), "pretrain": asdict(self.pretrain)}
         if self.teacher_style != "default":  # (keeps the keys of existing default models)
             own["teacher_style"] = self.teacher_style
-        return stage_key(STAGE, STAGE_VERSION, own, {"world": world_key(world)})
+        return own
+
+    def key(self, world) -> str:
+        return STAGE.key(self.key_material(), {"world": world_key(world)})
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        if not hasattr(world, "teacher_response"):
+        if not isinstance(world, Teacher):
             raise ValueError(f"model=tiny is trained on a synthetic world's teacher; data={world.name} has none")
-        key = self.key(world)
-        if store.exists(STAGE, key):
-            log.info("stage %s: cache hit %s", STAGE, key)
-        else:
-            log.info("stage %s: cache miss %s, pretraining", STAGE, key)
-            with store.build(STAGE, key, {"architecture": asdict(self.architecture)}) as tmp:
-                self._pretrain(world, tmp)
-        return ModelHandle(name=self.name, path=store.path(STAGE, key), key=key)
+        artifact = store.cached(
+            STAGE,
+            self.key_material(),
+            {"world": world_key(world)},
+            lambda job: self._pretrain(world, job.dir),
+            doing="pretraining",
+            description={"architecture": asdict(self.architecture)},
+        )
+        return ModelHandle(name=self.name, path=artifact.path, key=artifact.key)
 
     # -----------------------------------------------------------------------
     def corpus(self, world) -> tuple[list[str], list[str]]:

@@ -8,7 +8,7 @@ tokens after s_i), teacher-forced once after s_i and once after the candidate:
     KL = reduce_j  KL( P(. | p, s_<=i, t_<j) || P(. | p, s_<i, s', t_<j) ),   reduce = sum or mean.
 
 `kl` keeps the shortest candidate under epsilon, else the original step (whose KL is 0); `rewrite`
-keeps the shortest candidate with no check (the unconstrained baseline); `none` keeps the trace.
+keeps the shortest candidate with no check (the unconstrained baseline).
 Only candidates strictly shorter than the original step can win, so only those are scored. Every
 step is refined against the original prefix (the paper's notation), so steps are independent work.
 
@@ -21,11 +21,12 @@ for the benchmark and as a reference in tests.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
+from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
 from tsq.sampling.base import SamplingParams
 from tsq.training.logps import split_causal_lm
 
@@ -99,31 +100,9 @@ def think_bounds(response_ids: list[int], open_id: int | None, close_id: int | N
 
 
 @dataclass
-class RefinedTrace:
-    """A trace after refinement, with what happened to its steps."""
-
-    token_ids: list[int]
-    text: str
-    steps_before: int
-    steps_after: int
-    step_tokens_before: int
-    step_tokens_after: int
-    steps_scored: int
-    steps_accepted: int
-    accepted_kl: list[float] = field(default_factory=list)
-    # candidates sampled for its steps, and those discarded because they reached refiner.max_step_tokens
-    # before the step delimiter (a cut step is not a shorter step)
-    candidates: int = 0
-    candidates_cut: int = 0
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.steps_accepted / self.steps_before if self.steps_before else 0.0
-
-
-@dataclass
-class StepRefiner:
-    """`refiner=kl` (accept="kl"), `refiner=rewrite` (accept="shortest") or `refiner=none` (accept="none")."""
+class StepRefiner(ModelRefiner):
+    """`refiner=kl` (accept="kl": the shortest candidate under epsilon) or `refiner=rewrite`
+    (accept="shortest": the shortest candidate, no check)."""
 
     accept: str = "kl"
     k: int = 16
@@ -139,8 +118,8 @@ class StepRefiner:
     score_chunk_tokens: int = 2048
 
     def __post_init__(self) -> None:
-        if self.accept not in ("kl", "shortest", "none"):
-            raise ValueError(f"refiner.accept must be kl, shortest or none, got {self.accept!r}")
+        if self.accept not in ("kl", "shortest"):
+            raise ValueError(f"refiner.accept must be kl or shortest, got {self.accept!r} (refiner=none keeps traces)")
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"refiner.reduction must be 'sum' or 'mean', got {self.reduction!r}")
         for key in ("k", "window", "max_step_tokens", "score_chunk_tokens"):
@@ -157,32 +136,32 @@ class StepRefiner:
         )
 
     # ------------------------------------------------------------------ public
-    def refine(self, sampler, prompts: list[str], responses: list[str], step_delimiter: str) -> list[RefinedTrace]:
-        """Refine each (prompt, response); `sampler` is an HFSampler (its model also scores KL)."""
+    def refine(
+        self, sampler: ScoringSampler, prompts: list[str], responses: list[str], step_delimiter: str
+    ) -> list[RefinedTrace]:
+        """Refine each (prompt, response); the sampler's model also scores KL."""
         tok = sampler.tokenizer
         prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
         response_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
         spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
         scored = [0] * len(responses)
-        counts = [(0, 0)] * len(responses)
-        if self.accept != "none":
-            candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
-            warn_cut(self.name, "candidates", counts, self.max_step_tokens)
-            for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-                work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
-                scored[t] = len(work)
-                if not work:
-                    continue
-                if self.accept == "shortest":
-                    chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
-                    continue
-                kls = self.score(sampler.model, p, r, work)
-                for (a, b, cands), kl in zip(work, kls, strict=True):
-                    ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
-                    if ok:
-                        best = min(ok)[1]
-                        chosen[t].append((a, b, cands[best], float(kl[best])))
+        candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
+        warn_cut(self.name, "candidates", counts, self.max_step_tokens)
+        for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+            work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
+            scored[t] = len(work)
+            if not work:
+                continue
+            if self.accept == "shortest":
+                chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
+                continue
+            kls = self.score(sampler.model, p, r, work)
+            for (a, b, cands), kl in zip(work, kls, strict=True):
+                ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
+                if ok:
+                    best = min(ok)[1]
+                    chosen[t].append((a, b, cands[best], float(kl[best])))
         return [
             assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter, *counts[t])
             for t, r in enumerate(response_ids)
@@ -303,6 +282,7 @@ def assemble_trace(
     ids += response[pos:]
     return RefinedTrace(
         token_ids=ids,
+        n_tokens=len(ids),
         text=tok.decode(ids, skip_special_tokens=False),
         steps_before=len(spans),
         steps_after=after_steps,

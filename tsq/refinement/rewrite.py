@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tsq.refinement.kl import RefinedTrace, assemble_trace, trace_step_spans, warn_cut
+from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
+from tsq.refinement.kl import assemble_trace, trace_step_spans, warn_cut
 from tsq.sampling.base import SamplingParams
 
 
 @dataclass
-class PromptRewriter:
+class PromptRewriter(ModelRefiner):
     """`model_path`: the instruct model that rewrites (null: the model being compressed)."""
 
     name: str = "prompt_rewrite"
@@ -46,7 +47,9 @@ class PromptRewriter:
             for step in steps
         ]
 
-    def refine(self, sampler, prompts: list[str], responses: list[str], step_delimiter: str) -> list[RefinedTrace]:
+    def refine(
+        self, sampler: ScoringSampler, prompts: list[str], responses: list[str], step_delimiter: str
+    ) -> list[RefinedTrace]:
         """`sampler` holds the policy (its tokenizer measures lengths); `rewriter`, when set, writes."""
         from tsq.sampling.hf import HFSampler
 

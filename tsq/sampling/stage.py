@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from tsq.cache import ArtifactStore, atomic_write_text, stage_key, world_key
-from tsq.data.base import Problem
+from tsq.cache import Build, Stage, atomic_write_text, world_key
+from tsq.context import RunContext
+from tsq.data.base import Problem, TraceAnatomist
+from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.steps import split_steps
+from tsq.text import split_steps
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def grade_completions(world, sampler: Sampler, problems: Sequence[Problem], para
             "correct": bool(correct),
             "n_steps": len(steps),
         }
-        if hasattr(world, "anatomy"):
+        if isinstance(world, TraceAnatomist):
             anatomy = world.anatomy(problem, c.text)
             row["redundant_tokens"], row["filler_tokens"] = anatomy.redundant, anatomy.filler
         rows.append(row)
@@ -61,51 +62,52 @@ def read_samples(path) -> pd.DataFrame:
 
 
 def sample_graded(
-    world,
+    ctx: RunContext,
+    model: ModelHandle,
     problems: Sequence[Problem],
     params: SamplingParams,
-    make_sampler: Callable[[], Sampler],
-    store: ArtifactStore,
-    stage: str,
-    key: str,
+    stage: Stage,
+    config: dict,
+    inputs: dict[str, str],
     shard_size: int = 64,
     description: dict | None = None,
     extra: Callable[[Sampler], dict] | None = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Graded samples for `problems` as the artifact `stage/key`, built shard by shard if missing.
+) -> tuple[pd.DataFrame, dict, str]:
+    """Graded samples of `model` on `problems` as an artifact of `stage`, built shard by shard if missing;
+    returns them, the diagnostics and the artifact's key.
 
     `extra(sampler)` may add diagnostics (saved as `diagnostics.json`) while the model is loaded.
     The sampler is only created when some shard is missing.
     """
     if shard_size <= 0:
         raise ValueError(f"shard_size must be > 0, got {shard_size}")
-    final = store.path(stage, key)
-    if store.exists(stage, key):
-        log.info("stage %s: cache hit %s", stage, key)
-        return read_samples(final / SAMPLES_FILE), json.loads((final / "diagnostics.json").read_text())
-    scratch = store.scratch(stage, key)
     chunks = [problems[i : i + shard_size] for i in range(0, len(problems), shard_size)]
-    done = sum((scratch / f"shard-{s:05d}.jsonl").exists() for s in range(len(chunks)))
-    log.info("stage %s: cache miss %s, %d of %d shards already done", stage, key, done, len(chunks))
-    sampler: Sampler | None = None
-    for s, chunk in enumerate(chunks):
-        shard = scratch / f"shard-{s:05d}.jsonl"
-        if shard.exists():
-            continue
-        sampler = sampler or make_sampler()
-        rows = grade_completions(world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE))
-        atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
-    diagnostics = {}
-    if extra is not None:
-        sampler = sampler or make_sampler()
-        diagnostics = extra(sampler)
-    with store.build(stage, key, description) as tmp:
-        with open(tmp / SAMPLES_FILE, "w", encoding="utf-8") as out:
-            for s in range(len(chunks)):
-                out.write((scratch / f"shard-{s:05d}.jsonl").read_text())
-        (tmp / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
-    shutil.rmtree(scratch, ignore_errors=True)
-    return read_samples(final / SAMPLES_FILE), diagnostics
+
+    def build(job: Build) -> None:
+        shards = [job.scratch / f"shard-{s:05d}.jsonl" for s in range(len(chunks))]
+        log.info("stage %s: %d of %d shards already done", stage.name, sum(x.exists() for x in shards), len(chunks))
+        sampler: Sampler | None = None
+        for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True)):
+            if shard.exists():
+                continue
+            sampler = sampler or ctx.sampler(model.path)
+            rows = grade_completions(
+                ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
+            )
+            atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
+        diagnostics = {}
+        if extra is not None:
+            diagnostics = extra(sampler or ctx.sampler(model.path))
+        with open(job.dir / SAMPLES_FILE, "w", encoding="utf-8") as out:
+            for shard in shards:
+                out.write(shard.read_text())
+        (job.dir / "diagnostics.json").write_text(json.dumps(diagnostics, indent=2))
+
+    artifact = ctx.store.cached(
+        stage, config, inputs, build, doing=f"sampling {len(problems)} problems", description=description
+    )
+    frame = read_samples(artifact.path / SAMPLES_FILE)
+    return frame, json.loads((artifact.path / "diagnostics.json").read_text()), artifact.key
 
 
 @dataclass
@@ -124,8 +126,7 @@ class SamplingStage:
     shard_size: int = 64
     max_problems: int | None = None
 
-    STAGE = "samples"
-    STAGE_VERSION = 1
+    STAGE = Stage("samples", 1)
 
     def __post_init__(self) -> None:
         self.params = SamplingParams(
@@ -142,23 +143,27 @@ class SamplingStage:
             raise ValueError(f"sampling.split={self.split!r} of data={world.name} is empty")
         return problems[: self.max_problems] if self.max_problems else problems
 
-    def key(self, model_key: str, world, sampler_config: dict) -> str:
+    def key_material(self) -> dict:
         keys = ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size", "max_problems")
-        own = {k: getattr(self, k) for k in keys if k != "max_problems" or self.max_problems is not None}
-        inputs = {"model": model_key, "world": world_key(world)}
-        return stage_key(self.STAGE, self.STAGE_VERSION, {"sampling": own, "sampler": sampler_config}, inputs)
+        return {k: getattr(self, k) for k in keys if k != "max_problems" or self.max_problems is not None}
 
-    def run(self, handle, world, make_sampler, store: ArtifactStore, sampler_config: dict) -> tuple[pd.DataFrame, str]:
-        key = self.key(handle.key, world, sampler_config)
-        frame, _ = sample_graded(
-            world,
-            self.problems(world),
+    def key(self, ctx: RunContext, model: ModelHandle) -> str:
+        return self.STAGE.key(*self._key_parts(ctx, model))
+
+    def _key_parts(self, ctx: RunContext, model: ModelHandle) -> tuple[dict, dict]:
+        config = {"sampling": self.key_material(), "sampler": ctx.sampler.key_material()}
+        return config, {"model": model.key, "world": world_key(ctx.world)}
+
+    def run(self, ctx: RunContext, model: ModelHandle) -> tuple[pd.DataFrame, str]:
+        """The graded samples of `model` on this split (cached) and their artifact's key."""
+        frame, _, key = sample_graded(
+            ctx,
+            model,
+            self.problems(ctx.world),
             self.params,
-            lambda: make_sampler(model_path=handle.path),
-            store,
             self.STAGE,
-            key,
+            *self._key_parts(ctx, model),
             shard_size=self.shard_size,
-            description={"model": handle.key, "split": self.split},
+            description={"model": model.key, "split": self.split},
         )
         return frame, key

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tsq.cache import ConfiguredPart
+
 
 def dpo_margin(
     chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor
@@ -60,7 +62,7 @@ def simpo(chosen_logps, rejected_logps, chosen_len, rejected_len, beta: float, g
 
 
 @dataclass
-class PreferenceLoss:
+class PreferenceLoss(ConfiguredPart):
     """One `loss=` choice. `kind` is the preference term (dpo, dpol, simpo or none); `eta` weighs it
     against the chosen-response SFT term: loss = eta * preference + (1 - eta) * sft."""
 

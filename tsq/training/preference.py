@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tsq.cache import ArtifactStore, stage_key
+from tsq.cache import Artifact, Build, Stage
+from tsq.context import RunContext
 from tsq.models.base import ModelHandle
 from tsq.training.lm import warmup_cosine
 from tsq.training.logps import sequence_logps
@@ -30,6 +30,7 @@ from tsq.training.strategy import build_strategy
 log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
+PAIRS_FILE = "pairs.jsonl"
 
 
 def read_pairs(path: str | Path) -> list[dict]:
@@ -148,6 +149,9 @@ class TrainSettings:
     # LoRA adapters through peft instead of full fine-tuning: {r, alpha, dropout, target_modules}
     lora: dict | None = None
 
+    def key_material(self) -> dict:
+        return asdict(self)
+
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "max_length", "rows_per_forward", "checkpoint_every", "logit_chunk_tokens"):
             value = getattr(self, key)
@@ -221,42 +225,52 @@ class LoraSettings:
         )
 
 
-def reference_logps(
-    handle: ModelHandle, pairs_path: Path, pairs_key: str, settings: TrainSettings, store: ArtifactStore
-) -> Path:
+REF_LOGPS = Stage("ref_logps", 2)
+POLICY = Stage("policy", 2)
+
+
+def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
+    return {"max_length": settings.max_length, "overlength": settings.overlength}, {
+        "pairs": pairs_key,
+        "model": model.key,
+    }
+
+
+def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settings: TrainSettings) -> Path:
     """Cached summed log-probs of chosen and rejected under the frozen base model."""
+    pairs_path = pairs.path / PAIRS_FILE
+
+    def build(job: Build) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(model.path)
+        policy = AutoModelForCausalLM.from_pretrained(model.path).eval()
+        data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
+        if not data:
+            raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
+        values = {}
+        with torch.inference_mode():
+            for s in range(0, len(data), 64):
+                chunk = data[s : s + 64]
+                prompts = [d["prompt"] for d in chunk] * 2
+                completions = [d["chosen"] for d in chunk] + [d["rejected"] for d in chunk]
+                logps = sequence_logps(
+                    policy,
+                    prompts,
+                    completions,
+                    "bucket",
+                    settings.rows_per_forward,
+                    pad_id=tokenizer.pad_token_id,
+                    chunk_tokens=settings.logit_chunk_tokens,
+                )
+                for j, d in enumerate(chunk):
+                    values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
+        (job.dir / "ref_logps.json").write_text(json.dumps({str(k): v for k, v in values.items()}))
+
     own = {"max_length": settings.max_length, "overlength": settings.overlength}
-    key = stage_key("ref_logps", 2, own, {"pairs": pairs_key, "model": handle.key})
-    path = store.path("ref_logps", key) / "ref_logps.json"
-    if store.exists("ref_logps", key):
-        log.info("stage ref_logps: cache hit %s", key)
-        return path
-    log.info("stage ref_logps: cache miss %s", key)
-    tokenizer = AutoTokenizer.from_pretrained(handle.path)
-    model = AutoModelForCausalLM.from_pretrained(handle.path).eval()
-    data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
-    if not data:
-        raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
-    values = {}
-    with torch.inference_mode():
-        for s in range(0, len(data), 64):
-            chunk = data[s : s + 64]
-            prompts = [d["prompt"] for d in chunk] * 2
-            completions = [d["chosen"] for d in chunk] + [d["rejected"] for d in chunk]
-            logps = sequence_logps(
-                model,
-                prompts,
-                completions,
-                "bucket",
-                settings.rows_per_forward,
-                pad_id=tokenizer.pad_token_id,
-                chunk_tokens=settings.logit_chunk_tokens,
-            )
-            for j, d in enumerate(chunk):
-                values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
-    with store.build("ref_logps", key, {"pairs": pairs_key, "model": handle.key}) as tmp:
-        (tmp / "ref_logps.json").write_text(json.dumps({str(k): v for k, v in values.items()}))
-    return path
+    inputs = {"pairs": pairs.key, "model": model.key}
+    artifact = ctx.store.cached(
+        REF_LOGPS, own, inputs, build, doing="scoring pairs under the base model", description=inputs
+    )
+    return artifact.path / "ref_logps.json"
 
 
 class PreferenceModule(L.LightningModule):
@@ -397,35 +411,52 @@ def changed_tensors(base_dir: Path, state: dict[str, torch.Tensor]) -> tuple[int
     return changed, compared, largest
 
 
+def policy_key_parts(
+    ctx: RunContext, model: ModelHandle, pairs_key: str, loss: PreferenceLoss, settings: TrainSettings
+):
+    own = {"loss": loss.key_material(), "train": settings.key_material(), "trainer": ctx.trainer_key_material()}
+    return own, {"pairs": pairs_key, "model": model.key}
+
+
 def train_policy(
-    handle: ModelHandle,
-    pairs_path: Path,
-    pairs_key: str,
+    ctx: RunContext,
+    model: ModelHandle,
+    pairs: Artifact,
     loss: PreferenceLoss,
-    loss_config: dict,
     settings: TrainSettings,
-    trainer_config: dict,
-    store: ArtifactStore,
-    make_loggers=None,
     callbacks: list | None = None,
 ) -> ModelHandle:
     """Train the policy from the base model on the pairs; the result is an HF directory artifact.
 
-    Checkpoints go to `<cache>/policy/<key>.partial/`; a killed run started again resumes from the
-    last one. `trainer_config` holds Lightning Trainer arguments (accelerator, precision, ...). Before
-    any compute it refuses pair sets that do not fit `train.max_length` (unless `train.overlength` says
-    otherwise) and runs that would take no optimizer step; after training it refuses to save a policy
-    whose weights equal the base model's.
+    Checkpoints go to the build's scratch folder (`<cache>/policy/<key>.partial/`); a killed run started
+    again resumes from the last one. Before any compute it refuses pair sets that do not fit
+    `train.max_length` (unless `train.overlength` says otherwise) and runs that would take no optimizer
+    step; after training it refuses to save a policy whose weights equal the base model's.
     """
-    own = {"loss": loss_config, "train": asdict(settings), "trainer": trainer_config}
-    key = stage_key("policy", 2, own, {"pairs": pairs_key, "model": handle.key})
-    name = f"{handle.name}+{loss.name}"
-    if store.exists("policy", key):
-        log.info("stage policy: cache hit %s", key)
-        return ModelHandle(name=name, path=store.path("policy", key), key=key)
-    log.info("stage policy: cache miss %s, training loss=%s", key, loss.name)
+    artifact = ctx.store.cached(
+        POLICY,
+        *policy_key_parts(ctx, model, pairs.key, loss, settings),
+        lambda job: _train_policy(ctx, model, pairs, loss, settings, callbacks, job),
+        doing=f"training loss={loss.name}",
+        description={"pairs": pairs.key, "model": model.key, "loss": loss.name},
+    )
+    return ModelHandle(name=f"{model.name}+{loss.name}", path=artifact.path, key=artifact.key)
+
+
+def _train_policy(
+    ctx: RunContext,
+    model: ModelHandle,
+    pairs: Artifact,
+    loss: PreferenceLoss,
+    settings: TrainSettings,
+    callbacks: list | None,
+    job: Build,
+) -> bool:
+    """Train into `job.dir`; False on the ranks of a distributed run that do not write the artifact."""
+    pairs_path = pairs.path / PAIRS_FILE
+    trainer_config = ctx.trainer
     L.seed_everything(settings.seed, verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(handle.path)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
     rows = read_pairs(pairs_path)
     data = tokenize_pairs(tokenizer, rows, settings.max_length, settings.overlength)
     processes = world_size(trainer_config)
@@ -439,12 +470,12 @@ def train_policy(
     if settings.lora is not None and isinstance(trainer_config.get("strategy"), dict):
         raise ValueError("train.lora is not supported with a sharded trainer.strategy (fsdp / deepspeed)")
     if loss.needs_reference and settings.reference == "precomputed":
-        ref = json.loads(reference_logps(handle, pairs_path, pairs_key, settings, store).read_text())
+        ref = json.loads(reference_logps(ctx, model, pairs, settings).read_text())
     else:
         ref = {}
     for d in data:
         d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (0.0, 0.0))
-    policy = AutoModelForCausalLM.from_pretrained(handle.path).train()  # from_pretrained returns eval mode
+    policy = AutoModelForCausalLM.from_pretrained(model.path).train()  # from_pretrained returns eval mode
     if settings.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
@@ -458,19 +489,18 @@ def train_policy(
     trainer_args["strategy"] = build_strategy(trainer_args.get("strategy"), policy, settings.gradient_checkpointing)
     online_ref = None
     if loss.needs_reference and settings.reference == "online" and adapters is None:
-        online_ref = AutoModelForCausalLM.from_pretrained(handle.path)
+        online_ref = AutoModelForCausalLM.from_pretrained(model.path)
     module = PreferenceModule(
         policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref, adapters=adapters
     )
     generator = torch.Generator().manual_seed(settings.seed)
     loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=generator)
-    scratch = store.scratch("policy", key)
-    checkpoint = ModelCheckpoint(dirpath=scratch, save_last=True, every_n_train_steps=settings.checkpoint_every)
-    last = scratch / "last.ckpt"
+    checkpoint = ModelCheckpoint(dirpath=job.scratch, save_last=True, every_n_train_steps=settings.checkpoint_every)
+    last = job.scratch / "last.ckpt"
     trainer = L.Trainer(
         max_epochs=settings.epochs,
         accumulate_grad_batches=accumulate,
-        logger=(make_loggers() if make_loggers else None) or False,  # created only when training runs
+        logger=(ctx.make_loggers() if ctx.make_loggers else None) or False,  # created only when training runs
         callbacks=[checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -486,44 +516,43 @@ def train_policy(
     # Sharded (FSDP / DeepSpeed) training: gather the full weights; only rank 0 writes the artifact.
     full_state = trainer.strategy.lightning_module_state_dict() if trainer.world_size > 1 else None
     if not trainer.is_global_zero:
-        return ModelHandle(name=name, path=store.path("policy", key), key=key)
-    with store.build("policy", key, {"pairs": pairs_key, "model": handle.key, "loss": loss.name}) as tmp:
-        if full_state is not None:
-            state = {k.removeprefix("policy."): v for k, v in full_state.items() if k.startswith("policy.")}
-        elif adapters is not None:
-            # Saved merged: a plain HF directory that evaluation (and transformers) loads like any other;
-            # the adapter weights alone go to adapter/ for peft users.
-            adapters.save_pretrained(tmp / "adapter")
-            policy = adapters.merge_and_unload()
-            state = policy.state_dict()
-        else:
-            state = policy.state_dict()
-        changed, compared, largest = changed_tensors(handle.path, state)
-        if not compared:
-            log.warning("stage policy: no safetensors in %s; could not check that training changed it", handle.path)
-        if compared and not changed:
-            raise RuntimeError(
-                f"training changed none of the {compared} weight tensors of {handle.path} ({total} optimizer "
-                f"steps, train.lr={settings.lr}); nothing was saved"
-            )
-        policy.save_pretrained(tmp, state_dict=state)
-        tokenizer.save_pretrained(tmp)
-        summary = {
-            "pairs": len(data),
-            "pairs_in_file": len(rows),
-            "overlength": settings.overlength,
-            "pairs_dropped": len(rows) - len(data),
-            "pairs_truncated": sum(d["truncated"] for d in data),
-            "steps": trainer.global_step,
-            "epochs": settings.epochs,
-            "accumulate_grad_batches": accumulate,
-            "processes": processes,
-            "lora": settings.lora,
-            "tensors_changed": changed,
-            "tensors_compared": compared,
-            "largest_change": largest,
-        }
-        (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        return False
+    if full_state is not None:
+        state = {k.removeprefix("policy."): v for k, v in full_state.items() if k.startswith("policy.")}
+    elif adapters is not None:
+        # Saved merged: a plain HF directory that evaluation (and transformers) loads like any other;
+        # the adapter weights alone go to adapter/ for peft users.
+        adapters.save_pretrained(job.dir / "adapter")
+        policy = adapters.merge_and_unload()
+        state = policy.state_dict()
+    else:
+        state = policy.state_dict()
+    changed, compared, largest = changed_tensors(model.path, state)
+    if not compared:
+        log.warning("stage policy: no safetensors in %s; could not check that training changed it", model.path)
+    if compared and not changed:
+        raise RuntimeError(
+            f"training changed none of the {compared} weight tensors of {model.path} ({total} optimizer "
+            f"steps, train.lr={settings.lr}); nothing was saved"
+        )
+    policy.save_pretrained(job.dir, state_dict=state)
+    tokenizer.save_pretrained(job.dir)
+    summary = {
+        "pairs": len(data),
+        "pairs_in_file": len(rows),
+        "overlength": settings.overlength,
+        "pairs_dropped": len(rows) - len(data),
+        "pairs_truncated": sum(d["truncated"] for d in data),
+        "steps": trainer.global_step,
+        "epochs": settings.epochs,
+        "accumulate_grad_batches": accumulate,
+        "processes": processes,
+        "lora": settings.lora,
+        "tensors_changed": changed,
+        "tensors_compared": compared,
+        "largest_change": largest,
+    }
+    (job.dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     log.info(
         "stage policy: %d steps on %d pairs; %d of %d weight tensors changed (largest change %.3g)",
         trainer.global_step,
@@ -532,5 +561,4 @@ def train_policy(
         compared,
         largest,
     )
-    shutil.rmtree(scratch, ignore_errors=True)
-    return ModelHandle(name=name, path=store.path("policy", key), key=key)
+    return True

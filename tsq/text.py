@@ -1,4 +1,9 @@
-"""Reasoning-step segmentation, shared by metrics and (later) refinement."""
+"""All parsing of response text: the thinking block, the answer after it, and reasoning steps.
+
+A reasoning response is ``<think> step DELIM step DELIM ... </think> answer``. Models may omit the
+opening tag (R1-Distill's chat template writes it into the prompt) or never close the block (cut at
+max_new_tokens); every function below says what it returns then.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ def reasoning_part(text: str, think_open: str = THINK_OPEN, think_close: str = T
     body = head if sep else text
     _, sep, after = body.partition(think_open)
     return after if sep else body
+
+
+def answer_part(text: str, think_close: str = THINK_CLOSE) -> str:
+    """What follows the last `think_close` (the whole text when there is none: a non-reasoning answer)."""
+    _, sep, after = text.rpartition(think_close)
+    return after if sep else text
 
 
 def split_steps(text: str, delimiter: str, think_open: str = THINK_OPEN, think_close: str = THINK_CLOSE) -> list[str]:

@@ -1,0 +1,66 @@
+"""What a stage's cache key is made of, checked on the composed default configs.
+
+The expected keys below were computed at commit 64049a5 (before stages went through
+`ArtifactStore.cached`) with that commit's own key formulas, for `python run.py` and `debug=smoke`.
+The refactor keeps them, except the policy's (and so the trained model's evaluation): the trainer's
+`enable_progress_bar` no longer enters it (`tsq.cache.NON_RESULT_SETTINGS`). `refiner=none` keys also
+changed (it no longer carries KL settings); the README's "Cache keys" section lists both.
+"""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tsq.pipeline import build_parts, planned_keys
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+BEFORE_REFACTOR = {
+    (): {
+        "base_model": "aed2bcf7d6ea7227",
+        "eval_base": "fefabaf82fdee854",
+        "samples": "e065ddeb99e8f899",
+        "refined": "1130fd736b4a3fa2",
+        "pairs": "53a26ee45f5f928a",
+        "ref_logps": "8f3dbb01aacbc56c",
+        "policy": "47b01891d3360237",
+    },
+    ("debug=smoke",): {
+        "base_model": "0621d3f0a7c1989d",
+        "eval_base": "8eca3ff55aa9d10e",
+        "samples": "6f903798c5c83ff0",
+        "refined": "0f702d9bcf01ece0",
+        "pairs": "18232e88cddb29d3",
+        "ref_logps": "c077dba48931feb8",
+        "policy": "d8145ecc4ba4f1ef",
+    },
+}
+CHANGED = {"policy", "eval_trained"}  # the trainer's progress bar left the policy key
+
+
+def keys(tmp_path, *overrides: str) -> dict[str, str]:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("config", overrides=[*overrides, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
+    return planned_keys(*build_parts(cfg))
+
+
+@pytest.mark.parametrize("overrides", list(BEFORE_REFACTOR))
+def test_default_keys_are_the_ones_before_the_cache_helper(overrides, tmp_path):
+    now = keys(tmp_path, *overrides)
+    before = BEFORE_REFACTOR[overrides]
+    assert {k: now[k] for k in before if k not in CHANGED} == {k: v for k, v in before.items() if k not in CHANGED}
+    assert now["policy"] != before["policy"]
+
+
+def test_progress_bars_change_no_key_and_result_settings_change_only_their_stages(tmp_path):
+    base = keys(tmp_path, "debug=smoke")
+    assert keys(tmp_path, "debug=smoke", "sampler.progress=false", "trainer.enable_progress_bar=false") == base
+    lr = keys(tmp_path, "debug=smoke", "train.lr=1e-3")
+    assert {k for k in base if lr[k] != base[k]} == {"policy", "eval_trained"}
+    cap = keys(tmp_path, "debug=smoke", "pairs.max_pairs=2")
+    assert {k for k in base if cap[k] != base[k]} == {"pairs", "ref_logps", "policy", "eval_trained"}
+    epsilon = keys(tmp_path, "debug=smoke", "refiner.epsilon=0.01")
+    assert {k for k in base if epsilon[k] != base[k]} == {"refined", "pairs", "ref_logps", "policy", "eval_trained"}
+    temperature = keys(tmp_path, "debug=smoke", "eval.temperature=1.0")
+    assert {k for k in base if temperature[k] != base[k]} == {"eval_base", "eval_trained"}

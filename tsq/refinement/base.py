@@ -1,0 +1,118 @@
+"""The interface of a `refiner=` config group: what data construction hands a refiner and gets back.
+
+A refiner rewrites chosen (positive) traces before they become preference pairs. `Refiner` is what
+`tsq.construct` calls; `ModelRefiner` is the base of refiners that rewrite steps with a model (they
+get a `ScoringSampler` over the policy); `NoRefiner` keeps every trace as sampled and loads nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from tsq.cache import ConfiguredPart
+from tsq.sampling.base import Sampler
+
+
+@dataclass(frozen=True)
+class ChosenTrace:
+    """A sampled response chosen as a positive, with the counts the samples stage measured for it."""
+
+    prompt: str
+    text: str
+    n_tokens: int
+    n_steps: int
+    step_tokens: int
+
+
+@dataclass
+class RefinedTrace:
+    """A trace after refinement, with what happened to its steps. `token_ids` is None for a trace that
+    was kept as sampled (its length is the sampled one)."""
+
+    text: str
+    n_tokens: int
+    steps_before: int
+    steps_after: int
+    step_tokens_before: int
+    step_tokens_after: int
+    steps_scored: int
+    steps_accepted: int
+    accepted_kl: list[float] = field(default_factory=list)
+    # candidates sampled for its steps, and those discarded because they reached refiner.max_step_tokens
+    # before the step delimiter (a cut step is not a shorter step)
+    candidates: int = 0
+    candidates_cut: int = 0
+    token_ids: list[int] | None = None
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.steps_accepted / self.steps_before if self.steps_before else 0.0
+
+    @classmethod
+    def unchanged(cls, trace: ChosenTrace) -> RefinedTrace:
+        return cls(
+            text=trace.text,
+            n_tokens=trace.n_tokens,
+            steps_before=trace.n_steps,
+            steps_after=trace.n_steps,
+            step_tokens_before=trace.step_tokens,
+            step_tokens_after=trace.step_tokens,
+            steps_scored=0,
+            steps_accepted=0,
+        )
+
+
+@runtime_checkable
+class ScoringSampler(Sampler, Protocol):
+    """A sampler over an HF model in memory, whose `model` and `tokenizer` a refiner also uses to
+    tokenize traces and score candidates (`tsq.sampling.hf.HFSampler`; vLLM's sampler loads an HF copy)."""
+
+    model: Any
+    tokenizer: Any
+
+
+class Refiner(Protocol):
+    """`needs_policy`: whether `refine_chosen` gets a `ScoringSampler` over the policy (else None, and no
+    model is loaded). Results come back in the order of `traces`."""
+
+    name: str
+    needs_policy: bool
+
+    def key_material(self) -> dict: ...
+
+    def refine_chosen(
+        self, policy: ScoringSampler | None, traces: Sequence[ChosenTrace], step_delimiter: str
+    ) -> list[RefinedTrace]: ...
+
+
+class ModelRefiner(ConfiguredPart):
+    """Base of refiners that rewrite steps with a model: `refine` works on (prompt, response) texts."""
+
+    needs_policy: ClassVar[bool] = True
+
+    def refine(
+        self, sampler: ScoringSampler, prompts: list[str], responses: list[str], step_delimiter: str
+    ) -> list[RefinedTrace]:
+        raise NotImplementedError
+
+    def refine_chosen(
+        self, policy: ScoringSampler | None, traces: Sequence[ChosenTrace], step_delimiter: str
+    ) -> list[RefinedTrace]:
+        if policy is None:
+            raise ValueError(f"refiner={getattr(self, 'name', type(self).__name__)} needs the policy's sampler")
+        return self.refine(policy, [t.prompt for t in traces], [t.text for t in traces], step_delimiter)
+
+
+@dataclass
+class NoRefiner(ConfiguredPart):
+    """`refiner=none`: chosen traces are used as sampled (no model is loaded)."""
+
+    name: str = "none"
+    needs_policy: ClassVar[bool] = False
+
+    def refine_chosen(
+        self, policy: ScoringSampler | None, traces: Sequence[ChosenTrace], step_delimiter: str
+    ) -> list[RefinedTrace]:
+        return [RefinedTrace.unchanged(t) for t in traces]
