@@ -57,6 +57,17 @@ def train_and_save(
     return out
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False):
+    """The app's config composed from `conf/` with these overrides, as `run.py` would (no job started)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
 def run_context(world, store: ArtifactStore, sampler=None, trainer: dict | None = None) -> RunContext:
     """A RunContext whose sampler factory returns `sampler` (already loaded) for any model directory."""
     choice = SamplerChoice(lambda model_path: sampler, {"test_sampler": type(sampler).__name__})

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from tsq.data.benchmarks import BenchmarkSource, SplitEntry, decode_test_cases
 from tsq.data.templates import PromptTemplate
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FILES = Path(__file__).resolve().parents[1] / "tsq" / "data" / "files"
 PLAIN = PromptTemplate(name="plain", user="{question}\n\nReason step by step, and put the final answer in \\boxed{}.")
 
 
@@ -30,8 +30,17 @@ def test_loaders_return_every_row(name, file, rows):
     items = SplitEntry(benchmark=name).load(None)
     assert len(items) == rows and len({it.id for it in items}) == rows
     assert all(it.question.strip() and it.answer.strip() for it in items)
-    if SHARED.exists():  # the shipped copies are the shared files
-        assert SplitEntry(benchmark=name, path=str(SHARED / file)).load(None) == items
+    assert SplitEntry(benchmark=name, path=str(FILES / file)).load(None) == items  # the default path is the file
+
+
+def test_shipped_benchmark_files_are_the_recorded_copies():
+    """Every shipped file hashes to the sum recorded when it was copied (tsq/data/files/SHA256SUMS)."""
+    import hashlib
+
+    sums = dict(reversed(line.split()) for line in (FILES / "SHA256SUMS").read_text().splitlines())
+    assert sorted(sums) == sorted(p.name for p in FILES.glob("*.jsonl"))
+    for name, digest in sums.items():
+        assert hashlib.sha256((FILES / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_math500_keeps_levels_and_gsm8k_answers_are_the_number_after_hashes():

@@ -7,14 +7,10 @@ The refactor keeps them, except the policy's (and so the trained model's evaluat
 changed (it no longer carries KL settings); the README's "Cache keys" section lists both.
 """
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import compose_config
 
 from tsq.pipeline import build_parts, planned_keys
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 BEFORE_REFACTOR = {
     (): {
@@ -40,8 +36,7 @@ CHANGED = {"policy", "eval_trained"}  # the trainer's progress bar left the poli
 
 
 def keys(tmp_path, *overrides: str) -> dict[str, str]:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=[*overrides, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
+    cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
     return planned_keys(*build_parts(cfg))
 
 

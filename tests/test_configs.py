@@ -2,16 +2,12 @@
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import CONF, compose_config
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
 
 LCB_ROW = {
     "question_id": "q0",
@@ -29,8 +25,7 @@ def group_options(group: str) -> list[str]:
 
 
 def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("config", overrides=overrides, return_hydra_config=True)
+    return compose_config(overrides, return_hydra_config=True)
 
 
 @pytest.mark.parametrize("debug", [None, "smoke"])

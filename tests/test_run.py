@@ -87,13 +87,11 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
         assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
     # every artifact sits under the key that the settings alone give (tsq.pipeline.planned_keys)
-    from hydra import compose, initialize_config_dir
+    from helpers import compose_config
 
     from tsq.pipeline import build_parts, planned_keys
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        overrides = ["debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"]
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(["debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"])
     planned = planned_keys(*build_parts(cfg))
     folders = {"base_model": "base_model", "eval_base": "eval", "eval_trained": "eval"}
     for name, key in planned.items():

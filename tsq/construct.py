@@ -94,6 +94,10 @@ def refined_key_parts(selector: Selector, refiner: Refiner, samples_key: str) ->
     return {"selector": selector.key_material(), "refiner": refiner.key_material()}, {"samples": samples_key}
 
 
+def pairs_key_parts(pair_settings: PairSettings, refined_key: str) -> tuple[dict, dict]:
+    return pair_settings.key_material(), {"refined": refined_key}
+
+
 def construct(
     ctx: RunContext,
     model: ModelHandle,
@@ -175,8 +179,7 @@ def construct(
 
     pairs_art = ctx.store.cached(
         PAIRS,
-        pair_settings.key_material(),
-        {"refined": refined_art.key},
+        *pairs_key_parts(pair_settings, refined_art.key),
         pair_up,
         doing="building pairs",
         description={"refined": refined_art.key},

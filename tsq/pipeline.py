@@ -20,14 +20,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tsq.cache import ArtifactStore
-from tsq.construct import PAIRS, REFINED, PairSettings, construct, refined_key_parts
+from tsq.construct import PAIRS, REFINED, PairSettings, construct, pairs_key_parts, refined_key_parts
 from tsq.context import RunContext, SamplerChoice
 from tsq.data.base import ChatTemplated
 from tsq.evaluation.evaluate import Evaluator, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
 from tsq.models.base import ModelHandle, ModelSource
 from tsq.refinement.base import Refiner
-from tsq.reporting import log_payload, print_construction, print_evaluation, print_tldr, start_wandb
+from tsq.reporting import (
+    log_payload,
+    print_construction,
+    print_evaluation,
+    print_run_end,
+    print_tldr,
+    start_wandb,
+)
 from tsq.sampling.stage import SamplingStage
 from tsq.selection import Selector
 from tsq.tldr import TLDRSettings, train_tldr
@@ -183,11 +190,10 @@ def run_stages(cfg: DictConfig) -> dict:
     if policy is not None:
         with stage("trained_eval"):
             evaluate(ctx, parts.evaluator, policy, "trained", out)
-    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in out.report["timings"].items()))
     out.report["run"] = run_description(cfg)
     path = write_metrics(ctx.output_dir, out.rows, out.curves, out.report)
     log_payload(wandb_run, {"rows": out.rows, "curves": out.curves, **out.report})
-    print(f"metrics: {path}")
+    print_run_end(out.report["timings"], path)
     return {"rows": out.rows, "curves": out.curves, **out.report, "metrics_path": str(path)}
 
 
@@ -199,7 +205,7 @@ def planned_keys(ctx: RunContext, parts: Parts) -> dict[str, str]:
     keys = {"base_model": model_key, "eval_base": parts.evaluator.key(ctx, model)}
     keys["samples"] = parts.sampling.key(ctx, model)
     keys["refined"] = REFINED.key(*refined_key_parts(parts.selector, parts.refiner, keys["samples"]))
-    keys["pairs"] = PAIRS.key(parts.pairs.key_material(), {"refined": keys["refined"]})
+    keys["pairs"] = PAIRS.key(*pairs_key_parts(parts.pairs, keys["refined"]))
     keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train))
     keys["policy"] = POLICY.key(*policy_key_parts(ctx, model, keys["pairs"], parts.loss, parts.train))
     policy = replace(model, key=keys["policy"])

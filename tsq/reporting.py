@@ -160,6 +160,11 @@ def print_construction(selector, refiner, built) -> None:
     print(format_construction(built.stats))
 
 
+def print_run_end(timings: dict[str, float], metrics_path: Path) -> None:
+    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    print(f"metrics: {metrics_path}")
+
+
 def print_tldr(summary: dict) -> None:
     selected = summary["selected"]
     print(

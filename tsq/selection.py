@@ -112,30 +112,39 @@ def long_correct_negatives(
     }
 
 
+def against_longest(lengths: Sequence[int], positives: list[int], candidates: Sequence[int]) -> Selection:
+    """Each positive against the longest of `candidates` (lowest index on ties) when it is longer, and no
+    incorrect negatives: the SimPO baselines' one pair per problem."""
+    longest = sorted(candidates, key=lambda i: (-lengths[i], i))[:1]
+    negatives = {p: [i for i in longest if lengths[i] > lengths[p]] for p in positives}
+    return Selection(positives, negatives, incorrect_negatives=False)
+
+
 @dataclass
-class QDynExtraNeg(QDyn):
+class LongCorrectNegatives:
+    """Mixin: the parent selector's positives, plus Kimi-k1.5's extra negatives (`long_correct_negatives`)."""
+
+    ratio: float = 1.5
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        base = super().select(lengths, correct)
+        return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
+
+
+@dataclass
+class QDynExtraNeg(LongCorrectNegatives, QDyn):
     """Q-DYN plus, as in Kimi-k1.5's DPO, every correct response at least `ratio` times as long as the
     positive as an extra negative (TokenSqueeze Table 2, "w/ extra pos")."""
 
-    ratio: float = 1.5
     name: ClassVar[str] = "qdyn_extra_neg"
-
-    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
-        base = super().select(lengths, correct)
-        return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
 
 
 @dataclass
-class KimiDPO(Shortest):
+class KimiDPO(LongCorrectNegatives, Shortest):
     """Kimi-k1.5's DPO data: the shortest correct response is chosen; longer incorrect responses and
     correct ones at least `ratio` times as long are rejected (the TokenSqueeze Table 1 baseline)."""
 
-    ratio: float = 1.5
     name: ClassVar[str] = "kimi"
-
-    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
-        base = super().select(lengths, correct)
-        return Selection(base.positives, long_correct_negatives(lengths, correct, base.positives, self.ratio))
 
 
 @dataclass
@@ -146,10 +155,8 @@ class SkyT1Flash(Shortest):
     name: ClassVar[str] = "sky_t1_flash"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
-        base = super().select(lengths, correct)
-        longest = sorted((i for i, ok in enumerate(correct) if ok), key=lambda i: (-lengths[i], i))[:1]
-        negatives = {p: [i for i in longest if lengths[i] > lengths[p]] for p in base.positives}
-        return Selection(base.positives, negatives, incorrect_negatives=False)
+        positives = super().select(lengths, correct).positives
+        return against_longest(lengths, positives, [i for i, ok in enumerate(correct) if ok])
 
 
 @dataclass
@@ -160,10 +167,7 @@ class Overthink(Shortest):
     name: ClassVar[str] = "overthink"
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
-        base = super().select(lengths, correct)
-        longest = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:1]
-        negatives = {p: [i for i in longest if lengths[i] > lengths[p]] for p in base.positives}
-        return Selection(base.positives, negatives, incorrect_negatives=False)
+        return against_longest(lengths, super().select(lengths, correct).positives, range(len(lengths)))
 
 
 def rejected_for(lengths: Sequence[int], correct: Sequence[bool], selection: Selection, positive: int) -> list[int]:

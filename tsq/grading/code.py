@@ -6,7 +6,7 @@ killed), CPU / address-space / file-size limits, stdout to a size-capped file, a
 sockets, subprocesses, ctypes and writes outside the directory and, where `unshare` works, an empty
 network namespace. A program that crashes, is killed or times out fails its test; grading goes on.
 LiveCodeBench's own runner does the same per generation with `signal.alarm` and `reliability_guard`,
-and says it is no security sandbox (anchors.md §3.3); neither is this one: see the runner's docstring.
+and says it is no security sandbox (experiments/papers.md §3.2); neither is this one: see the runner's docstring.
 """
 
 from __future__ import annotations

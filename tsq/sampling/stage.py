@@ -114,7 +114,7 @@ def sample_graded(
 class SamplingStage:
     """`sampling=`: N graded responses per problem of a split, the input of data construction.
 
-    CPU default N = 16 at T = 0.9; `sampling=paper` is the paper's N = 64 (papers.md §1.2).
+    CPU default N = 16 at T = 0.9; `sampling=paper` is the paper's N = 64 (experiments/papers.md §1.2).
     """
 
     split: str = "train"

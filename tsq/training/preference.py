@@ -1,8 +1,8 @@
 """Preference training: the Lightning module, the pairs data, cached reference log-probs, the stage.
 
 The reference model is the base policy frozen. Its log-probs are computed once per pair set and
-stored as an artifact keyed on (pairs, base model, batching), so no reference model sits in memory
-while training, and a sweep over losses computes them once.
+stored as an artifact keyed on (pairs, base model, train.max_length, train.overlength), so no reference
+model sits in memory while training, and a sweep over losses computes them once.
 """
 
 from __future__ import annotations
