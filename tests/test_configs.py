@@ -9,6 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from tsq.grading.jail import jail_problem
+
 LCB_ROW = {
     "question_id": "q0",
     "question_content": "Add two numbers.",
@@ -58,6 +60,8 @@ def test_every_option_of_every_group_composes_and_instantiates(group, tmp_path):
             lcb = tmp_path / "lcb.jsonl"
             lcb.write_text(json.dumps(LCB_ROW) + "\n")
             overrides.append(f"data.splits.test.0.path={lcb}")
+            if jail_problem() is not None:  # the refusal itself is tested in test_sandbox.py
+                overrides.append("data.code_grader.sandbox=audit_hook")
         cfg = compose_cfg(overrides)
         assert cfg[group]["_target_"].startswith("tsq."), (group, option)
         obj = instantiate(cfg[group], _convert_="all")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tsq.grading.code import CodeGrader, extract_code, outputs_match
+from tsq.grading.jail import jail_problem
 from tsq.grading.math import MathGrader, grade_math, last_boxed, last_number
 
 MATH500 = Path(__file__).resolve().parents[1] / "tsq" / "data" / "files" / "math500.jsonl"
@@ -69,7 +70,9 @@ STDIN_SPEC = {"tests": [{"input": "2 3\n", "output": "5\n", "testtype": "stdin"}
 
 @pytest.fixture(scope="module")
 def grader():
-    return CodeGrader(timeout_s=2, memory_mb=512, workers=2)
+    """The jail where it works (tests/test_sandbox.py probes it), else the explicit weaker mode."""
+    sandbox = "bwrap" if jail_problem() is None else "audit_hook"
+    return CodeGrader(timeout_s=2, memory_mb=512, workers=2, sandbox=sandbox)
 
 
 def test_extract_code_prefers_the_last_python_block_after_think():

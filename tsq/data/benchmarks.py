@@ -260,7 +260,9 @@ class BenchmarkSource:
         }
         self.tokenizer = None
         self._math = MathGrader(**self.math_grader)
-        self._code = CodeGrader(**self.code_grader)
+        # The code grader (and its jail check) only where some split holds code problems.
+        has_code = any(SPECS[it.benchmark].kind == "code" for items in self.items.values() for it in items)
+        self._code = CodeGrader(**self.code_grader) if has_code else None
 
     # ------------------------------------------------------------------ prompts
     def bind(self, model_path) -> BenchmarkSource:
@@ -293,6 +295,8 @@ class BenchmarkSource:
         out: list[bool | None] = [None] * len(problems)
         for kind, grader in (("math", self._math), ("code", self._code)):
             idx = [i for i, p in enumerate(problems) if self.kind(p) == kind]
+            if not idx:
+                continue
             grades = grader.grade_many([problems[i].answer for i in idx], [responses[i] for i in idx])
             for i, ok in zip(idx, grades, strict=True):
                 out[i] = ok

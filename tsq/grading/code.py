@@ -1,24 +1,23 @@
 """Code answers (LiveCodeBench rows): the last fenced Python block, run against stdin or functional tests.
 
-Every test runs the program in its own child process (`sandbox_runner.py`, under `python -I`) with:
-a throwaway working directory, a clean environment, a wall-clock timeout (the whole process group is
-killed), CPU / address-space / file-size limits, stdout to a size-capped file, an audit hook that refuses
-sockets, subprocesses, ctypes and writes outside the directory and, where `unshare` works, an empty
-network namespace. A program that crashes, is killed or times out fails its test; grading goes on.
-LiveCodeBench's own runner does the same per generation with `signal.alarm` and `reliability_guard`,
-and says it is no security sandbox (experiments/papers.md §3.2); neither is this one: see the runner's docstring.
+Every test runs the program once, in a bubblewrap namespace jail (`tsq/grading/jail.py`: its own
+mount, PID and network namespaces, uid 65534 without capabilities, a read-only view of the interpreter
+and its standard library, a private /work capped in size, rlimits on CPU, memory, file size and
+processes, the whole process tree killed when it ends), under `python -I` through `sandbox_runner.py`,
+whose audit hook stays as defence in depth. A program that crashes, is killed or times out fails its
+test; grading goes on. LiveCodeBench's own runner only guards the interpreter and says it is no security
+sandbox (experiments/papers.md §3.2); the jail is the boundary here. `sandbox=audit_hook` (the hook and
+rlimits alone) is an explicit, weaker choice for machines without bubblewrap.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import math
 import os
 import re
-import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsq.grading.jail import RUNNER_INSIDE, WORK, JailLimits, interpreter, jail_argv, jail_problem, runner_binds
 from tsq.grading.sandbox_runner import RESULT_MARKER
 from tsq.text import answer_part
 
@@ -91,22 +91,6 @@ def outputs_match(got: str, expected: str, rel_tol: float = 1e-6) -> bool:
     return True
 
 
-@functools.cache
-def network_isolation_prefix() -> tuple[str, ...]:
-    """`unshare` arguments that give the child an empty network namespace, or () where the OS refuses."""
-    if shutil.which("unshare") is None:
-        return ()
-    for prefix in (("unshare", "--net"), ("unshare", "--map-root-user", "--net")):
-        try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-        if ok:
-            return prefix
-    log.warning("unshare cannot create a network namespace here; relying on the audit hook alone for no network")
-    return ()
-
-
 @dataclass(frozen=True)
 class RunResult:
     status: str  # "ok", "error" (non-zero exit), "timeout"
@@ -115,58 +99,86 @@ class RunResult:
     returncode: int | None
 
 
+SANDBOXES = ("bwrap", "audit_hook")
+
+
 @dataclass
 class CodeGrader:
-    """Limits per test run and how many test runs go at once (threads; each run is its own process)."""
+    """Limits per test run and how many test runs go at once (threads; each run is its own process).
+
+    `sandbox=bwrap` (default) runs every program in the namespace jail of `tsq/grading/jail.py` and refuses
+    to start where the jail does not work; `sandbox=audit_hook` is the explicit choice of the weaker,
+    in-interpreter sandbox alone (a child process with rlimits, a clean environment and the runner's audit
+    hook), which a determined program can escape.
+    """
 
     timeout_s: float = 6.0
     memory_mb: int = 1024
     file_size_mb: int = 16
+    disk_mb: int = 64
+    processes: int = 32
     workers: int = 2
-    isolate_network: bool = True
+    sandbox: str = "bwrap"
+    bwrap: str = "bwrap"
 
     def __post_init__(self) -> None:
-        for key in ("timeout_s", "memory_mb", "file_size_mb", "workers"):
+        for key in ("timeout_s", "memory_mb", "file_size_mb", "disk_mb", "processes", "workers"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"code grader: {key} must be > 0, got {getattr(self, key)}")
-
-    def _limits(self) -> None:  # runs in the child between fork and exec
-        cpu = math.ceil(self.timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        memory = self.memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        size = self.file_size_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.sandbox not in SANDBOXES:
+            raise ValueError(f"code grader: sandbox must be one of {SANDBOXES}, got {self.sandbox!r}")
+        if self.sandbox == "bwrap" and (problem := jail_problem(self.bwrap)) is not None:
+            raise RuntimeError(
+                f"code grading runs model-written programs in a bubblewrap jail, which does not work here: {problem}. "
+                "Install bubblewrap, or accept the weaker in-interpreter sandbox with code_grader.sandbox=audit_hook."
+            )
+        self.limits = JailLimits(
+            cpu_s=math.ceil(self.timeout_s) + 1,
+            memory_mb=self.memory_mb,
+            file_size_mb=self.file_size_mb,
+            disk_mb=self.disk_mb,
+            processes=self.processes,
+        )
 
     def run(self, code: str, stdin: str = "", mode: str = "stdin", func_name: str | None = None) -> RunResult:
         """Run `code` once in a fresh sandboxed child; never raises for what the program does."""
         with tempfile.TemporaryDirectory(prefix="tsq-sandbox-") as work:
             work_dir = Path(work)
+            os.chmod(work_dir, 0o755)  # the jail's uid 65534 reads the solution through a bind
             (work_dir / "solution.py").write_text(code, encoding="utf-8")
             (work_dir / "stdin.txt").write_text(stdin, encoding="utf-8")
-            env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-            args = [sys.executable, "-I", str(RUNNER), mode, "solution.py"] + ([func_name] if func_name else [])
-            prefix = network_isolation_prefix() if self.isolate_network else ()
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+            tail = [mode, "solution.py"] + ([func_name] if func_name else [])
+            if self.sandbox == "bwrap":
+                binds = runner_binds(RUNNER, {"solution.py": work_dir / "solution.py"})
+                env = {**env, "HOME": WORK, "TMPDIR": WORK}
+                argv = jail_argv(self.bwrap, [interpreter()[0], "-I", RUNNER_INSIDE, *tail], binds, self.limits, env)
+                cwd = work
+            else:
+                argv, cwd = [sys.executable, "-I", str(RUNNER), *tail], work
+                env = {**env, "HOME": work, "TMPDIR": work}
             with open(work_dir / "stdin.txt", "rb") as fin, open(work_dir / "stdout.txt", "wb") as fout:
                 with open(work_dir / "stderr.txt", "wb") as ferr:
                     proc = subprocess.Popen(
-                        [*prefix, *args],
-                        cwd=work,
+                        argv,
+                        cwd=cwd,
                         env=env,
                         stdin=fin,
                         stdout=fout,
                         stderr=ferr,
-                        preexec_fn=self._limits,
+                        preexec_fn=self.limits.apply,
                         start_new_session=True,  # its own process group, so a timeout kills all of it
                     )
                     try:
                         returncode = proc.wait(timeout=self.timeout_s)
                         status = "ok" if returncode == 0 else "error"
                     except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
                         returncode, status = None, "timeout"
+                    finally:
+                        # the whole group, normal exit included (the jail's PID namespace dies with bwrap)
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
             read = lambda name: (work_dir / name).read_bytes()[: 1 << 20].decode("utf-8", "replace")  # noqa: E731
             return RunResult(status, read("stdout.txt"), read("stderr.txt"), returncode)
 

@@ -3,12 +3,10 @@
     python -I sandbox_runner.py stdin SOLUTION
     python -I sandbox_runner.py functional SOLUTION FUNC_NAME   (arguments as JSON lines on stdin)
 
-Before the program runs, an audit hook (PEP 578; it cannot be removed once added) refuses sockets,
-new processes, signals to other processes, ctypes, and any file write, rename or delete outside the
-working directory. The parent adds resource limits, a wall-clock timeout, a clean environment, a
-throwaway directory and, where the OS allows, an empty network namespace. This is defence in depth
-for benchmark code, not a security boundary against an adversary: run untrusted RL-scale code in a
-container or VM.
+Before the program runs, an audit hook (PEP 578) refuses sockets, new processes, signals to other
+processes, ctypes, and any file write, rename or delete outside the working directory. A program can
+defeat it (through `_posixsubprocess`, or by editing the hook's module state), so it is defence in depth
+only: the boundary is the namespace jail the grader starts this runner in (`tsq/grading/jail.py`).
 """
 
 import io
