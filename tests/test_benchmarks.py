@@ -167,3 +167,36 @@ def test_bind_renders_prompts_and_changes_the_fingerprint(micro_model_dir, tmp_p
     assert bound.fingerprint() != source.fingerprint()
     with pytest.raises(KeyError, match="no split 'dev'"):
         source.split("dev")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": 1, "problem": "2?", "answer": [1, 2]}\n', r"row 1: the answer must be .* got list"),
+        (b'{"id": 1, "problem": "2?", "answer": null}\n', r"row 1: the answer must be .* got NoneType"),
+        (b'{"id": 1, "problem": "2?", "answer": NaN}\n', r"row 1: the answer is nan, not a finite number"),
+        (b'{"id": 1, "problem": "2?", "answer": "  "}\n', r"row 1: the answer is blank"),
+        (b'{"id": 1, "problem": "2?", "answer": true}\n', r"row 1: the answer must be .* got bool"),
+        (b'{"id": 1, "problem": "", "answer": "2"}\n', r"row 1: 'problem' must be non-empty text"),
+        (b'{"problem": "a", "answer": "1", "id": 7}\n{"problem": "b", "answer": "2", "id": 7}\n',
+         r"rows 1 and 2 have the same id 'aime24/7'"),
+        (b'{"problem": "a", "answer": "1", "id": 1}\n{"problem": "a", "answer": "1", "id": 2}\n',
+         r"rows 1 and 2 have the same question"),
+        (b'{"problem": "a", "answer": "1", "id": 1}\n{"problem": "caf\xe9", "answer": "2", "id": 2}\n',
+         r"rows.jsonl:2: not UTF-8"),
+        (b'{"problem": "a", "answer": "1", "id": 1}\n[1, 2]\n', r"rows.jsonl:2: a list, not a JSON object"),
+        (b'{"problem": "a", "answer": "1", "id": 1}\n{"problem": \n', r"rows.jsonl:2: not valid JSON"),
+    ],
+)  # fmt: skip
+def test_bad_rows_are_named_by_file_and_row(tmp_path, content, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        SplitEntry(benchmark="aime24", path=str(path)).load(None)
+    assert str(path) in str(err.value)
+
+
+def test_numeric_answers_are_written_as_text():
+    from tsq.data.benchmarks import answer_text
+
+    assert [answer_text(v, "x") for v in (12, 12.0, 0.5, " 7 ", -3)] == ["12", "12", "0.5", "7", "-3"]

@@ -1,8 +1,9 @@
 import json
+import os
 
 import pytest
 
-from tsq.cache import ArtifactStore, atomic_write_json, stage_key
+from tsq.cache import ArtifactStore, Stage, atomic_write_json, stage_key
 
 
 def test_stage_key_is_stable_and_sensitive():
@@ -38,3 +39,88 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_json(path, {"b": 2})
     assert json.loads(path.read_text()) == {"b": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+STAGE = Stage("s", 1)
+
+
+def build_counting(calls: list, text: str = "payload"):
+    def build(job):
+        calls.append(job.dir)
+        (job.dir / "data.txt").write_text(text)
+        (job.dir / "sub").mkdir()
+        (job.dir / "sub" / "more.bin").write_bytes(b"\x00\x01" * 100)
+
+    return build
+
+
+@pytest.mark.parametrize(
+    ("damage", "verify", "caught"),
+    [
+        (lambda d: (d / "data.txt").write_text("pAyload"), "hash", True),  # same size, other bytes
+        (lambda d: (d / "data.txt").write_text("pAyload"), "size", False),  # what verify=size cannot see
+        (lambda d: (d / "data.txt").write_text("pay"), "size", True),  # cut short
+        (lambda d: (d / "sub" / "more.bin").unlink(), "size", True),
+        (lambda d: (d / "extra.txt").write_text("x"), "size", True),
+        (lambda d: (d / "artifact.json").write_text('{"stage": "s", "files": {'), "size", True),  # torn meta
+    ],
+)
+def test_a_damaged_artifact_is_moved_aside_and_rebuilt_never_used(tmp_path, caplog, damage, verify, caught):
+    store, calls = ArtifactStore(tmp_path, verify=verify), []
+    first = store.cached(STAGE, {"a": 1}, None, build_counting(calls))
+    assert first.built and (first.path / "artifact.json").is_file()
+    damage(first.path)
+    caplog.set_level("INFO")
+    again = store.cached(STAGE, {"a": 1}, None, build_counting(calls))
+    assert again.built is caught and len(calls) == (2 if caught else 1)
+    if caught:
+        assert (again.path / "data.txt").read_text() == "payload"
+        assert "is corrupt" in caplog.text and str(first.path) in caplog.text
+        assert len(list(tmp_path.glob("s/.*.corrupt-*"))) == 1  # kept for inspection, never read again
+
+
+def test_one_process_builds_while_another_waits_for_it(tmp_path):
+    """Two processes ask for the same missing artifact at once: one builds, the other waits and reads it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    log = tmp_path / "builds.log"
+    procs = [ctx.Process(target=_slow_build, args=(str(tmp_path / "cache"), str(log))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text().count("built") == 1
+    built = [p for p in (tmp_path / "cache" / "s").iterdir() if (p / "artifact.json").is_file()]
+    assert len(built) == 1 and not list((tmp_path / "cache" / "s").glob(".*.tmp"))
+
+
+def _slow_build(root: str, log: str) -> None:
+    import time
+
+    def build(job):
+        with open(log, "a") as fh:
+            fh.write("built\n")
+        time.sleep(1.0)
+        (job.dir / "x").write_text("x")
+
+    artifact = ArtifactStore(root).cached(STAGE, {"slow": 1}, None, build)
+    assert (artifact.path / "x").read_text() == "x"
+
+
+def test_temporary_folders_of_killed_builders_are_removed_and_live_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    store = ArtifactStore(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    stale = tmp_path / "s" / f".k~{host}~{dead.stdout.strip()}~abc.tmp"
+    live = tmp_path / "s" / f".k~{host}~{os.getpid()}~def.tmp"
+    other_host = tmp_path / "s" / f".k~not-{host}~1~ghi.tmp"
+    for d in (stale, live, other_host):
+        d.mkdir(parents=True)
+    store.cached(STAGE, {"b": 2}, None, build_counting([]))
+    assert not stale.exists() and live.exists() and other_host.exists()

@@ -133,3 +133,27 @@ def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
     obj = instantiate(cfg.refiner, _convert_="all")
     if refiner in ("kl", "rewrite"):
         assert obj.k == cfg.refine_budget.k == (4 if size == "debug=smoke" else 64)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("eval.n_samples=abc", "eval.n_samples must be an integer, got 'abc'"),
+        ("train.epochs=1.5", "train.epochs must be an integer, got 1.5"),
+        ("model.pretrain.steps=x", "model.pretrain.steps must be an integer, got 'x'"),
+        ("sampling.temperature=hot", "sampling.temperature must be a number, got 'hot'"),
+        ("sampler.batch_size=big", "sampler.batch_size must be an integer, got 'big'"),
+        ("data.operands=[2,a]", r"data.operands\[1\] must be an integer, got 'a'"),
+        ("data.split_sizes.test=x", "data.split_sizes.test must be an integer, got 'x'"),
+        ("eval.budgets=[1,x]", r"eval.budgets\[1\] must be an integer, got 'x'"),
+        ("pairs.max_pairs=null", "pairs.max_pairs must be an integer, got None"),
+        ("tldr.steps=many", "tldr.steps must be an integer, got 'many'"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_key_before_anything_is_built(override, message, tmp_path):
+    from tsq.pipeline import build_parts
+
+    cfg = compose_config([override, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=message):
+        build_parts(cfg)
+    assert not any(tmp_path.iterdir())  # nothing was built

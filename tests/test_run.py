@@ -106,6 +106,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
         ("eval.split=nosuch", "unknown split 'nosuch'"),
         ("data.split_sizes.test=0", "data.split_sizes.test must be > 0"),
         ("data=nope", "Available options"),
+        ("eval.n_samples=abc", "eval.n_samples must be an integer, got 'abc'"),
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):

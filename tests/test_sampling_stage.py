@@ -62,3 +62,16 @@ def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_
         whole_store.path("samples", key) / "samples.jsonl"
     ).read_bytes()
     assert not store.scratch("samples", key).exists()
+
+
+def test_most_responses_cut_at_the_cap_is_a_loud_warning(caplog):
+    import pandas as pd
+
+    from tsq.sampling.stage import warn_if_cut
+
+    frame = pd.DataFrame({"finish_reason": ["length", "length", "eos", "length"]})
+    with caplog.at_level("WARNING"):
+        assert warn_if_cut(frame, "eval", 1) == 0.75
+    assert "75% of 4 responses were cut at max_new_tokens=1" in caplog.text and "eval.max_new_tokens" in caplog.text
+    caplog.clear()
+    assert warn_if_cut(frame.iloc[1:3], "samples", 8) == 0.5 and not caplog.text  # half is not most

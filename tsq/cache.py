@@ -18,12 +18,16 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +166,67 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-class ArtifactStore:
-    """Directory of finished stage artifacts keyed by `stage_key`."""
+VERIFY = ("hash", "size")
 
-    def __init__(self, root: str | Path) -> None:
+
+class CorruptArtifact(Exception):
+    """A finished artifact whose files no longer match its manifest."""
+
+
+def manifest(folder: Path, hashes: bool = True) -> dict[str, dict]:
+    """Size (and SHA-256) of every file below `folder`, by relative path (the artifact's own meta excluded)."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != META_FILE):
+        entry: dict = {"size": path.stat().st_size}
+        if hashes:
+            with open(path, "rb") as fh:
+                entry["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
+        files[path.relative_to(folder).as_posix()] = entry
+    return files
+
+
+def check_manifest(folder: Path, recorded: dict[str, dict], hashes: bool) -> None:
+    """Raise CorruptArtifact naming the first file that is missing, extra, or of another size or hash."""
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != META_FILE}
+    for name in sorted(set(recorded) | present):
+        path = folder / name
+        if name not in recorded:
+            raise CorruptArtifact(f"{path}: not in the artifact's manifest")
+        if name not in present:
+            raise CorruptArtifact(f"{path}: missing")
+        size = path.stat().st_size
+        if size != recorded[name]["size"]:
+            raise CorruptArtifact(f"{path}: {size} bytes, {recorded[name]['size']} when built")
+        if hashes and "sha256" in recorded[name]:
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            if digest != recorded[name]["sha256"]:
+                raise CorruptArtifact(f"{path}: content changed since it was built (SHA-256 differs)")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ArtifactStore:
+    """Directory of finished stage artifacts keyed by `stage_key`.
+
+    Every artifact's `artifact.json` carries a manifest (size and SHA-256 of each file), checked whenever
+    the artifact is used: sizes always, hashes with `verify="hash"` (the default). An artifact that fails
+    the check is moved aside (`.<key>.corrupt-<time>`) and rebuilt, with a warning naming the file.
+    """
+
+    def __init__(self, root: str | Path, verify: str = "hash") -> None:
+        if verify not in VERIFY:
+            raise ValueError(f"paths.verify must be one of {VERIFY}, got {verify!r}")
         self.root = Path(root).expanduser().resolve()
+        self.verify = verify
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -181,6 +241,24 @@ class ArtifactStore:
         """The persistent work-in-progress folder of an artifact being built (shards, checkpoints)."""
         return self.root / stage / f"{key}.partial"
 
+    def usable(self, stage: str, key: str) -> bool:
+        """Whether a finished artifact exists and matches its manifest; a corrupt one is moved aside."""
+        if not self.exists(stage, key):
+            return False
+        folder = self.path(stage, key)
+        try:
+            meta = self.meta(stage, key)
+            if "files" not in meta:  # built before manifests existed: nothing to check it against
+                log.info("stage %s: artifact %s has no manifest (built by an older tsq); used unchecked", stage, key)
+                return True
+            check_manifest(folder, meta["files"], self.verify == "hash")
+        except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
+            aside = folder.with_name(f".{key}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.rename(folder, aside)
+            log.warning("stage %s: artifact %s is corrupt (%s); moved to %s, rebuilding", stage, key, err, aside)
+            return False
+        return True
+
     def cached(
         self,
         stage: Stage,
@@ -190,35 +268,74 @@ class ArtifactStore:
         *,
         doing: str = "",
         description: Mapping[str, Any] | None = None,
+        collective: bool = False,
     ) -> Artifact:
         """The artifact of `stage` for these settings and inputs, built by `build(Build)` on a miss.
 
-        Logs one line per call (``stage <name>: cache hit <key>`` or ``cache miss <key>, <doing>``). `build`
-        returns False when another process writes this artifact (the ranks of a distributed training
-        other than rank 0): its folder is then discarded and the scratch kept for the writer.
+        Logs one line per call (``stage <name>: cache hit <key>`` or ``cache miss <key>, <doing>``). One
+        process builds an artifact at a time: the others wait on its lock file and then find it built (two
+        jobs of a sweep, or two `python run.py` sharing a cache). `collective=True` (a training that every
+        rank of a distributed run takes part in) takes no lock; there `build` returns False on the ranks
+        that do not write the artifact, whose folder is then discarded and the scratch kept for the writer.
         """
         key = stage.key(config, inputs)
         path = self.path(stage.name, key)
-        if self.exists(stage.name, key):
+        if self.usable(stage.name, key):
             log.info("stage %s: cache hit %s", stage.name, key)
             return Artifact(stage.name, key, path, built=False)
-        log.info("stage %s: cache miss %s%s", stage.name, key, f", {doing}" if doing else "")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp"))
+        lock = None if collective else FileLock(path.parent / f".{key}.lock")
+        if lock is not None:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                log.info("stage %s: %s is being built by another process; waiting for it", stage.name, key)
+                lock.acquire()
         try:
-            written = build(Build(dir=tmp, scratch=self.scratch(stage.name, key))) is not False
-            if written:
-                self._publish(tmp, stage.name, key, description)
+            if lock is not None and self.usable(stage.name, key):  # built by the process we waited for
+                log.info("stage %s: cache hit %s", stage.name, key)
+                return Artifact(stage.name, key, path, built=False)
+            self.clean_stale(stage.name)
+            log.info("stage %s: cache miss %s%s", stage.name, key, f", {doing}" if doing else "")
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=self._tmp_prefix(key), suffix=".tmp"))
+            try:
+                written = build(Build(dir=tmp, scratch=self.scratch(stage.name, key))) is not False
+                if written:
+                    self._publish(tmp, stage.name, key, description)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # a failure, another writer, or a lost race
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # a failure, another writer, or a lost race
+            if lock is not None:
+                lock.release()
         if written:
             shutil.rmtree(self.scratch(stage.name, key), ignore_errors=True)
             log.info("stage %s: built %s", stage.name, path)
         return Artifact(stage.name, key, path, built=written)
 
+    @staticmethod
+    def _tmp_prefix(key: str) -> str:
+        """Temporary build folders carry their host and PID, so a later run can tell a dead builder's."""
+        return f".{key}~{socket.gethostname()}~{os.getpid()}~"
+
+    def clean_stale(self, stage: str) -> list[Path]:
+        """Remove the temporary build folders of `stage` whose builder, a process on this host, is gone
+        (killed runs); folders of live processes and of other hosts are left alone."""
+        removed = []
+        host = socket.gethostname()
+        for tmp in (self.root / stage).glob(".*.tmp"):
+            parts = tmp.name[1:].split("~")
+            if len(parts) != 4 or parts[1] != host or not parts[2].isdigit() or _process_alive(int(parts[2])):
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+            log.info("stage %s: removed %s, left by a killed run (process %s)", stage, tmp, parts[2])
+        return removed
+
     def _publish(self, tmp: Path, stage: str, key: str, description: Mapping[str, Any] | None) -> None:
-        """Seal a finished temporary folder and rename it into place (unless another process did first)."""
-        atomic_write_json(tmp / META_FILE, {"stage": stage, "key": key, **_canonical(description or {})})
+        """Seal a finished temporary folder (its manifest in artifact.json) and rename it into place
+        (unless another process did first)."""
+        meta = {"stage": stage, "key": key, **_canonical(description or {}), "files": manifest(tmp)}
+        atomic_write_json(tmp / META_FILE, meta)
         final = self.path(stage, key)
         if not final.exists():  # another process finished the same work first: keep theirs
             os.rename(tmp, final)
@@ -229,7 +346,7 @@ class ArtifactStore:
         (The primitive under `cached`, for tests and tools that write an artifact directly.)"""
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.", suffix=".tmp"))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=self._tmp_prefix(key), suffix=".tmp"))
         try:
             yield tmp
             self._publish(tmp, stage, key, description)

@@ -47,6 +47,7 @@ from tsq.training.preference import (
     ref_logps_key_parts,
     train_policy,
 )
+from tsq.validate import check_group
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,20 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         raise ValueError("stages: train needs construct before it (its pairs)")
     if "train" in cfg.stages and "tldr" in cfg.stages:
         raise ValueError("stages: train and tldr both train a policy; choose one")
+    for group in (
+        "data",
+        "model",
+        "eval",
+        "sampler",
+        "sampling",
+        "selector",
+        "refiner",
+        "pairs",
+        "loss",
+        "train",
+        "tldr",
+    ):
+        check_group(cfg, group)  # a value of the wrong type names its key here, not as a TypeError later
     world = instantiate(cfg.data, _convert_="all")
     parts = Parts(
         model_source=instantiate(cfg.model, _convert_="all"),
@@ -139,7 +154,7 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         parts.sampling.problems(world)
     ctx = RunContext(
         world=world,
-        store=ArtifactStore(cfg.paths.cache_dir),
+        store=ArtifactStore(cfg.paths.cache_dir, verify=cfg.paths.get("verify", "hash")),
         sampler=SamplerChoice(instantiate(cfg.sampler), OmegaConf.to_container(cfg.sampler, resolve=True)),
         trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
         make_loggers=lambda: instantiate_loggers(cfg),

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import pickle
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -76,26 +77,57 @@ class BenchmarkItem:
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a JSONL, JSON (a list) or parquet file; a malformed JSONL line is named by number."""
+    """Rows of a JSONL, JSON (a list) or parquet file, each a JSON object; a line that is not UTF-8, not
+    JSON or not an object is named by file and line (JSON: by index)."""
     if not path.exists():
         raise FileNotFoundError(f"benchmark file {path} does not exist")
     if path.suffix == ".parquet":
         return pd.read_parquet(path).to_dict(orient="records")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
     if path.suffix == ".json":
-        rows = json.loads(text)
+        try:
+            rows = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 at byte {e.start}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of rows")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: row {i} is a {type(row).__name__}, not an object")
         return rows
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for n, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{n}: not UTF-8 (byte {e.start} of the line)") from None
+        if not text.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: a {type(row).__name__}, not a JSON object")
+        rows.append(row)
     return rows
+
+
+def answer_text(value: object, where: str) -> str:
+    """A gold answer as text. Accepted: a non-empty string (stripped) or a finite number (written as an
+    integer when it is one, e.g. 12.0 -> "12", else with Python's shortest round-trip digits). Lists,
+    null, NaN, booleans and blank strings are errors naming `where`."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(f"{where}: the answer is blank")
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: the answer is {value!r}, not a finite number")
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    raise ValueError(f"{where}: the answer must be a string or a number, got {type(value).__name__} {value!r}")
 
 
 def read_hub(hub: str, split: str, config: str | None) -> list[dict]:
@@ -175,6 +207,14 @@ class SplitEntry:
         rows = read_rows(path) if path else read_hub(self.hub or spec.hub, self.hub_split or spec.hub_split,
                                                      spec.hub_config)  # fmt: skip
         items = [self._item(spec, row, where, n) for n, row in enumerate(rows, start=1)]
+        rows_of: dict[str, int] = {}
+        for n, it in enumerate(items, start=1):
+            if it is None:
+                continue
+            for seen_as in (it.id, "question:" + it.question.strip()):
+                if rows_of.setdefault(seen_as, n) != n:
+                    same = "id " + repr(it.id) if seen_as == it.id else "question"
+                    raise ValueError(f"{where}: rows {rows_of[seen_as]} and {n} have the same {same}")
         items = [it for it in items if it is not None]
         end = None if self.limit is None else self.offset + self.limit
         return items[self.offset : end]
@@ -186,18 +226,19 @@ class SplitEntry:
         missing = [k for k in needed if k not in row]
         if missing:
             raise ValueError(f"{where} row {n}: missing field(s) {missing} for benchmark {self.benchmark}")
-        question = str(row[spec.question])
-        if not question.strip():
-            raise ValueError(f"{where} row {n}: empty {spec.question!r}")
+        question = row[spec.question]
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{where} row {n}: {spec.question!r} must be non-empty text, got {question!r}")
         rid = f"{self.benchmark}/{row[spec.id] if spec.id else n - 1}"
         try:
             if spec.kind == "code":
                 return self._code_item(spec, row, rid, question)
-            answer = gsm8k_answer(str(row[spec.answer])) if self.benchmark == "gsm8k" else str(row[spec.answer])
+            answer = answer_text(row[spec.answer], f"{where} row {n}")
+            answer = gsm8k_answer(answer) if self.benchmark == "gsm8k" else answer
         except (ValueError, KeyError, zlib.error, pickle.UnpicklingError) as e:
-            raise ValueError(f"{where} row {n}: {e}") from None
+            raise ValueError(f"{where} row {n}: {e}" if not str(e).startswith(where) else str(e)) from None
         level = int(row[spec.level]) if spec.level and str(row.get(spec.level, "")).isdigit() else 0
-        return BenchmarkItem(rid, self.benchmark, "math", question, answer.strip(), level)
+        return BenchmarkItem(rid, self.benchmark, "math", question, answer, level)
 
     def _code_item(self, spec: BenchmarkSpec, row: dict, rid: str, question: str) -> BenchmarkItem | None:
         date = str(row.get("contest_date", ""))[:10]
@@ -249,7 +290,11 @@ class BenchmarkSource:
         }
         seen: dict[str, str] = {}
         for name, items in self.items.items():
+            in_split: set[str] = set()
             for it in items:
+                if it.id in in_split:  # two entries of one split reading the same rows
+                    raise ValueError(f"data={self.name}: problem {it.id} is twice in split {name}")
+                in_split.add(it.id)
                 if seen.get(it.id, name) != name:
                     raise ValueError(f"data={self.name}: problem {it.id} is in both split {seen[it.id]} and {name}")
                 seen[it.id] = name

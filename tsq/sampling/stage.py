@@ -107,7 +107,28 @@ def sample_graded(
         stage, config, inputs, build, doing=f"sampling {len(problems)} problems", description=description
     )
     frame = read_samples(artifact.path / SAMPLES_FILE)
-    return frame, json.loads((artifact.path / "diagnostics.json").read_text()), artifact.key
+    diagnostics = json.loads((artifact.path / "diagnostics.json").read_text())
+    diagnostics["cut_at_max_new_tokens"] = warn_if_cut(frame, stage.name, params.max_new_tokens)
+    return frame, diagnostics, artifact.key
+
+
+CUT_WARNING_SHARE = 0.5  # above this share of responses cut at the cap, the numbers describe the cap
+
+
+def warn_if_cut(frame: pd.DataFrame, stage: str, max_new_tokens: int) -> float:
+    """The share of responses that stopped at max_new_tokens; a loud warning when it is most of them."""
+    share = float((frame["finish_reason"] == "length").mean()) if len(frame) else 0.0
+    if share > CUT_WARNING_SHARE:
+        log.warning(
+            "stage %s: %.0f%% of %d responses were cut at max_new_tokens=%d before they ended; their accuracy "
+            "and lengths describe the cap, not the model (raise %s.max_new_tokens)",
+            stage,
+            100 * share,
+            len(frame),
+            max_new_tokens,
+            "eval" if stage == "eval" else "sampling",
+        )
+    return share
 
 
 @dataclass

@@ -439,6 +439,7 @@ def train_policy(
         lambda job: _train_policy(ctx, model, pairs, loss, settings, callbacks, job),
         doing=f"training loss={loss.name}",
         description={"pairs": pairs.key, "model": model.key, "loss": loss.name},
+        collective=world_size(ctx.trainer) > 1,  # every rank trains; rank 0 writes
     )
     return ModelHandle(name=f"{model.name}+{loss.name}", path=artifact.path, key=artifact.key)
 
