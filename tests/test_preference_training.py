@@ -131,37 +131,34 @@ class StopAt(Callback):
             raise Crash(f"killed at step {self.step}")
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(micro_model_dir, tmp_path):
+def test_killed_training_resumes_to_the_weights_of_an_uninterrupted_run(micro_model_dir, tmp_path):
+    """Killed mid-epoch (step 7 of 8 in epoch 1, last checkpoint at step 6) and started again: the resumed run
+    trains on the remaining batches of that epoch in the same order, with the optimizer, scheduler and RNG
+    of step 6, and ends with exactly the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)  # 16 pairs, batch 2 -> 8 steps an epoch
-    store = ArtifactStore(tmp_path / "cache")
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
     settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=3)
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
     loss = PreferenceLoss()
-    killer = StopAt(step=7)
+
+    def train(store, callbacks):
+        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs), loss,
+                            settings, callbacks=callbacks)  # fmt: skip
+
+    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    store = ArtifactStore(tmp_path / "cache")
     with pytest.raises(Crash):
-        train_policy(
-            run_context(None, store, trainer=trainer_cfg),
-            handle,
-            pairs_artifact(pairs),
-            loss,
-            settings,
-            callbacks=[killer],
-        )
+        train(store, [StopAt(step=7)])
     assert not store.exists("policy", next(iter((tmp_path / "cache" / "policy").glob("*.partial"))).stem)
     resumed = StopAt(step=None)
-    policy = train_policy(
-        run_context(None, store, trainer=trainer_cfg),
-        handle,
-        pairs_artifact(pairs),
-        loss,
-        settings,
-        callbacks=[resumed],
-    )
+    policy = train(store, [resumed])
     assert resumed.first == 6  # the checkpoint written after step 6, not a fresh start
-    summary = json.loads((policy.path / "train_summary.json").read_text())
-    assert summary["steps"] == 16
-    assert AutoModelForCausalLM.from_pretrained(policy.path) is not None
+    assert json.loads((policy.path / "train_summary.json").read_text())["steps"] == 16
+    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)  # bit for bit
 
 
 def test_online_reference_gives_the_same_loss_as_precomputed(micro_model_dir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -226,7 +227,7 @@ class LoraSettings:
 
 
 REF_LOGPS = Stage("ref_logps", 2)
-POLICY = Stage("policy", 2)
+POLICY = Stage("policy", 3)  # 3: data order by (seed, epoch), resumable mid-epoch
 
 
 def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
@@ -357,6 +358,15 @@ class PreferenceModule(L.LightningModule):
             checkpoint_forwards=self.settings.checkpoint_forwards,
         )
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the RNG streams a resumed run must continue (dropout, LoRA dropout); data order is the loader's
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_states"]["torch"])
+            random.setstate(checkpoint["rng_states"]["python"])
+
     def configure_optimizers(self):
         trainable = [p for p in self.policy.parameters() if p.requires_grad]  # LoRA: the adapters only
         opt = torch.optim.AdamW(trainable, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
@@ -364,6 +374,59 @@ class PreferenceModule(L.LightningModule):
             opt, lambda s: warmup_cosine(s, self.settings.warmup_steps, self.total_steps)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class EpochPermutation(torch.utils.data.Sampler[int]):
+    """A fresh permutation every epoch, seeded by (seed, epoch) alone, that a resumed run can enter part-way.
+
+    Lightning calls `set_epoch` at each epoch start; `batches_started` counts this epoch's batches (a
+    callback raises it), and `resume_at` makes the next pass skip those already trained on.
+    """
+
+    def __init__(self, size: int, seed: int, batch_size: int) -> None:
+        self.size, self.seed, self.batch_size = size, seed, batch_size
+        self.epoch, self.batches_started, self._skip = 0, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self.epoch, self.batches_started, self._skip = epoch, batches, batches * self.batch_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        skip, self._skip = self._skip, 0
+        if not skip:
+            self.batches_started = 0
+        return iter(order[skip:])
+
+
+class ResumableLoader(DataLoader):
+    """The pairs in `EpochPermutation` order; Lightning stores its `state_dict` in every checkpoint and hands it
+    back on resume, so a resumed run trains on exactly the batches an uninterrupted one would."""
+
+    def __init__(self, data: list[dict], batch_size: int, seed: int) -> None:
+        super().__init__(data, batch_size=batch_size, sampler=EpochPermutation(len(data), seed, batch_size),
+                         collate_fn=collate)  # fmt: skip
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches_started": self.sampler.batches_started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches_started"])
+
+
+class CountBatches(L.Callback):
+    """Counts the batches of the current epoch that training started (what a checkpoint's loader state says)."""
+
+    def __init__(self, sampler: EpochPermutation) -> None:
+        self.sampler = sampler
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.sampler.batches_started += 1
 
 
 def collate(examples: list[dict]) -> dict:
@@ -494,15 +557,14 @@ def _train_policy(
     module = PreferenceModule(
         policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref, adapters=adapters
     )
-    generator = torch.Generator().manual_seed(settings.seed)
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=True, collate_fn=collate, generator=generator)
+    loader = ResumableLoader(data, settings.batch_size, settings.seed)
     checkpoint = ModelCheckpoint(dirpath=job.scratch, save_last=True, every_n_train_steps=settings.checkpoint_every)
     last = job.scratch / "last.ckpt"
     trainer = L.Trainer(
         max_epochs=settings.epochs,
         accumulate_grad_batches=accumulate,
         logger=(ctx.make_loggers() if ctx.make_loggers else None) or False,  # created only when training runs
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[CountBatches(loader.sampler), checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
         **trainer_args,
