@@ -231,3 +231,17 @@ def test_pipeline_benchmark_runs_at_smoke_size(tmp_path):
     assert list(table["run"]) == ["cold", "warm", "multirun loss=dpo,sft"] and list(table["jobs"]) == [1, 1, 2]
     cold, warm = table.iloc[0], table.iloc[1]
     assert warm["model"] < cold["model"] and warm["wall_s"] < cold["wall_s"]  # the warm run hits the cache
+
+
+@pytest.mark.slow
+def test_fault_injection_script_runs_and_its_trials_hold(tmp_path):
+    """The suite's slice of benchmarks/fault_injection.py: two runs at once on one empty cache, and a damaged
+    artifact (zeroed policy weights) under a rerun; the probe tests it also counts run in this suite anyway."""
+    out = tmp_path / "faults.csv"
+    command = [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--skip-pytest",
+               "--only", "concurrent,corruptions", "--corruptions", "1", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = pd.read_csv(out).set_index("category")
+    assert table.loc["concurrent runs on one cache", "held"] == 1
+    assert table.loc["corrupted artifacts", "held"] == 1 and table["failed"].sum() == 0
