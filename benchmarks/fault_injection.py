@@ -127,26 +127,33 @@ def timeline(cache: Path, out: Path) -> list[tuple[str, float, float]]:
     return windows
 
 
+def stage_lines(log: str) -> list[str]:
+    """The stage names of the `stage <name>: ...` lines of a run's log, in order."""
+    return [line.split("] - stage ")[1].split(":")[0] for line in log.splitlines() if "] - stage " in line]
+
+
 def kill_trials(tally: Tally, work: Path, reference: list[dict], windows: list, kills: int, seed: int) -> None:
-    """kill -9 inside the build of each stage in turn (at a random point of the reference's window), rerun."""
+    """For each stage the reference built, in turn: start a run, wait until its log shows that stage's cache
+    miss, kill -9 it at a random point of the stage's reference duration, then rerun to the end."""
     rng = random.Random(seed)
     for i in range(kills):
         stage, begin, end = windows[i % len(windows)]
-        at = begin + rng.uniform(0.2, 0.8) * (end - begin)
         cache, run_dir = work / f"kill{i}" / "cache", work / f"kill{i}" / "run"
         run_dir.parent.mkdir(parents=True)
+        log_path = run_dir.parent / "run.log"
         proc = run_py(cache, run_dir, wait=False)
-        time.sleep(at)
+        misses = sum(1 for w in windows[: i % len(windows) + 1] if w[0] == stage)  # the n-th build of this stage
+        while proc.poll() is None and log_path.read_text().count(f"stage {stage}: cache miss") < misses:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.9) * (end - begin))
         killed = proc.poll() is None
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        log = (run_dir.parent / "run.log").read_text()
-        staged = [line for line in log.splitlines() if "stage " in line]
-        during = staged[-1].split("stage ")[1].split(":")[0] if staged else "start-up"
+        during = (stage_lines(log_path.read_text()) or ["start-up"])[-1]
         again = run_py(cache, work / f"kill{i}" / "rerun")
         ok = again.returncode == 0 and rows(work / f"kill{i}" / "rerun") == reference and not leftovers(cache)
-        what = f"kill -9 at {at:.1f} s aiming at {stage} (log: {during}{'' if killed else '; run had finished'}), rerun"
+        what = f"kill -9 while building {stage} (last log line: {during}{'' if killed else '; run had ended'}), rerun"
         tally.add("kills at random points", ok, what + ("" if ok else f": rc {again.returncode} {again.stderr[-300:]}"))
 
 
@@ -180,8 +187,8 @@ def corrupt(cache: Path, kind: str) -> Path:
     elif kind == "zeroed reference log-probs":
         path = next(cache.glob("ref_logps/*/ref_logps.json"))
         path.write_text(json.dumps({k: [0.0, 0.0] for k in json.loads(path.read_text())}))
-        for policy in cache.glob("policy/*"):  # only a training reads them: make the rerun train again
-            shutil.rmtree(policy)
+        for policy in cache.glob("policy/*/artifact.json"):  # only a training reads them: the rerun trains again
+            shutil.rmtree(policy.parent)
     elif kind == "evaluation samples cut at a line":
         path = sorted(cache.glob("eval/*/samples.jsonl"))[0]
         lines = path.read_text().splitlines(keepends=True)
