@@ -238,7 +238,7 @@ def override_trials(tally: Tally, work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=7, help="one per stage the reference builds, in turn")
+    parser.add_argument("--kills", type=int, default=0, help="0: one per stage build of the reference, in turn")
     parser.add_argument("--corruptions", type=int, default=len(CORRUPTIONS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-pytest", action="store_true", help="live runs only (the suite runs the probe tests)")
@@ -258,7 +258,7 @@ def main() -> int:
         print("stages built by the reference: " + ", ".join(f"{s} {a:.1f}-{b:.1f} s" for s, a, b in windows))
         live = set(args.only.split(","))
         if "kills" in live:
-            kill_trials(tally, work, reference, windows, args.kills, args.seed)
+            kill_trials(tally, work, reference, windows, args.kills or len(windows), args.seed)
         if "concurrent" in live:
             concurrent_trial(tally, work)
         if "corruptions" in live:
