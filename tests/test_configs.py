@@ -6,7 +6,7 @@ import json
 import pytest
 from helpers import CONF, compose_config
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
 from tsq.grading.jail import jail_problem
@@ -148,12 +148,16 @@ def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
         ("eval.budgets=[1,x]", r"eval.budgets\[1\] must be an integer, got 'x'"),
         ("pairs.max_pairs=null", "pairs.max_pairs must be an integer, got None"),
         ("tldr.steps=many", "tldr.steps must be an integer, got 'many'"),
+        ("eval.n_samples=0", "eval.n_samples must be > 0, got 0"),
+        ("eval.temperature=-1", "eval.temperature must be >= 0, got -1"),
+        ("sampling.top_p=2", r"sampling.top_p must be in \(0, 1\], got 2"),
+        ("data.split_sizes.test=0", "data.split_sizes.test must be > 0"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_its_key_before_anything_is_built(override, message, tmp_path):
     from tsq.pipeline import build_parts
 
     cfg = compose_config([override, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, InstantiationException), match=message):
         build_parts(cfg)
     assert not any(tmp_path.iterdir())  # nothing was built

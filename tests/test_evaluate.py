@@ -51,7 +51,7 @@ def test_summarize_by_level_and_overall_by_hand():
 
 
 def test_evaluator_validates_before_anything_runs():
-    with pytest.raises(ValueError, match="n \\(samples per prompt\\)"):
+    with pytest.raises(ValueError, match="eval.n_samples must be > 0, got 0"):
         Evaluator(n_samples=0)
     with pytest.raises(ValueError, match="eval.budgets"):
         Evaluator(budgets=[0, 10])

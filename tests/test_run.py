@@ -101,10 +101,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("eval.n_samples=0", "n (samples per prompt) must be > 0"),
-        ("eval.temperature=-1", "temperature must be >= 0"),
-        ("eval.split=nosuch", "unknown split 'nosuch'"),
-        ("data.split_sizes.test=0", "data.split_sizes.test must be > 0"),
+        ("eval.split=nosuch", "unknown split 'nosuch'"),  # (every other bad value: tests/test_configs.py, in process)
         ("data=nope", "Available options"),
         ("eval.n_samples=abc", "eval.n_samples must be an integer, got 'abc'"),
     ],

@@ -47,7 +47,9 @@ class Evaluator:
     max_problems: int | None = None
 
     def __post_init__(self) -> None:
-        self.params = SamplingParams(
+        self.params = SamplingParams.configured(
+            "eval",
+            {"n": "n_samples"},
             n=self.n_samples,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,

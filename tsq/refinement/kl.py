@@ -127,7 +127,9 @@ class StepRefiner(ModelRefiner):
                 raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
         if self.epsilon < 0:
             raise ValueError(f"refiner.epsilon must be >= 0, got {self.epsilon}")
-        self.params = SamplingParams(
+        self.params = SamplingParams.configured(
+            "refiner",
+            {"n": "k"},
             n=self.k,
             max_new_tokens=self.max_step_tokens,
             temperature=self.temperature,

@@ -32,14 +32,32 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n <= 0:
-            raise ValueError(f"n (samples per prompt) must be > 0, got {self.n}")
-        if self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+        for name, ok, rule in (
+            ("n", self.n > 0, "> 0"),
+            ("max_new_tokens", self.max_new_tokens > 0, "> 0"),
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+        ):
+            if not ok:
+                raise InvalidSetting(name, f"{name} must be {rule}, got {getattr(self, name)}")
+
+    @classmethod
+    def configured(cls, group: str, names: dict[str, str] | None = None, **values) -> SamplingParams:
+        """SamplingParams from the config group `group`, whose errors name the config key (`names` maps a
+        parameter to the group's own name for it, e.g. n -> n_samples)."""
+        try:
+            return cls(**values)
+        except InvalidSetting as err:
+            key = f"{group}.{(names or {}).get(err.name, err.name)}"
+            raise ValueError(f"{key}{str(err)[len(err.name) :]}") from None
+
+
+class InvalidSetting(ValueError):
+    """A bad value of the setting `name`."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class Sampler(Protocol):

@@ -150,8 +150,13 @@ class SamplingStage:
     STAGE = Stage("samples", 1)
 
     def __post_init__(self) -> None:
-        self.params = SamplingParams(
-            n=self.n, max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed
+        self.params = SamplingParams.configured(
+            "sampling",
+            n=self.n,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
         )
         if self.shard_size <= 0:
             raise ValueError(f"sampling.shard_size must be > 0, got {self.shard_size}")
