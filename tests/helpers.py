@@ -70,7 +70,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
 
 def run_context(world, store: ArtifactStore, sampler=None, trainer: dict | None = None) -> RunContext:
     """A RunContext whose sampler factory returns `sampler` (already loaded) for any model directory."""
-    choice = SamplerChoice(lambda model_path: sampler, {"test_sampler": type(sampler).__name__})
+    choice = SamplerChoice(lambda **_: sampler, {"test_sampler": type(sampler).__name__})
     return RunContext(world=world, store=store, sampler=choice, trainer=trainer or {"accelerator": "cpu", "devices": 1})
 
 

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from tsq.data.benchmarks import BenchmarkSource, SplitEntry, decode_test_cases
 from tsq.data.templates import PromptTemplate
+from tsq.models.base import ModelHandle
 
 FILES = Path(__file__).resolve().parents[1] / "tsq" / "data" / "files"
 PLAIN = PromptTemplate(name="plain", user="{question}\n\nReason step by step, and put the final answer in \\boxed{}.")
@@ -161,7 +162,7 @@ def test_bind_renders_prompts_and_changes_the_fingerprint(micro_model_dir, tmp_p
     )
     tok.save_pretrained(tmp_path)
     source = BenchmarkSource(name="g", splits={"test": [{"benchmark": "gsm8k", "limit": 2}]}, template=PLAIN)
-    bound = source.bind(tmp_path)
+    bound = source.bind(ModelHandle("chat", tmp_path, "chat"))
     raw, rendered = source.split("test")[0], bound.split("test")[0]
     assert rendered.prompt == f"[{raw.prompt}]>" and rendered.answer == raw.answer == "18"
     assert bound.fingerprint() != source.fingerprint()

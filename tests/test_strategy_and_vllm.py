@@ -42,3 +42,22 @@ def test_vllm_outputs_map_onto_finish_reasons():
     assert to_completion("a", [5], "length", None, eos).finish_reason == "length"
     with pytest.raises(ValueError, match="abort"):
         to_completion("", [], "abort", None, eos)
+
+
+def test_model_revision_and_remote_code_trust_reach_every_loader(tmp_path):
+    """model.revision and model.trust_remote_code travel with the handle: samplers get the revision, every
+    from_pretrained gets both (handle.load_kwargs), and a trained model keeps the trust but not the revision."""
+    from tsq.cache import ArtifactStore
+    from tsq.context import SamplerChoice
+    from tsq.models.base import PretrainedModel
+
+    handle = PretrainedModel(name="m", path="org/model", revision="abc123", trust_remote_code=True).materialize(
+        None, ArtifactStore(tmp_path)
+    )
+    assert handle.key == "org/model@abc123"
+    assert handle.load_kwargs() == {"revision": "abc123", "trust_remote_code": True}
+    calls = []
+    SamplerChoice(lambda **kwargs: calls.append(kwargs), {})(handle)
+    assert calls == [{"model_path": handle.path, "revision": "abc123"}]
+    trained = handle.derived("m+dpo", tmp_path / "policy", "k")
+    assert trained.load_kwargs() == {"revision": None, "trust_remote_code": True}

@@ -125,7 +125,7 @@ def construct(
                     step_tokens=int(sample["step_tokens"]),
                 )
             )
-        policy = ctx.sampler(model.path) if refiner.needs_policy else None
+        policy = ctx.sampler(model) if refiner.needs_policy else None
         results = refiner.refine_chosen(policy, traces, ctx.world.step_delimiter)
         with open(job.dir / "refined.jsonl", "w", encoding="utf-8") as fh:
             for (pid, row), trace, res in zip(todo, traces, results, strict=True):

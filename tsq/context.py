@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tsq.cache import ArtifactStore, result_settings
 from tsq.data.base import ProblemSource
+from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler
 
 
@@ -23,8 +24,9 @@ class SamplerChoice:
     factory: Callable[..., Sampler]
     settings: dict
 
-    def __call__(self, model_path: str | Path) -> Sampler:
-        return self.factory(model_path=model_path)
+    def __call__(self, model: ModelHandle) -> Sampler:
+        """A sampler over `model` (its revision passed on; remote code per the sampler's own setting)."""
+        return self.factory(model_path=model.path, revision=model.revision)
 
     def key_material(self) -> dict:
         return result_settings(self.settings)

@@ -168,7 +168,7 @@ def base_model(ctx: RunContext, parts: Parts) -> tuple[RunContext, ModelHandle]:
     prompts go through the model's chat template."""
     model = parts.model_source.materialize(ctx.world, ctx.store)
     if isinstance(ctx.world, ChatTemplated):
-        ctx = replace(ctx, world=ctx.world.bind(model.path))
+        ctx = replace(ctx, world=ctx.world.bind(model))
     return ctx, model
 
 

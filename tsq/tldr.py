@@ -312,15 +312,15 @@ def train_tldr(
     summary = json.loads((artifact.path / summary_file).read_text())
     if ctx.output_dir is not None:
         plot_weights(summary["history"], Path(ctx.output_dir) / "tldr_weights.png")
-    return ModelHandle(name=f"{model.name}+{settings.name}", path=artifact.path, key=artifact.key), summary
+    return model.derived(f"{model.name}+{settings.name}", artifact.path, artifact.key), summary
 
 
 def _train(
     settings: TLDRSettings, world, handle: ModelHandle, sources, bounds: Bounds, trainer_config: dict, out: Path
 ):
     L.seed_everything(settings.seed, verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(handle.path)
-    policy = AutoModelForCausalLM.from_pretrained(handle.path).train()
+    tokenizer = AutoTokenizer.from_pretrained(handle.path, **handle.load_kwargs())
+    policy = AutoModelForCausalLM.from_pretrained(handle.path, **handle.load_kwargs()).train()
     encoded = [encode_pairs(tokenizer, [d["prompt"] for d in s], [d["response"] for d in s]) for s in sources]
     alpha = list(settings.init)
     usable = [w > 0 for w in alpha]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -47,10 +46,11 @@ class ProblemSource(Protocol):
 # ---------------------------------------------------------------------------------- capabilities
 @runtime_checkable
 class ChatTemplated(Protocol):
-    """Prompts depend on the model's tokenizer (real benchmarks): `bind` returns the source with prompts
-    rendered through that model's chat template; the pipeline calls it once the base model exists."""
+    """Prompts depend on the model's tokenizer (real benchmarks): `bind(model)` (a `ModelHandle`) returns the
+    source with prompts rendered through that model's chat template; the pipeline calls it once the base
+    model exists."""
 
-    def bind(self, model_path: str | Path) -> ProblemSource: ...
+    def bind(self, model: Any) -> ProblemSource: ...
 
 
 @runtime_checkable

@@ -310,12 +310,14 @@ class BenchmarkSource:
         self._code = CodeGrader(**self.code_grader) if has_code else None
 
     # ------------------------------------------------------------------ prompts
-    def bind(self, model_path) -> BenchmarkSource:
-        """This source with prompts rendered through the chat template of the model at `model_path`."""
+    def bind(self, model) -> BenchmarkSource:
+        """This source with prompts rendered through the chat template of `model` (a ModelHandle)."""
         from transformers import AutoTokenizer
 
         bound = replace(self)  # re-runs __post_init__ (cheap: files are small) on a copy
-        bound.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
+        bound.tokenizer = AutoTokenizer.from_pretrained(
+            model.path, revision=model.revision, trust_remote_code=self.trust_remote_code
+        )
         return bound
 
     def prompt(self, item: BenchmarkItem) -> str:

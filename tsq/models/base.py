@@ -11,11 +11,23 @@ from tsq.cache import ArtifactStore
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """A model directory that `AutoModelForCausalLM` and `AutoTokenizer` load, and its cache key."""
+    """A model directory (or hub id) that `AutoModelForCausalLM` and `AutoTokenizer` load, its cache key,
+    and how to load it: the hub `revision` (None: a local directory or the default branch) and whether its
+    repository's code may run (`trust_remote_code`, off unless `model.trust_remote_code` turns it on)."""
 
     name: str
     path: Path
     key: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    def load_kwargs(self) -> dict:
+        """What every `from_pretrained` of this model passes besides the path."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+
+    def derived(self, name: str, path: Path, key: str) -> ModelHandle:
+        """A model trained from this one and saved locally (no revision; the same remote-code trust)."""
+        return ModelHandle(name, Path(path), key, None, self.trust_remote_code)
 
 
 class ModelSource(Protocol):
@@ -41,4 +53,4 @@ class PretrainedModel:
         return f"{self.path}@{self.revision or 'main'}"
 
     def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        return ModelHandle(name=self.name, path=Path(self.path), key=self.key(world))
+        return ModelHandle(self.name, Path(self.path), self.key(world), self.revision, self.trust_remote_code)

@@ -70,7 +70,7 @@ class GGUFModel:
             doing=f"converting {self.file}",
             description={"file": self.file},
         )
-        return ModelHandle(name=self.name, path=artifact.path, key=artifact.key)
+        return ModelHandle(self.name, artifact.path, artifact.key, trust_remote_code=self.trust_remote_code)
 
 
 def convert_gguf(file: Path, out_dir: Path, trust_remote_code: bool = False) -> None:

@@ -112,7 +112,7 @@ class TinyReasoningModel:
             doing="pretraining",
             description={"architecture": asdict(self.architecture)},
         )
-        return ModelHandle(name=self.name, path=artifact.path, key=artifact.key)
+        return ModelHandle(self.name, artifact.path, artifact.key, trust_remote_code=self.trust_remote_code)
 
     # -----------------------------------------------------------------------
     def corpus(self, world) -> tuple[list[str], list[str]]:

@@ -56,16 +56,16 @@ class HFSampler:
         dtype: str = "float32",
         trust_remote_code: bool = False,
         progress: bool = True,
+        revision: str | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"sampler.batch_size must be > 0, got {batch_size}")
         if dtype not in DTYPES:
             raise ValueError(f"sampler.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.batch_size, self.progress = batch_size, progress
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
-        )
+        load = {"revision": revision, "trust_remote_code": trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **load)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=DTYPES[dtype], **load)
         self._attach(model.to(resolve_device(device)).eval(), tokenizer)
 
     def _attach(self, model, tokenizer) -> None:

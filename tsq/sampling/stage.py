@@ -90,14 +90,14 @@ def sample_graded(
         for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True)):
             if shard.exists():
                 continue
-            sampler = sampler or ctx.sampler(model.path)
+            sampler = sampler or ctx.sampler(model)
             rows = grade_completions(
                 ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
             )
             atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
         diagnostics = {}
         if extra is not None:
-            diagnostics = extra(sampler or ctx.sampler(model.path))
+            diagnostics = extra(sampler or ctx.sampler(model))
         with open(job.dir / SAMPLES_FILE, "w", encoding="utf-8") as out:
             for shard in shards:
                 out.write(shard.read_text())

@@ -60,14 +60,18 @@ class VLLMSampler:
         seed: int = 0,
         trust_remote_code: bool = False,
         progress: bool = True,
+        revision: str | None = None,
     ) -> None:
         try:
             from vllm import LLM
         except ImportError:
             raise ImportError("sampler=vllm needs a GPU machine and `pip install 'tsq[vllm]'`") from None
         self.model_path, self.progress, self.trust_remote_code = str(model_path), progress, trust_remote_code
+        self.revision = revision
         self.llm = LLM(
             model=self.model_path,
+            revision=revision,
+            tokenizer_revision=revision,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             dtype=dtype,
@@ -88,7 +92,7 @@ class VLLMSampler:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
             self._hf_model = AutoModelForCausalLM.from_pretrained(
-                self.model_path, dtype=torch.bfloat16, trust_remote_code=self.trust_remote_code
+                self.model_path, dtype=torch.bfloat16, trust_remote_code=self.trust_remote_code, revision=self.revision
             ).to(device)
             self._hf_model.eval()
         return self._hf_model

@@ -242,8 +242,8 @@ def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settin
     pairs_path = pairs.path / PAIRS_FILE
 
     def build(job: Build) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(model.path)
-        policy = AutoModelForCausalLM.from_pretrained(model.path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
+        policy = AutoModelForCausalLM.from_pretrained(model.path, **model.load_kwargs()).eval()
         data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
         if not data:
             raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
@@ -504,7 +504,7 @@ def train_policy(
         description={"pairs": pairs.key, "model": model.key, "loss": loss.name},
         collective=world_size(ctx.trainer) > 1,  # every rank trains; rank 0 writes
     )
-    return ModelHandle(name=f"{model.name}+{loss.name}", path=artifact.path, key=artifact.key)
+    return model.derived(f"{model.name}+{loss.name}", artifact.path, artifact.key)
 
 
 def _train_policy(
@@ -520,7 +520,7 @@ def _train_policy(
     pairs_path = pairs.path / PAIRS_FILE
     trainer_config = ctx.trainer
     L.seed_everything(settings.seed, verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
     rows = read_pairs(pairs_path)
     data = tokenize_pairs(tokenizer, rows, settings.max_length, settings.overlength)
     processes = world_size(trainer_config)
@@ -539,7 +539,7 @@ def _train_policy(
         ref = {}
     for d in data:
         d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (0.0, 0.0))
-    policy = AutoModelForCausalLM.from_pretrained(model.path).train()  # from_pretrained returns eval mode
+    policy = AutoModelForCausalLM.from_pretrained(model.path, **model.load_kwargs()).train()  # (loads in eval mode)
     if settings.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         policy.config.use_cache = False
@@ -553,7 +553,7 @@ def _train_policy(
     trainer_args["strategy"] = build_strategy(trainer_args.get("strategy"), policy, settings.gradient_checkpointing)
     online_ref = None
     if loss.needs_reference and settings.reference == "online" and adapters is None:
-        online_ref = AutoModelForCausalLM.from_pretrained(model.path)
+        online_ref = AutoModelForCausalLM.from_pretrained(model.path, **model.load_kwargs())
     module = PreferenceModule(
         policy, loss, settings, total, tokenizer.pad_token_id, reference=online_ref, adapters=adapters
     )
