@@ -173,14 +173,21 @@ class CorruptArtifact(Exception):
     """A finished artifact whose files no longer match its manifest."""
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def manifest(folder: Path, hashes: bool = True) -> dict[str, dict]:
     """Size (and SHA-256) of every file below `folder`, by relative path (the artifact's own meta excluded)."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != META_FILE):
         entry: dict = {"size": path.stat().st_size}
         if hashes:
-            with open(path, "rb") as fh:
-                entry["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
+            entry["sha256"] = file_sha256(path)
         files[path.relative_to(folder).as_posix()] = entry
     return files
 
@@ -198,9 +205,7 @@ def check_manifest(folder: Path, recorded: dict[str, dict], hashes: bool) -> Non
         if size != recorded[name]["size"]:
             raise CorruptArtifact(f"{path}: {size} bytes, {recorded[name]['size']} when built")
         if hashes and "sha256" in recorded[name]:
-            with open(path, "rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            if digest != recorded[name]["sha256"]:
+            if file_sha256(path) != recorded[name]["sha256"]:
                 raise CorruptArtifact(f"{path}: content changed since it was built (SHA-256 differs)")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsq.cache import file_sha256
 from tsq.data.base import Problem
 from tsq.data.templates import PromptTemplate
 from tsq.grading.code import CodeGrader, parse_tests
@@ -259,7 +260,7 @@ class SplitEntry:
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 # ---------------------------------------------------------------------------------------------- source

@@ -7,13 +7,12 @@ tokenizer and chat template. Every stage then loads an ordinary HF directory fro
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsq.cache import ArtifactStore, Stage
+from tsq.cache import ArtifactStore, Stage, file_sha256
 from tsq.models.base import ModelHandle
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,7 @@ class GGUFModel:
 
     def key_material(self) -> dict:
         """The file's name and content hash (a re-released file with the same name is another model)."""
-        digest = hashlib.sha256()
-        with open(self.gguf_path(), "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-        return {"file": self.file, "sha256": digest.hexdigest()}
+        return {"file": self.file, "sha256": file_sha256(self.gguf_path())}
 
     def key(self, world=None) -> str:
         return STAGE.key(self.key_material())
