@@ -200,4 +200,4 @@ def test_bad_rows_are_named_by_file_and_row(tmp_path, content, message):
 def test_numeric_answers_are_written_as_text():
     from tsq.data.benchmarks import answer_text
 
-    assert [answer_text(v, "x") for v in (12, 12.0, 0.5, " 7 ", -3)] == ["12", "12", "0.5", "7", "-3"]
+    assert [answer_text(v) for v in (12, 12.0, 0.5, " 7 ", -3)] == ["12", "12", "0.5", "7", "-3"]

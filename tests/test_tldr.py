@@ -37,7 +37,7 @@ def test_update_rule_by_hand():
     c = 1e-4
     expected = [(1 - c) * e4 / (e4 + 1) + c / 2, (1 - c) / (e4 + 1) + c / 2]
     assert update_weights([0.5, 0.5], [1.0, 0.0], eta=4, smoothing=c) == pytest.approx(expected)
-    assert expected[0] == pytest.approx(0.982, abs=1e-3)  # experiments/papers.md §2.4's worked example: ~0.982
+    assert expected[0] == pytest.approx(0.982, abs=1e-3)  # experiments/paper_notes.md §2.4's worked example: ~0.982
     # from (0.9, 0.1) with benefits (0.25, 0.5): logits log .9 + 1, log .1 + 2
     a = [0.9 * math.e, 0.1 * math.e**2]
     a = [x / sum(a) for x in a]

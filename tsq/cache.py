@@ -12,6 +12,7 @@ build's `scratch` folder, which survives a killed run and is removed once the ar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -259,7 +260,8 @@ class ArtifactStore:
             check_manifest(folder, meta["files"], self.verify == "hash")
         except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
             aside = folder.with_name(f".{key}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.rename(folder, aside)
+            with contextlib.suppress(FileNotFoundError):  # another process moved it aside first
+                os.rename(folder, aside)
             log.warning("stage %s: artifact %s is corrupt (%s); moved to %s, rebuilding", stage, key, err, aside)
             return False
         return True
@@ -348,7 +350,7 @@ class ArtifactStore:
     @contextmanager
     def build(self, stage: str, key: str, description: Mapping[str, Any] | None = None) -> Iterator[Path]:
         """Yield an empty temp directory; on clean exit it becomes the artifact, else it is removed.
-        (The primitive under `cached`, for tests and tools that write an artifact directly.)"""
+        (For tests and tools that write an artifact directly; sealed and published as `cached` does.)"""
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=self._tmp_prefix(key), suffix=".tmp"))

@@ -113,23 +113,22 @@ def construct(
     todo = positives_with_negatives(selected)
 
     def refine(job: Build) -> None:
-        traces = []
-        for pid, row in todo:
-            sample = selected[pid][0].loc[row]
-            traces.append(
-                ChosenTrace(
-                    prompt=problems[pid].prompt,
-                    text=sample["text"],
-                    n_tokens=int(sample["n_tokens"]),
-                    n_steps=int(sample["n_steps"]),
-                    step_tokens=int(sample["step_tokens"]),
-                )
+        chosen = [(pid, selected[pid][0].loc[row]) for pid, row in todo]
+        traces = [
+            ChosenTrace(
+                prompt=problems[pid].prompt,
+                text=sample["text"],
+                n_tokens=int(sample["n_tokens"]),
+                n_steps=int(sample["n_steps"]),
+                step_tokens=int(sample["step_tokens"]),
             )
+            for pid, sample in chosen
+        ]
         policy = ctx.sampler(model) if refiner.needs_policy else None
         results = refiner.refine_chosen(policy, traces, ctx.world.step_delimiter)
         with open(job.dir / "refined.jsonl", "w", encoding="utf-8") as fh:
-            for (pid, row), trace, res in zip(todo, traces, results, strict=True):
-                record = {"problem_id": pid, "sample": int(selected[pid][0].loc[row, "sample"]), "original": trace.text}
+            for (pid, sample), trace, res in zip(chosen, traces, results, strict=True):
+                record = {"problem_id": pid, "sample": int(sample["sample"]), "original": trace.text}
                 record.update({k: v for k, v in asdict(res).items() if k != "token_ids"})
                 fh.write(json.dumps(record) + "\n")
 

@@ -116,19 +116,19 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def answer_text(value: object, where: str) -> str:
+def answer_text(value: object) -> str:
     """A gold answer as text. Accepted: a non-empty string (stripped) or a finite number (written as an
     integer when it is one, e.g. 12.0 -> "12", else with Python's shortest round-trip digits). Lists,
-    null, NaN, booleans and blank strings are errors naming `where`."""
+    null, NaN, booleans and blank strings are errors (the caller names the file and row)."""
     if isinstance(value, str):
         if not value.strip():
-            raise ValueError(f"{where}: the answer is blank")
+            raise ValueError("the answer is blank")
         return value.strip()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ValueError(f"{where}: the answer is {value!r}, not a finite number")
+            raise ValueError(f"the answer is {value!r}, not a finite number")
         return str(int(value)) if float(value).is_integer() else repr(float(value))
-    raise ValueError(f"{where}: the answer must be a string or a number, got {type(value).__name__} {value!r}")
+    raise ValueError(f"the answer must be a string or a number, got {type(value).__name__} {value!r}")
 
 
 def read_hub(hub: str, split: str, config: str | None) -> list[dict]:
@@ -234,10 +234,10 @@ class SplitEntry:
         try:
             if spec.kind == "code":
                 return self._code_item(spec, row, rid, question)
-            answer = answer_text(row[spec.answer], f"{where} row {n}")
+            answer = answer_text(row[spec.answer])
             answer = gsm8k_answer(answer) if self.benchmark == "gsm8k" else answer
         except (ValueError, KeyError, zlib.error, pickle.UnpicklingError) as e:
-            raise ValueError(f"{where} row {n}: {e}" if not str(e).startswith(where) else str(e)) from None
+            raise ValueError(f"{where} row {n}: {e}") from None
         level = int(row[spec.level]) if spec.level and str(row.get(spec.level, "")).isdigit() else 0
         return BenchmarkItem(rid, self.benchmark, "math", question, answer, level)
 
@@ -291,13 +291,11 @@ class BenchmarkSource:
         }
         seen: dict[str, str] = {}
         for name, items in self.items.items():
-            in_split: set[str] = set()
             for it in items:
-                if it.id in in_split:  # two entries of one split reading the same rows
-                    raise ValueError(f"data={self.name}: problem {it.id} is twice in split {name}")
-                in_split.add(it.id)
-                if seen.get(it.id, name) != name:
-                    raise ValueError(f"data={self.name}: problem {it.id} is in both split {seen[it.id]} and {name}")
+                if it.id in seen:  # in two splits, or twice in one (two entries reading the same rows)
+                    first = seen[it.id]
+                    where = f"twice in split {name}" if first == name else f"in both split {first} and {name}"
+                    raise ValueError(f"data={self.name}: problem {it.id} is {where}")
                 seen[it.id] = name
         # The content key of each entry's source, hashed once here rather than on every world_key call.
         self.sources = {

@@ -3,7 +3,7 @@
 The messages go through the tokenizer's own chat template (`apply_chat_template`), so one config works
 for R1-Distill (`<｜User｜>…<｜Assistant｜>`), Qwen2.5-Instruct and SmolLM2 (ChatML) alike. Placeholders are
 filled with `str.replace`, not `str.format`, so the `\\boxed{}` braces in an instruction stay literal
-(the TL;DR code's `{{}}` bug, experiments/papers.md §2.3).
+(the TL;DR code's `{{}}` bug, experiments/paper_notes.md §2.3).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ and its standard library, a private /work capped in size, rlimits on CPU, memory
 processes, the whole process tree killed when it ends), under `python -I` through `sandbox_runner.py`,
 whose audit hook stays as defence in depth. A program that crashes, is killed or times out fails its
 test; grading goes on. LiveCodeBench's own runner only guards the interpreter and says it is no security
-sandbox (experiments/papers.md §3.2); the jail is the boundary here. `sandbox=audit_hook` (the hook and
+sandbox (experiments/paper_notes.md §3.2); the jail is the boundary here. `sandbox=audit_hook` (the hook and
 rlimits alone) is an explicit, weaker choice for machines without bubblewrap.
 """
 
@@ -153,15 +153,14 @@ class CodeGrader:
                 binds = runner_binds(RUNNER, {"solution.py": work_dir / "solution.py"})
                 env = {**env, "HOME": WORK, "TMPDIR": WORK}
                 argv = jail_argv(self.bwrap, [interpreter()[0], "-I", RUNNER_INSIDE, *tail], binds, self.limits, env)
-                cwd = work
             else:
-                argv, cwd = [sys.executable, "-I", str(RUNNER), *tail], work
+                argv = [sys.executable, "-I", str(RUNNER), *tail]
                 env = {**env, "HOME": work, "TMPDIR": work}
             with open(work_dir / "stdin.txt", "rb") as fin, open(work_dir / "stdout.txt", "wb") as fout:
                 with open(work_dir / "stderr.txt", "wb") as ferr:
                     proc = subprocess.Popen(
                         argv,
-                        cwd=cwd,
+                        cwd=work,
                         env=env,
                         stdin=fin,
                         stdout=fout,

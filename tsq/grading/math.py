@@ -1,7 +1,7 @@
 """Math answers: the last `\\boxed{}` of the answer part, checked with math-verify against the gold answer.
 
 math-verify's timeouts use `signal.alarm`, which only works in a process's main thread, so batches are
-graded in a process pool (experiments/papers.md §3.1). Argument order follows its README:
+graded in a process pool (experiments/paper_notes.md §3.1). Argument order follows its README:
 `verify(gold, answer)`, gold first.
 """
 

@@ -135,7 +135,7 @@ def warn_if_cut(frame: pd.DataFrame, stage: str, max_new_tokens: int) -> float:
 class SamplingStage:
     """`sampling=`: N graded responses per problem of a split, the input of data construction.
 
-    CPU default N = 16 at T = 0.9; `sampling=paper` is the paper's N = 64 (experiments/papers.md §1.2).
+    CPU default N = 16 at T = 0.9; `sampling=paper` is the paper's N = 64 (experiments/paper_notes.md §1.2).
     """
 
     split: str = "train"

@@ -231,10 +231,8 @@ POLICY = Stage("policy", 3)  # 3: data order by (seed, epoch), resumable mid-epo
 
 
 def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
-    return {"max_length": settings.max_length, "overlength": settings.overlength}, {
-        "pairs": pairs_key,
-        "model": model.key,
-    }
+    own = {"max_length": settings.max_length, "overlength": settings.overlength}
+    return own, {"pairs": pairs_key, "model": model.key}
 
 
 def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settings: TrainSettings) -> Path:
@@ -266,8 +264,7 @@ def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settin
                     values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
         (job.dir / "ref_logps.json").write_text(json.dumps({str(k): v for k, v in values.items()}))
 
-    own = {"max_length": settings.max_length, "overlength": settings.overlength}
-    inputs = {"pairs": pairs.key, "model": model.key}
+    own, inputs = ref_logps_key_parts(model, pairs.key, settings)
     artifact = ctx.store.cached(
         REF_LOGPS, own, inputs, build, doing="scoring pairs under the base model", description=inputs
     )
@@ -476,7 +473,7 @@ def changed_tensors(base_dir: Path, state: dict[str, torch.Tensor]) -> tuple[int
 
 def policy_key_parts(
     ctx: RunContext, model: ModelHandle, pairs_key: str, loss: PreferenceLoss, settings: TrainSettings
-):
+) -> tuple[dict, dict]:
     own = {"loss": loss.key_material(), "train": settings.key_material(), "trainer": ctx.trainer_key_material()}
     return own, {"pairs": pairs_key, "model": model.key}
 
