@@ -68,9 +68,16 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
         return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+class SharedSamplerChoice(SamplerChoice):
+    """A sampler choice over one sampler that tests share: releasing it forgets it without closing it."""
+
+    def release(self) -> None:
+        self._live.clear()
+
+
 def run_context(world, store: ArtifactStore, sampler=None, trainer: dict | None = None) -> RunContext:
     """A RunContext whose sampler factory returns `sampler` (already loaded) for any model directory."""
-    choice = SamplerChoice(lambda **_: sampler, {"test_sampler": type(sampler).__name__})
+    choice = SharedSamplerChoice(lambda **_: sampler, {"test_sampler": type(sampler).__name__})
     return RunContext(world=world, store=store, sampler=choice, trainer=trainer or {"accelerator": "cpu", "devices": 1})
 
 

@@ -19,14 +19,32 @@ from tsq.sampling.base import Sampler
 @dataclass(frozen=True)
 class SamplerChoice:
     """The `sampler=` choice: builds a sampler for a model directory; its settings enter the keys of
-    every stage that samples (minus progress bars, see `tsq.cache.NON_RESULT_SETTINGS`)."""
+    every stage that samples (minus progress bars, see `tsq.cache.NON_RESULT_SETTINGS`).
+
+    One sampler is alive at a time and serves every stage that samples the same model (a vLLM engine
+    takes a minute to start and holds most of a GPU's memory): asking for another model closes it first,
+    and `release` closes it before training needs the memory.
+    """
 
     factory: Callable[..., Sampler]
     settings: dict
+    _live: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, model: ModelHandle) -> Sampler:
-        """A sampler over `model` (its revision passed on; remote code per the sampler's own setting)."""
-        return self.factory(model_path=model.path, revision=model.revision)
+        """The sampler over `model` (its revision passed on; remote code per the sampler's own setting)."""
+        if self._live and self._live["model"] == (model.key, model.path):
+            return self._live["sampler"]
+        self.release()
+        sampler = self.factory(model_path=model.path, revision=model.revision)
+        self._live.update(model=(model.key, model.path), sampler=sampler)
+        return sampler
+
+    def release(self) -> None:
+        """Close the live sampler, if any."""
+        sampler = self._live.pop("sampler", None)
+        self._live.clear()
+        if sampler is not None:
+            sampler.close()
 
     def key_material(self) -> dict:
         return result_settings(self.settings)

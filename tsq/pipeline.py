@@ -195,16 +195,19 @@ def run_stages(cfg: DictConfig) -> dict:
                 raise RuntimeError(
                     f"construction produced no preference pairs ({built.pairs_path}); nothing to train on"
                 )
+            ctx.sampler.release()  # the base model's sampler (a vLLM engine) would hold the training's memory
             policy = train_policy(ctx, model, built.pairs, parts.loss, parts.train)
             # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
             out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
     if "tldr" in cfg.stages:
         with stage("train"):
+            ctx.sampler.release()
             policy, out.report["tldr"] = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
             print_tldr(out.report["tldr"])
     if policy is not None:
         with stage("trained_eval"):
             evaluate(ctx, parts.evaluator, policy, "trained", out)
+    ctx.sampler.release()
     out.report["run"] = run_description(cfg)
     path = write_metrics(ctx.output_dir, out.rows, out.curves, out.report)
     log_payload(wandb_run, {"rows": out.rows, "curves": out.curves, **out.report})

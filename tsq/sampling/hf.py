@@ -85,6 +85,9 @@ class HFSampler:
         sampler._attach(model, tokenizer)
         return sampler
 
+    def close(self) -> None:
+        self.model = None
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
