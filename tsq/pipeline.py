@@ -46,6 +46,7 @@ from tsq.training.preference import (
     policy_key_parts,
     ref_logps_key_parts,
     train_policy,
+    world_size,
 )
 from tsq.validate import check_group
 
@@ -123,6 +124,17 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         raise ValueError("stages: train needs construct before it (its pairs)")
     if "train" in cfg.stages and "tldr" in cfg.stages:
         raise ValueError("stages: train and tldr both train a policy; choose one")
+    processes = world_size(OmegaConf.to_container(cfg.trainer, resolve=True))
+    if "tldr" in cfg.stages and processes > 1:
+        raise ValueError(
+            f"stages: tldr trains in one process (its dev re-weighting samples the policy in memory), but trainer= "
+            f"plans {processes} processes; use trainer=default"
+        )
+    if processes > 1 and multirun_without_cluster():
+        raise ValueError(
+            f"trainer= plans {processes} processes inside a -m sweep: Lightning's launcher would start the whole "
+            "sweep again for each rank; sweep with launcher=slurm, or run each job on its own"
+        )
     for group in (
         "data",
         "model",
@@ -172,10 +184,35 @@ def base_model(ctx: RunContext, parts: Parts) -> tuple[RunContext, ModelHandle]:
     return ctx, model
 
 
+def process_rank() -> int:
+    """This process's global rank: 0 unless a launcher started it for a data-parallel training (Lightning's
+    launcher re-runs `run.py` for ranks 1..N-1 when rank 0's training starts; SLURM and torchrun start all)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0)
+
+
+def multirun_without_cluster() -> bool:
+    """A Hydra multirun in which Lightning itself would launch the extra training processes (no SLURM task,
+    no torchrun environment)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return not ({"SLURM_NTASKS", "WORLD_SIZE"} & set(os.environ))
+
+
 def run_stages(cfg: DictConfig) -> dict:
     quiet_libraries()
     ctx, parts = build_parts(cfg)
-    wandb_run = start_wandb(cfg)  # before training, so Lightning's WandbLogger joins this run
+    rank = process_rank()
+    # Ranks other than 0 only take part in the training: every artifact before it is a cache hit (rank 0
+    # built it before training started, and a rank that finds one missing waits on its build lock), and
+    # rank 0 alone saves, evaluates, writes metrics and logs to W&B.
+    wandb_run = start_wandb(cfg) if rank == 0 else None  # before training, so Lightning's WandbLogger joins
     out = Outcome()
     stage = StageClock(out.report["timings"])
     with stage("model"):
@@ -197,8 +234,11 @@ def run_stages(cfg: DictConfig) -> dict:
                 )
             ctx.sampler.release()  # the base model's sampler (a vLLM engine) would hold the training's memory
             policy = train_policy(ctx, model, built.pairs, parts.loss, parts.train)
-            # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
-            out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
+        if rank != 0:
+            log.info("rank %d: training done; rank 0 saves and evaluates the policy", rank)
+            return {"rank": rank}
+        # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
+        out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
     if "tldr" in cfg.stages:
         with stage("train"):
             ctx.sampler.release()

@@ -302,8 +302,10 @@ class PreferenceModule(L.LightningModule):
             )
         n = len(batch["prompt"])
         # TRL's metric names, so dashboards compare side by side
-        self.log_dict({k: v for k, v in metrics.items() if k != "loss"}, batch_size=n)
-        self.log("loss", metrics["loss"], batch_size=n, prog_bar=True)
+        # averaged over data-parallel processes: the logged curve is the global batch's, as with one process
+        sync = self.trainer.world_size > 1
+        self.log_dict({k: v for k, v in metrics.items() if k != "loss"}, batch_size=n, sync_dist=sync)
+        self.log("loss", metrics["loss"], batch_size=n, prog_bar=True, sync_dist=sync)
         return loss
 
     def compute(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -376,8 +378,12 @@ class PreferenceModule(L.LightningModule):
 class EpochPermutation(torch.utils.data.Sampler[int]):
     """A fresh permutation every epoch, seeded by (seed, epoch) alone, that a resumed run can enter part-way.
 
-    Lightning calls `set_epoch` at each epoch start; `batches_started` counts this epoch's batches (a
-    callback raises it), and `resume_at` makes the next pass skip those already trained on.
+    Under data parallelism each process reads every `world`-th pair of the permutation from its rank on
+    (padded with its first pairs to a multiple of `world`, as torch's `DistributedSampler` does), so the
+    pairs of one global batch are the pairs of the one-process batch of the same global size, and the
+    loss curve is the one-process curve. Lightning calls `set_epoch` at each epoch start;
+    `batches_started` counts this epoch's batches (a callback raises it), and `resume_at` makes the next
+    pass skip those already trained on.
     """
 
     def __init__(self, size: int, seed: int, batch_size: int) -> None:
@@ -390,15 +396,24 @@ class EpochPermutation(torch.utils.data.Sampler[int]):
     def resume_at(self, epoch: int, batches: int) -> None:
         self.epoch, self.batches_started, self._skip = epoch, batches, batches * self.batch_size
 
+    @staticmethod
+    def rank_and_world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self.rank_and_world()[1])
 
     def __iter__(self):
+        rank, world = self.rank_and_world()
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: len(self) * world - self.size]
+        mine = order[rank::world]
         skip, self._skip = self._skip, 0
         if not skip:
             self.batches_started = 0
-        return iter(order[skip:])
+        return iter(mine[skip:])
 
 
 class ResumableLoader(DataLoader):
@@ -564,6 +579,7 @@ def _train_policy(
         callbacks=[CountBatches(loader.sampler), checkpoint, *(callbacks or [])],
         enable_model_summary=False,
         log_every_n_steps=1,
+        use_distributed_sampler=False,  # EpochPermutation splits the pairs over the processes itself
         **trainer_args,
     )
     if trainer.world_size != processes:

@@ -1,0 +1,101 @@
+"""Several processes for real: DDP training on CPU (2 processes over gloo) against one process with the
+same global batch, and `python run.py trainer=ddp_cpu` end to end. (Two runs sharing one empty cache:
+tests/test_run.py's fault-injection slice.)"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "WANDB_MODE": "offline"}
+PAIR_ROWS = [
+    ("3 +4 = ?", "<think> 3 +4 = 7 ; </think> 7", "<think> ok so 3 +4 = 8 ; check 3 +4 = 8 ; </think> 8"),
+    ("1 -5 = ?", "<think> 1 -5 = 6 ; </think> 6", "<think> well 1 -5 = 2 ; again 2 ; hmm 2 ; </think> 2"),
+    ("9 +9 = ?", "<think> 9 +9 = 8 ; </think> 8", "<think> now 9 +9 = 7 ; check 9 +9 = 7 ; </think> 7"),
+    ("2 +2 = ?", "<think> 2 +2 = 4 ; </think> 4", "<think> so 2 +2 = 5 ; again 5 ; </think> 5"),
+]
+
+
+def train(tmp_path: Path, name: str, model: Path, pairs: Path, devices: int, batch_size: int) -> dict:
+    """Train through tests/ddp_train.py in its own processes; rank 0's loss curve and policy path."""
+    job = {
+        "cache": str(tmp_path / f"cache-{name}"),
+        "model": str(model),
+        "pairs": str(pairs),
+        "out": str(tmp_path / f"{name}.json"),
+        "trainer": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto",
+                    "enable_progress_bar": False},
+        "train": {"epochs": 2, "batch_size": batch_size, "lr": 1e-3, "seed": 3},
+    }  # fmt: skip
+    (tmp_path / f"{name}-job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_train.py"), str(tmp_path / f"{name}-job.json")],
+                          env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_two_process_ddp_gives_the_one_process_loss_curve_and_weights(micro_model_dir, tmp_path):
+    """32 pairs, global batch 8: 2 processes x 4 pairs against 1 process x 8 pairs, 8 optimizer steps."""
+    import torch
+    from safetensors.torch import load_file
+
+    rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIR_ROWS] * 8
+    pairs = tmp_path / "pairs" / "pairs.jsonl"
+    pairs.parent.mkdir()
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one = train(tmp_path, "one", micro_model_dir, pairs, devices=1, batch_size=8)
+    ddp = train(tmp_path, "ddp", micro_model_dir, pairs, devices=2, batch_size=4)
+    assert len(one["losses"]) == len(ddp["losses"]) == 8
+    assert one["losses"][0] != one["losses"][-1]  # training moved the loss
+    assert ddp["losses"] == pytest.approx(one["losses"], rel=1e-4, abs=1e-5)
+    a = load_file(Path(one["policy"]) / "model.safetensors")
+    b = load_file(Path(ddp["policy"]) / "model.safetensors")
+    base = load_file(micro_model_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-4), name
+    assert any(not torch.equal(a[n], base[n]) for n in a)  # the compared weights are trained ones
+    summary = json.loads((Path(ddp["policy"]) / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 8
+
+
+def run_py(args: list[str], cache: Path, logs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={logs}",
+                           "trainer.enable_progress_bar=false"],
+                          env={**ENV, "TSQ_CACHE_DIR": str(cache)}, capture_output=True, text=True,
+                          timeout=900, cwd=ROOT)  # fmt: skip
+
+
+def built_stages(text: str) -> list[str]:
+    return re.findall(r"stage (\w+): built ", text)
+
+
+def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_path):
+    cache, logs = tmp_path / "cache", tmp_path / "logs"
+    done = run_py(["debug=smoke", "trainer=ddp_cpu", "train.batch_size=4"], cache, logs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = next(logs.rglob("run.log")).read_text()
+    rank1 = next(logs.rglob("train_ddp_process_1.log")).read_text()
+    assert sorted(built_stages(rank0)) == sorted(
+        ["base_model", "eval", "samples", "refined", "pairs", "ref_logps", "policy", "eval"]
+    )
+    assert built_stages(rank1) == []  # rank 1 found every artifact built and wrote none
+    assert "stage policy: cache miss" in rank1 and "rank 1: training done" in rank1
+    assert "trained_eval" not in rank1
+    metrics = json.loads(next(logs.rglob("metrics.json")).read_text())
+    assert metrics["training"]["processes"] == 2
+    assert {r["stage"] for r in metrics["rows"]} == {"base", "trained"}
+
+
+def test_a_ddp_trainer_is_refused_for_tldr_and_inside_a_local_sweep():
+    from tsq.pipeline import build_parts
+
+    cfg = compose_config(["debug=smoke", "trainer=ddp_cpu", "stages=[base_eval,tldr]"])
+    with pytest.raises(ValueError, match="tldr trains in one process"):
+        build_parts(cfg)
