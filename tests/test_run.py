@@ -150,10 +150,16 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     assert "trained/synthetic/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
 
 
+@pytest.fixture(scope="module")
+def experiments_cache(tmp_path_factory) -> Path:
+    """One cache for every experiment's smoke run: the smoke base model is built once, as in a user's cache."""
+    return tmp_path_factory.mktemp("experiments_cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
-def test_every_experiment_runs_at_smoke_size(tmp_path, experiment):
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
+def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_cache):
+    env = {**os.environ, "TSQ_CACHE_DIR": str(experiments_cache)}
     result = subprocess.run(
         [
             sys.executable,

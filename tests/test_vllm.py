@@ -152,3 +152,61 @@ def test_seeded_sampling_of_long_batches_does_not_crash_the_cpu_engine(tiny, tin
     assert sum(map(len, vllm.tokenizer(prompts)["input_ids"])) > 2 * 4096
     params = SamplingParams(n=4, max_new_tokens=4, temperature=0.9, seed=5)
     assert vllm.generate(prompts, params) == vllm.generate(prompts, params)
+
+
+def test_prompt_rewrite_writes_the_same_steps_through_either_backend(smol_samplers):
+    """refiner=prompt_rewrite decodes greedily: the rewrites, and so the refined traces, are the same."""
+    from tsq.refinement.rewrite import PromptRewriter
+
+    hf, vllm = smol_samplers
+    prompt = chat(hf.tokenizer, "What is (2 + 3) * 2?")
+    trace = "First, 2 + 3 = 5.\n\nThen 5 * 2 = 10.\n\n\nSo the answer is \\boxed{10}."
+    refiner = PromptRewriter(max_step_tokens=24)
+    (a,), (b,) = refiner.refine(hf, [prompt], [trace], "\n\n"), refiner.refine(vllm, [prompt], [trace], "\n\n")
+    assert a == b
+    assert a.n_tokens <= len(hf.tokenizer(trace, add_special_tokens=False)["input_ids"])
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_path):
+    """`debug=real_smoke sampler=vllm`: every generating stage through one vLLM engine per model (base
+    evaluation, training samples, KL refinement's step candidates; the trained model's evaluation after
+    training) on the real BPE vocabulary, chat template and math grading."""
+    import json
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    easy = tmp_path / "easy.jsonl"  # GSM8K-format rows a 135M model can sometimes solve, so pairs exist
+    questions = [("Tom has 2 apples and gets 3 more. How many apples does Tom have?", 5), ("What is 4 + 4?", 8),
+                 ("Anna had 10 pens and gave away 3. How many pens does she have left?", 7),
+                 ("Sam has 6 cookies and eats 2. How many cookies are left?", 4), ("What is 3 + 6?", 9),
+                 ("A box has 5 red balls and 5 blue balls. How many balls are in the box?", 10),
+                 ("Lily has 9 stickers and gives 4 to her friend. How many stickers does Lily have now?", 5),
+                 ("What is 7 - 2?", 5)]  # fmt: skip
+    easy.write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n" for q, a in questions))
+    env = {**os.environ, "TSQ_CACHE_DIR": str(smollm2_cache), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run(
+        [sys.executable, str(root / "run.py"), "debug=real_smoke", "sampler=vllm", "sampler.max_model_len=512",
+         "sampler.cpu_kv_cache_gb=1", f"hydra.run.dir={tmp_path / 'run'}",
+         f"data.splits.train=[{{benchmark: gsm8k, path: {easy}}}]"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert payload["run"]["choices"]["sampler"] == "vllm"
+    stages = {(r["stage"], r["benchmark"], r["level"]) for r in payload["rows"]}
+    assert {("base", "gsm8k", "all"), ("trained", "gsm8k", "all")} <= stages
+    assert all(r["n_problems"] == 2 and r["n_samples"] == 4 for r in payload["rows"])
+    construction = payload["construction"]
+    assert construction["problems"] == 8 and construction["pairs"] > 0
+    pairs = [json.loads(line) for line in Path(construction["pairs_path"]).read_text().splitlines()]
+    assert all(
+        p["prompt"].startswith("<|im_start|>system") and p["prompt"].endswith("<|im_start|>assistant\n") for p in pairs
+    )
+    log = (tmp_path / "run" / "run.log").read_text()
+    built = re.findall(r"stage (\w+): built ", log)
+    assert sorted(built) == sorted(["eval", "samples", "refined", "pairs", "ref_logps", "policy", "eval"])
+    assert construction["refine_candidates"] > 0  # KL refinement's step candidates came from the engine

@@ -241,7 +241,6 @@ def run_stages(cfg: DictConfig) -> dict:
         out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
     if "tldr" in cfg.stages:
         with stage("train"):
-            ctx.sampler.release()
             policy, out.report["tldr"] = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
             print_tldr(out.report["tldr"])
     if policy is not None:

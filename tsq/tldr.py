@@ -274,12 +274,6 @@ def train_tldr(
     short = short_model(settings, model_source, world, ctx.store)
     prompts = {p.id: p.prompt for p in world.split(sampling.split)}
     short_sampling = replace(sampling, n=settings.system1_samples)
-    short_frame, short_key = short_sampling.run(ctx, short)
-    long_frame, long_key = sampling.run(ctx, model)
-    sources = [
-        system1_data(short_frame, prompts, settings.easy_levels),
-        system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
-    ]
     bound_eval = Evaluator(
         split="dev",
         n_samples=settings.bound_samples,
@@ -288,8 +282,17 @@ def train_tldr(
         max_new_tokens=settings.max_new_tokens,
         shortcut_probe=False,
     )
-    t_short, acc_short = dev_stats(bound_eval.samples(ctx, short)[0])
+    # all sampling of one model before the other's, the base model's first (its sampler, a vLLM engine, is
+    # still live from the base evaluation)
+    long_frame, long_key = sampling.run(ctx, model)
     t_long, acc_long = dev_stats(bound_eval.samples(ctx, model)[0])
+    short_frame, short_key = short_sampling.run(ctx, short)
+    t_short, acc_short = dev_stats(bound_eval.samples(ctx, short)[0])
+    ctx.sampler.release()  # training needs the memory; dev evaluation samples the policy in memory (HF)
+    sources = [
+        system1_data(short_frame, prompts, settings.easy_levels),
+        system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
+    ]
     bounds = Bounds(t_short, acc_short, t_long, acc_long)
     own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
     inputs = {
