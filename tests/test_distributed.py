@@ -93,9 +93,15 @@ def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_p
     assert {r["stage"] for r in metrics["rows"]} == {"base", "trained"}
 
 
-def test_a_ddp_trainer_is_refused_for_tldr_and_inside_a_local_sweep():
+def test_a_ddp_trainer_is_refused_for_tldr_and_inside_a_local_sweep(tmp_path):
     from tsq.pipeline import build_parts
 
     cfg = compose_config(["debug=smoke", "trainer=ddp_cpu", "stages=[base_eval,tldr]"])
     with pytest.raises(ValueError, match="tldr trains in one process"):
         build_parts(cfg)
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "debug=smoke", "trainer=ddp_cpu",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                          env={**ENV, "TSQ_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)  # fmt: skip
+    assert done.returncode != 0 and "inside a -m sweep" in done.stderr
+    assert not (tmp_path / "cache" / "base_model").exists()  # refused before any compute

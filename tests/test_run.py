@@ -224,6 +224,19 @@ def test_sampling_benchmark_runs_at_smoke_size(tmp_path):
     assert [r.split(",")[0] for r in table[1:]] == ["bare generate", "tsq HFSampler"]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vLLM (README)")
+def test_backend_benchmark_runs_at_smoke_size(tmp_path):
+    result = run_benchmark(tmp_path, "bench_sampling.py", "+bench.compare=backends", "+bench.models=tiny",
+                           "+bench.reps=2", "+bench.problems=4", "+bench.tiny_tokens=16")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "bench" / "bench_backends.csv")
+    assert runs["backend"].tolist() == ["hf", "vllm", "hf", "vllm"]  # interleaved
+    assert (runs["completions"] == 4 * 16).all() and (runs["refine_s"] > 0).all()
+    summary = pd.read_csv(tmp_path / "bench" / "bench_backends_summary.csv").set_index("key")
+    vllm_rates = runs[runs.backend == "vllm"]["tokens_per_s"]
+    assert summary.loc["tiny vllm", "tokens_per_s_median"] == pytest.approx(vllm_rates.median())
+
+
 @pytest.mark.slow
 def test_pipeline_benchmark_runs_at_smoke_size(tmp_path):
     env = {**os.environ, "TSQ_BENCH_OUT": str(tmp_path)}
