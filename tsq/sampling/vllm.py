@@ -13,8 +13,8 @@ Three CPU-specific choices (only where no GPU is present):
   use offset"), so a seeded batch with long prompts crashed the engine; without chunking no prefill is
   partial. (vLLM warns that the model "does not officially support disabling chunked prefill"; for
   decoder-only transformers this only changes scheduling.)
-- the engine runs eagerly unless `enforce_eager: false`: compiling took 168 s against 40 s on 2 cores
-  for a 15% faster decode, which does not pay off at the sizes run on CPUs.
+- the engine runs eagerly unless `enforce_eager: false`: compiling cost minutes of start-up on 2 cores
+  for about 15% faster decoding (measured once, for SmolLM2), which does not pay off at CPU sizes.
 """
 
 from __future__ import annotations
