@@ -54,3 +54,32 @@ def test_warmup_cosine_by_hand():
     assert warmup_cosine(9, warmup=10, total=110) == pytest.approx(1.0)
     assert warmup_cosine(60, warmup=10, total=110) == pytest.approx(0.5)
     assert warmup_cosine(110, warmup=10, total=110) == pytest.approx(0.0)
+
+
+def test_pretraining_logs_its_progress_and_spans_whole_epochs(tmp_path, caplog, monkeypatch):
+    """Where no progress bar is drawn (a log file), pretraining still reports step, loss and time left at every
+    tenth of the run; and the Trainer is told how many epochs the steps span (no "Epoch 0/-2")."""
+    import logging
+
+    import lightning as L
+    from helpers import compose_config
+    from hydra.utils import instantiate
+
+    from tsq.cache import ArtifactStore
+
+    cfg = compose_config(["debug=smoke", "model.pretrain.steps=30"])
+    fits = []
+    original = L.Trainer.fit
+
+    def recording_fit(trainer, *args, **kwargs):  # the real fit, with the Trainer's settings recorded
+        fits.append((trainer.max_epochs, trainer.max_steps))
+        return original(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    with caplog.at_level(logging.INFO, logger="tsq.training.lm"):
+        instantiate(cfg.model).materialize(instantiate(cfg.data), ArtifactStore(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretraining: step")]
+    assert [line.split(" (")[0] for line in lines] == [f"pretraining: step {s}/30" for s in range(3, 31, 3)]
+    assert "about 0 s left" in lines[-1] and "loss " in lines[0] and "loss n/a" not in lines[0]
+    ((epochs, steps),) = fits
+    assert steps == 30 and epochs >= 1  # -1 (unset) is what the bar printed as "Epoch 0/-2"

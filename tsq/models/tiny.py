@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 from tsq.cache import ArtifactStore, Stage, world_key
 from tsq.data.base import Teacher
 from tsq.models.base import ModelHandle
-from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, collate_pairs, encode_pairs
+from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, StepLog, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ class TinyReasoningModel:
         )
         trainer = L.Trainer(
             max_steps=self.pretrain.steps,
+            # the epochs those steps span (left unset, the progress bar reads "Epoch 0/-2")
+            max_epochs=math.ceil(self.pretrain.steps / len(loader)),
+            callbacks=[StepLog("pretraining", self.pretrain.steps)],
             accelerator=self.accelerator,
             devices=1,
             logger=False,
