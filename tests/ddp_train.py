@@ -8,6 +8,7 @@ writes the per-step loss (averaged over the processes, as logged) and the policy
 
 import json
 import sys
+from pathlib import Path
 
 import lightning as L
 from helpers import pairs_artifact, run_context
@@ -32,7 +33,7 @@ def main(settings_file: str) -> None:
     policy = train_policy(
         run_context(None, ArtifactStore(job["cache"]), trainer=job["trainer"]),
         ModelHandle(name="micro", path=job["model"], key="micro"),
-        pairs_artifact(__import__("pathlib").Path(job["pairs"])),
+        pairs_artifact(Path(job["pairs"])),
         PreferenceLoss(**job.get("loss", {})),
         TrainSettings(**job["train"]),
         callbacks=[curve],

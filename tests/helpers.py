@@ -85,3 +85,29 @@ def pairs_artifact(path: Path, key: str = "p") -> Artifact:
     """A pairs file (named pairs.jsonl) as the pairs artifact the training stage takes."""
     assert path.name == "pairs.jsonl", path
     return Artifact("pairs", key, path.parent, built=False)
+
+
+# Preference pairs in the synthetic world's words (the micro models' tokenizers know them): a short correct
+# chosen trace against a longer, wrong rejected one.
+PAIRS = [
+    {
+        "prompt": "3 +4 = ?",
+        "chosen": "<think> 3 +4 = 7 ; </think> 7",
+        "rejected": "<think> ok so 3 +4 = 8 ; check 3 +4 = 8 ; </think> 8",
+    },
+    {
+        "prompt": "1 -5 = ?",
+        "chosen": "<think> 1 -5 = 6 ; </think> 6",
+        "rejected": "<think> well 1 -5 = 2 ; again 2 ; hmm 2 ; </think> 2",
+    },
+    {
+        "prompt": "9 +9 = ?",
+        "chosen": "<think> 9 +9 = 8 ; </think> 8",
+        "rejected": "<think> now 9 +9 = 7 ; check 9 +9 = 7 ; </think> 7",
+    },
+    {
+        "prompt": "2 +2 = ?",
+        "chosen": "<think> 2 +2 = 4 ; </think> 4",
+        "rejected": "<think> so 2 +2 = 5 ; again 5 ; </think> 5",
+    },
+]

@@ -10,16 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_config
+from helpers import PAIRS, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "WANDB_MODE": "offline"}
-PAIR_ROWS = [
-    ("3 +4 = ?", "<think> 3 +4 = 7 ; </think> 7", "<think> ok so 3 +4 = 8 ; check 3 +4 = 8 ; </think> 8"),
-    ("1 -5 = ?", "<think> 1 -5 = 6 ; </think> 6", "<think> well 1 -5 = 2 ; again 2 ; hmm 2 ; </think> 2"),
-    ("9 +9 = ?", "<think> 9 +9 = 8 ; </think> 8", "<think> now 9 +9 = 7 ; check 9 +9 = 7 ; </think> 7"),
-    ("2 +2 = ?", "<think> 2 +2 = 4 ; </think> 4", "<think> so 2 +2 = 5 ; again 5 ; </think> 5"),
-]
 
 
 def train(tmp_path: Path, name: str, model: Path, pairs: Path, devices: int, batch_size: int) -> dict:
@@ -45,7 +39,7 @@ def test_two_process_ddp_gives_the_one_process_loss_curve_and_weights(micro_mode
     import torch
     from safetensors.torch import load_file
 
-    rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIR_ROWS] * 8
+    rows = PAIRS * 8
     pairs = tmp_path / "pairs" / "pairs.jsonl"
     pairs.parent.mkdir()
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -3,7 +3,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from helpers import pairs_artifact, run_context
+from helpers import PAIRS, pairs_artifact, run_context
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -20,29 +20,6 @@ from tsq.training.preference import (
     tokenize_pairs,
     train_policy,
 )
-
-PAIRS = [
-    {
-        "prompt": "3 +4 = ?",
-        "chosen": "<think> 3 +4 = 7 ; </think> 7",
-        "rejected": "<think> ok so 3 +4 = 8 ; check 3 +4 = 8 ; </think> 8",
-    },
-    {
-        "prompt": "1 -5 = ?",
-        "chosen": "<think> 1 -5 = 6 ; </think> 6",
-        "rejected": "<think> well 1 -5 = 2 ; again 2 ; hmm 2 ; </think> 2",
-    },
-    {
-        "prompt": "9 +9 = ?",
-        "chosen": "<think> 9 +9 = 8 ; </think> 8",
-        "rejected": "<think> now 9 +9 = 7 ; check 9 +9 = 7 ; </think> 7",
-    },
-    {
-        "prompt": "2 +2 = ?",
-        "chosen": "<think> 2 +2 = 4 ; </think> 4",
-        "rejected": "<think> so 2 +2 = 5 ; again 5 ; </think> 5",
-    },
-]
 
 
 def write_pairs(path, rows):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -195,8 +196,6 @@ def process_rank() -> int:
 def multirun_without_cluster() -> bool:
     """A Hydra multirun in which Lightning itself would launch the extra training processes (no SLURM task,
     no torchrun environment)."""
-    import os
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -232,7 +231,6 @@ def run_stages(cfg: DictConfig) -> dict:
                 raise RuntimeError(
                     f"construction produced no preference pairs ({built.pairs_path}); nothing to train on"
                 )
-            ctx.sampler.release()  # the base model's sampler (a vLLM engine) would hold the training's memory
             policy = train_policy(ctx, model, built.pairs, parts.loss, parts.train)
         if rank != 0:
             log.info("rank %d: training done; rank 0 saves and evaluates the policy", rank)

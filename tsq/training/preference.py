@@ -531,6 +531,7 @@ def _train_policy(
     """Train into `job.dir`; False on the ranks of a distributed run that do not write the artifact."""
     pairs_path = pairs.path / PAIRS_FILE
     trainer_config = ctx.trainer
+    ctx.sampler.release()  # a live sampler (a vLLM engine holds most of a GPU) would hold the training's memory
     L.seed_everything(settings.seed, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
     rows = read_pairs(pairs_path)
