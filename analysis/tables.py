@@ -117,23 +117,28 @@ def tldr_table(frame: pd.DataFrame, layout: Layout) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def styled(table: pd.DataFrame) -> pd.io.formats.style.Styler:
-    """Formatting of the paper: one decimal, Len with its change against Baseline, best in bold."""
+BOLD = {"latex": ("textbf:--rwrap;", "\\%"), "html": ("font-weight: bold;", "%")}
+
+
+def styled(table: pd.DataFrame, target: str = "latex") -> pd.io.formats.style.Styler:
+    """Formatting of the paper: one decimal, Len with its change against Baseline, best in bold
+    (`target`: the bold and percent markup of LaTeX or HTML)."""
+    bold, percent = BOLD[target]
     if "Baseline" not in table.index:  # TL;DR's layout: bold the best average and compression only
         style = table.style.format("{:.1f}", na_rep="--")
-        style = style.highlight_max(subset=["Avg", "A.C.R."], props="textbf:--rwrap;")
-        return style.highlight_min(subset=["L-Avg"], props="textbf:--rwrap;")
+        style = style.highlight_max(subset=["Avg", "A.C.R."], props=bold)
+        return style.highlight_min(subset=["L-Avg"], props=bold)
     base_len = table.loc["Baseline", "Len"]
 
     def length(v: float) -> str:
-        return f"{v:.1f}" if v == base_len else f"{v:.1f} ({100 * (v - base_len) / base_len:+.1f}\\%)"
+        return f"{v:.1f}" if v == base_len else f"{v:.1f} ({100 * (v - base_len) / base_len:+.1f}{percent})"
 
     style = table.style.format("{:.1f}").format(length, subset=["Len"])
     for col in table.columns:
         if HIGHER_IS_BETTER[col]:
-            style = style.highlight_max(subset=[col], props="textbf:--rwrap;")
+            style = style.highlight_max(subset=[col], props=bold)
         else:
-            style = style.highlight_min(subset=[col], props="textbf:--rwrap;")
+            style = style.highlight_min(subset=[col], props=bold)
     return style
 
 
@@ -162,16 +167,21 @@ def save_figure(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
-    """Accuracy-vs-budget curves (overall) of the base model and of every method."""
+def labelled_runs(root: Path, tag: str, layout: Layout) -> list[tuple[dict, str]]:
+    """(payload, row label) of every run tagged `tag` below `root`."""
+    return [(payload, run_label(run, layout)) for payload, run in tagged_runs(root, tag)]
+
+
+def budget_figure(runs: list[tuple[dict, str]], out: Path, name: str) -> list[Path]:
+    """Accuracy-vs-budget curves (overall) of the base model and of every run's trained model."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     drawn = False
-    for payload, run in tagged_runs(root, tag):
+    for payload, run_name in runs:
         curves = pd.DataFrame(payload["curves"])
         if curves.empty:
             continue
         curves = curves[curves["level"] == "all"]
-        for stage, label in (("base", "Baseline"), ("trained", run_label(run, layout))):
+        for stage, label in (("base", "Baseline"), ("trained", run_name)):
             if stage == "base" and drawn:
                 continue
             part = curves[curves["stage"] == stage]
@@ -181,15 +191,14 @@ def budget_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     ax.set_xlabel("token budget B")
     ax.set_ylabel("accuracy within budget (%)")
     ax.legend(fontsize=7)
-    return save_figure(fig, out, f"{tag}_budget")
+    return save_figure(fig, out, name)
 
 
-def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]:
-    """Histograms of response lengths (all test samples) of the base model and of every method."""
+def length_figure(runs: list[tuple[dict, str]], out: Path, name: str) -> list[Path]:
+    """Histograms of response lengths (all test samples) of the base model and of every run's trained model."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     drawn = False
-    for payload, run in tagged_runs(root, tag):
-        label = run_label(run, layout)
+    for payload, label in runs:
         for hist in payload.get("length_histograms", []):
             if hist["stage"] == "base" and drawn:
                 continue
@@ -200,7 +209,7 @@ def length_figure(root: Path, tag: str, layout: Layout, out: Path) -> list[Path]
     ax.set_ylabel("responses")
     if ax.get_legend_handles_labels()[0]:  # runs older than the histograms have none
         ax.legend(fontsize=7)
-    return save_figure(fig, out, f"{tag}_lengths")
+    return save_figure(fig, out, name)
 
 
 def run_label(run: dict, layout: Layout) -> str:
@@ -237,9 +246,10 @@ def write_experiment(tag: str, root: str | Path = "logs", out: str | Path = "res
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{tag}.tex").write_text(to_latex(table, layout.caption, f"tab:{tag}"))
     table.to_csv(out / f"{tag}.csv", float_format="%.4f")
-    png, pdf = budget_figure(root, tag, layout, out)
+    runs = labelled_runs(root, tag, layout)
+    png, pdf = budget_figure(runs, out, f"{tag}_budget")
     pareto_png, pareto_pdf = pareto_figure(table, tag, out)
-    lengths_png, lengths_pdf = length_figure(root, tag, layout, out)
+    lengths_png, lengths_pdf = length_figure(runs, out, f"{tag}_lengths")
     return {
         "tex": out / f"{tag}.tex",
         "csv": out / f"{tag}.csv",

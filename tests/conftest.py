@@ -55,3 +55,15 @@ def smollm2_cache(tmp_path_factory) -> Path:
         None, ArtifactStore(cache)
     )
     return cache
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`python run.py debug=smoke` once per session, its output in `<dir>/a` and its cache in `<dir>/cache`;
+    returns the folder and the finished process. Tests read what it wrote; none of them writes there."""
+    from helpers import run_py
+
+    folder = tmp_path_factory.mktemp("smoke_run")
+    done = run_py(folder, "debug=smoke", run_dir="a")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, done

@@ -3,6 +3,9 @@ a few seconds of Lightning training on fixed (prompt, response) pairs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -111,3 +114,20 @@ PAIRS = [
         "rejected": "<think> so 2 +2 = 5 ; again 5 ; </think> 5",
     },
 ]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(tmp_path: Path, *overrides: str, run_dir: str = "run") -> subprocess.CompletedProcess:
+    """`python run.py <overrides>` in a subprocess, with its cache in `tmp_path/cache` and its output in
+    `tmp_path/<run_dir>`."""
+    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / run_dir}", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -26,3 +26,37 @@ def test_not_a_wandb_file(tmp_path):
     path.write_bytes(b"nope")
     with pytest.raises(ValueError, match="not a W&B run file"):
         list(_records(path))
+
+
+def test_step_edits_pair_each_replaced_step_with_its_replacement():
+    from tsq.text import step_edits
+
+    original = "<think> a b c ; keep this ; x y z ; end ; </think> 7"
+    refined = "<think> a c ; keep this ; end ; </think> 7"
+    assert step_edits(original, refined, ";") == [{"before": "a b c", "after": "a c"}, {"before": "x y z", "after": ""}]
+    assert step_edits(original, original, ";") == []
+
+
+def test_stage_progress_logs_a_line_at_every_tenth_where_no_bar_is_drawn(caplog):
+    import logging
+
+    from tsq.progress import StageProgress
+
+    with caplog.at_level(logging.INFO, logger="tsq.progress"):
+        with StageProgress("eval: sampling", 250, "problems", bar=False, initial=50) as progress:
+            for _ in range(4):
+                progress.update(50, "acc 0.9")
+        with StageProgress("silent", 10, "problems", enabled=False) as quiet:
+            quiet.update(10)
+    lines = [r.getMessage() for r in caplog.records]
+    expected = [f"eval: sampling: problems {n}/250" for n in (100, 150, 200, 250)]
+    assert [line.split(" (")[0] for line in lines] == expected
+    assert lines[0].startswith("eval: sampling: problems 100/250 (40%), acc 0.9, ") and "about 0 s left" in lines[-1]
+
+
+def test_word_diff_marks_removed_and_inserted_words_and_escapes_html():
+    from analysis.report import k_counts, word_diff_html
+
+    assert word_diff_html("a <b> c d", "a c e") == "a<del> &lt;b&gt;</del> c <del>d</del><ins>e</ins>"
+    records = [{"problem_id": p} for p in ["x", "x", "y", "z", "z", "z"]]
+    assert k_counts(records) == {1: 1, 2: 1, 3: 1}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import compose_config, run_py
 
-from tsq.reporting import read_offline_run
+from tsq.reporting import read_offline_run, wandb_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
@@ -29,22 +30,9 @@ METRIC_KEYS = {
 }
 
 
-def run_py(tmp_path: Path, *overrides: str, run_dir: str = "run") -> subprocess.CompletedProcess:
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / run_dir}", *overrides],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
-def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
-    first = run_py(tmp_path, "debug=smoke", run_dir="a")
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
+    tmp_path, first = smoke_run
     payload = json.loads((tmp_path / "a" / "metrics.json").read_text())
     rows = payload["rows"]
     assert METRIC_KEYS <= set(rows[0])
@@ -87,8 +75,6 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(tmp_path):
         assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
     # every artifact sits under the key that the settings alone give (tsq.pipeline.planned_keys)
-    from helpers import compose_config
-
     from tsq.pipeline import build_parts, planned_keys
 
     cfg = compose_config(["debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"])
@@ -148,6 +134,15 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     assert training and all("rewards/margins" in h and "len/rejected" in h for h in training)
     assert any(h.get("budget_curve/nrows", 0) > 0 for h in run["history"])
     assert "trained/synthetic/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
+    # tags from the choices; the job's stable id (the same config gives the same id wherever it runs)
+    assert {"data=synthetic", "selector=qdyn", "refiner=kl", "loss=tokensqueeze"} <= set(run["tags"])
+    cfg = compose_config(["debug=smoke", "logger=wandb", "stages=[construct,train]"])  # no run folder, no cache
+    assert run["id"] == wandb_run_id(cfg) and runs[0].parent.name.endswith(run["id"])
+    assert wandb_run_id(compose_config(["debug=smoke", "logger=wandb", "loss=dpo"])) != run["id"]
+    # the tables a user opens first: one response per problem and stage, the refined traces with their edits
+    samples = next(h for h in run["history"] if "samples/nrows" in h)
+    assert samples["samples/nrows"] == 8 * 2  # smoke evaluation: 8 problems, base and trained, 1 sample each
+    assert any(h.get("refined_traces/nrows", 0) > 0 for h in run["history"])
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +174,11 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_c
     assert len(runs) >= 2
     assert all(experiment in json.loads(p.read_text())["run"]["tags"] for p in runs)
     assert "stage samples: cache hit" in result.stderr + result.stdout  # jobs after the first reuse samples
+    if experiment == "tldr_table2":  # TL;DR's mixture weights and dev metrics are logged series
+        for metrics in runs:
+            logged = pd.read_csv(next(metrics.parent.glob("csv/version_*/metrics.csv")))
+            series = logged.dropna(subset=["tldr/alpha_short"])
+            assert len(series) > 0 and {"tldr/dev_acc", "tldr/alpha_long", "tldr/dev_tokens"} <= set(logged)
 
 
 def test_training_throughput_benchmark_against_trl_runs_at_a_tiny_size(tmp_path):

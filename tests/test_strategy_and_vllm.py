@@ -87,7 +87,7 @@ def test_one_live_sampler_serves_every_stage_of_a_model_and_is_closed_for_anothe
     made, closed = [], []
 
     class Recorder:
-        def __init__(self, model_path, revision):
+        def __init__(self, model_path, revision, progress):
             self.path = model_path
             made.append(model_path)
 
@@ -119,6 +119,6 @@ def test_model_revision_and_remote_code_trust_reach_every_loader(tmp_path):
     assert handle.load_kwargs() == {"revision": "abc123", "trust_remote_code": True}
     calls = []
     SamplerChoice(lambda **kwargs: calls.append(kwargs), {})(handle)
-    assert calls == [{"model_path": handle.path, "revision": "abc123"}]
+    assert calls == [{"model_path": handle.path, "revision": "abc123", "progress": False}]
     trained = handle.derived("m+dpo", tmp_path / "policy", "k")
     assert trained.load_kwargs() == {"revision": None, "trust_remote_code": True}

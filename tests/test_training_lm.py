@@ -76,7 +76,7 @@ def test_pretraining_logs_its_progress_and_spans_whole_epochs(tmp_path, caplog, 
         return original(trainer, *args, **kwargs)
 
     monkeypatch.setattr(L.Trainer, "fit", recording_fit)
-    with caplog.at_level(logging.INFO, logger="tsq.training.lm"):
+    with caplog.at_level(logging.INFO, logger="tsq.progress"):
         instantiate(cfg.model).materialize(instantiate(cfg.data), ArtifactStore(tmp_path))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretraining: step")]
     assert [line.split(" (")[0] for line in lines] == [f"pretraining: step {s}/30" for s in range(3, 31, 3)]

@@ -9,6 +9,7 @@ import importlib.util
 import math
 import os
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -176,7 +177,6 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_
     import re
     import subprocess
     import sys
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     easy = tmp_path / "easy.jsonl"  # GSM8K-format rows a 135M model can sometimes solve, so pairs exist
@@ -208,5 +208,35 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_
     )
     log = (tmp_path / "run" / "run.log").read_text()
     built = re.findall(r"stage (\w+): built ", log)
-    assert sorted(built) == sorted(["eval", "samples", "refined", "pairs", "ref_logps", "policy", "eval"])
+    expected = ["eval", "samples", "refined", "pairs", "pairs_export", "ref_logps", "policy", "eval"]
+    assert sorted(built) == sorted(expected)
     assert construction["refine_candidates"] > 0  # KL refinement's step candidates came from the engine
+    trl_trains_on_the_conversational_export(Path(construction["export_path"]), tmp_path)
+
+
+def trl_trains_on_the_conversational_export(export: Path, tmp_path: Path) -> None:
+    """What a TRL user does with tsq's pairs of a chat model: load the export, hand its conversational
+    `prompt`/`chosen`/`rejected` to DPOTrainer with the model's own tokenizer (which applies the chat
+    template once: the prompt the template renders is exactly the prompt tsq sampled with), and train."""
+    import datasets
+    import torch
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = datasets.load_from_disk(str(export / "dataset"))
+    model_dir = next(p.parent for p in (export.parents[1] / "gguf").glob("*/config.json"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    for row in data:
+        assert row["prompt"][-1]["role"] == "user" and row["question"] in row["prompt"][-1]["content"]
+        rendered = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        assert rendered == row["prompt_text"] and row["chosen"][0]["content"] == row["chosen_text"]
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    conversational = data.select_columns(["prompt", "chosen", "rejected"])
+    config = trl.DPOConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=2,
+                           learning_rate=1e-5, use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+                           max_length=320)  # fmt: skip
+    trainer = trl.DPOTrainer(model=model, args=config, train_dataset=conversational, processing_class=tok)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())

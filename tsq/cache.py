@@ -233,6 +233,8 @@ class ArtifactStore:
             raise ValueError(f"paths.verify must be one of {VERIFY}, got {verify!r}")
         self.root = Path(root).expanduser().resolve()
         self.verify = verify
+        # every artifact `cached` handed out in this process, in order (metrics.json's provenance)
+        self.served: list[dict] = []
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -289,7 +291,7 @@ class ArtifactStore:
         path = self.path(stage.name, key)
         if self.usable(stage.name, key):
             log.info("stage %s: cache hit %s", stage.name, key)
-            return Artifact(stage.name, key, path, built=False)
+            return self._served(Artifact(stage.name, key, path, built=False))
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = None if collective else FileLock(path.parent / f".{key}.lock")
         if lock is not None:
@@ -301,7 +303,7 @@ class ArtifactStore:
         try:
             if lock is not None and self.usable(stage.name, key):  # built by the process we waited for
                 log.info("stage %s: cache hit %s", stage.name, key)
-                return Artifact(stage.name, key, path, built=False)
+                return self._served(Artifact(stage.name, key, path, built=False))
             self.clean_stale(stage.name)
             log.info("stage %s: cache miss %s%s", stage.name, key, f", {doing}" if doing else "")
             tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=self._tmp_prefix(key), suffix=".tmp"))
@@ -317,7 +319,12 @@ class ArtifactStore:
         if written:
             shutil.rmtree(self.scratch(stage.name, key), ignore_errors=True)
             log.info("stage %s: built %s", stage.name, path)
-        return Artifact(stage.name, key, path, built=written)
+        return self._served(Artifact(stage.name, key, path, built=written))
+
+    def _served(self, artifact: Artifact) -> Artifact:
+        record = {"stage": artifact.stage, "key": artifact.key, "path": str(artifact.path), "built": artifact.built}
+        self.served.append(record)
+        return artifact
 
     @staticmethod
     def _tmp_prefix(key: str) -> str:

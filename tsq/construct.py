@@ -4,7 +4,8 @@ Stages and their artifacts (all content-addressed, each keyed on its inputs' key
 * `samples/<key>`   N graded responses per training problem (tsq.sampling.stage.SamplingStage);
 * `refined/<key>`   the refined text of every positive that has at least one negative;
 * `pairs/<key>`     `pairs.jsonl` in TRL's preference format (prompt, chosen, rejected) plus lengths
-                    and ids, and `stats.json` (pass-rate histogram, positives, pairs, drops, refinement).
+                    and ids, and `stats.json` (pass-rate histogram, positives, pairs, drops, refinement);
+* `pairs_export/<key>` the pairs as a `datasets` dataset and parquet file for other trainers (tsq.export).
 A sweep over the loss therefore samples and refines once; a sweep over the pair cap refines once.
 """
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from tsq.cache import Artifact, Build, Stage, json_ready
 from tsq.context import RunContext
+from tsq.export import export_pairs
 from tsq.models.base import ModelHandle
 from tsq.refinement.base import ChosenTrace, Refiner
 from tsq.sampling.stage import SamplingStage
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 REFINED = Stage("refined", 2)
 PAIRS = Stage("pairs", 1)
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
+REFINED_FILE = "refined.jsonl"
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
 PASS_RATE_LABELS = ["0", "(0,.25]", "(.25,.5]", "(.5,.75]", "(.75,1)", "1"]
 
@@ -57,15 +60,23 @@ class PairSettings:
 
 @dataclass
 class ConstructionResult:
-    """The pairs artifact (`pairs.jsonl`, `stats.json`), its statistics and the samples' key."""
+    """The pairs artifact (`pairs.jsonl`, `stats.json`), its statistics, the samples' key and the pairs'
+    export for other trainers (`tsq.export`)."""
 
     pairs: Artifact
     stats: dict
     samples_key: str
+    export: Artifact | None
+    refined: Artifact
 
     @property
     def pairs_path(self) -> Path:
         return self.pairs.path / PAIRS_FILE
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines artifact file."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _problem_seed(seed: int, problem_id: str) -> int:
@@ -126,7 +137,7 @@ def construct(
         ]
         policy = ctx.sampler(model) if refiner.needs_policy else None
         results = refiner.refine_chosen(policy, traces, ctx.world.step_delimiter)
-        with open(job.dir / "refined.jsonl", "w", encoding="utf-8") as fh:
+        with open(job.dir / REFINED_FILE, "w", encoding="utf-8") as fh:
             for (pid, sample), trace, res in zip(chosen, traces, results, strict=True):
                 record = {"problem_id": pid, "sample": int(sample["sample"]), "original": trace.text}
                 record.update({k: v for k, v in asdict(res).items() if k != "token_ids"})
@@ -139,8 +150,7 @@ def construct(
         doing=f"refining {len(todo)} chosen traces with refiner={refiner.name}",
         description={"samples": samples_key, "refiner": refiner.name},
     )
-    lines = (refined_art.path / "refined.jsonl").read_text().splitlines()
-    refined = {(r["problem_id"], r["sample"]): r for r in map(json.loads, lines)}
+    refined = {(r["problem_id"], r["sample"]): r for r in read_jsonl(refined_art.path / REFINED_FILE)}
 
     def pair_up(job: Build) -> None:
         rows = []
@@ -184,7 +194,8 @@ def construct(
         description={"refined": refined_art.key},
     )
     stats = json.loads((pairs_art.path / "stats.json").read_text())
-    return ConstructionResult(pairs_art, stats, samples_key)
+    export = export_pairs(ctx, pairs_art, problems) if stats["pairs"] else None  # (no rows, no dataset)
+    return ConstructionResult(pairs_art, stats, samples_key, export, refined_art)
 
 
 def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[dict]) -> dict:

@@ -35,7 +35,8 @@ class SamplerChoice:
         if self._live and self._live["model"] == (model.key, model.path):
             return self._live["sampler"]
         self.release()
-        sampler = self.factory(model_path=model.path, revision=model.revision)
+        # (stages draw one progress display each: tsq.progress.StageProgress; the sampler draws none)
+        sampler = self.factory(model_path=model.path, revision=model.revision, progress=False)
         self._live.update(model=(model.key, model.path), sampler=sampler)
         return sampler
 
@@ -45,6 +46,11 @@ class SamplerChoice:
         self._live.clear()
         if sampler is not None:
             sampler.close()
+
+    @property
+    def progress(self) -> bool:
+        """Whether stages show progress (`sampler.progress`)."""
+        return bool(self.settings.get("progress", True))
 
     def key_material(self) -> dict:
         return result_settings(self.settings)

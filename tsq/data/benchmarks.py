@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsq.cache import file_sha256
-from tsq.data.base import Problem
+from tsq.data.base import Conversation, Problem
 from tsq.data.templates import PromptTemplate
 from tsq.grading.code import CodeGrader, parse_tests
 from tsq.grading.math import MathGrader
@@ -297,6 +297,7 @@ class BenchmarkSource:
                     where = f"twice in split {name}" if first == name else f"in both split {first} and {name}"
                     raise ValueError(f"data={self.name}: problem {it.id} is {where}")
                 seen[it.id] = name
+        self.by_id = {it.id: it for items in self.items.values() for it in items}
         # The content key of each entry's source, hashed once here rather than on every world_key call.
         self.sources = {
             name: [{**asdict(e), "source": self._source_key(e)} for e in entries]
@@ -323,6 +324,15 @@ class BenchmarkSource:
         if self.tokenizer is None:
             return self.template.user_message(item.question, item.kind, item.starter_code)
         return self.template.render(self.tokenizer, item.question, item.kind, item.starter_code)
+
+    def conversation(self, problem: Problem) -> Conversation:
+        """The problem's messages before any chat template, and what the rendered prompt adds after them."""
+        item = self.by_id.get(problem.id)
+        if item is None:
+            raise KeyError(f"data={self.name} has no problem {problem.id!r}")
+        messages = self.template.messages(item.question, item.kind, item.starter_code)
+        prefix = "" if self.tokenizer is None else self.template.response_prefix(self.tokenizer, messages)
+        return Conversation(item.question, messages, prefix)
 
     def split(self, name: str) -> list[Problem]:
         if name not in self.items:

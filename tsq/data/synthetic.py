@@ -26,7 +26,7 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 
-from tsq.data.base import Problem
+from tsq.data.base import Conversation, Problem
 from tsq.text import THINK_CLOSE, THINK_OPEN, answer_part
 
 STEP_DELIMITER = ";"
@@ -153,6 +153,10 @@ class SyntheticWorld:
             "shortcut_span": self.shortcut_span,
             "teacher": asdict(self.teacher),
         }
+
+    def conversation(self, problem: Problem) -> Conversation:
+        """The prompt is the question itself (the tiny model reads no chat template)."""
+        return Conversation(problem.prompt, [{"role": "user", "content": problem.prompt}])
 
     def _random_chain(self, rng: random.Random, level: int) -> list[str]:
         n = self.operands[level - 1]

@@ -49,16 +49,24 @@ class PromptTemplate:
 
     def render(self, tokenizer, question: str, kind: str = "math", starter_code: str = "") -> str:
         """The full prompt text, special tokens included (so it is tokenised with add_special_tokens=False)."""
-        messages = self.messages(question, kind, starter_code)
-        if self.use_chat_template:
-            if not getattr(tokenizer, "chat_template", None):
-                raise ValueError(
-                    f"data.template={self.name}: the tokenizer has no chat template; "
-                    "set data.template.use_chat_template=false to use plain text"
-                )
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-        if self.generation_prefix and not text.endswith(self.generation_prefix):
-            text += self.generation_prefix
-        return text
+        text = self._messages_text(tokenizer, self.messages(question, kind, starter_code))
+        return text + self.added_prefix(text)
+
+    def added_prefix(self, text: str) -> str:
+        """The generation prefix this template appends to a rendered chat `text` ("" where the chat template
+        already ends with it): in a conversation, the start of the assistant's reply."""
+        return self.generation_prefix if self.generation_prefix and not text.endswith(self.generation_prefix) else ""
+
+    def response_prefix(self, tokenizer, messages: list[dict[str, str]]) -> str:
+        """What `render` adds after the chat template's own rendering of `messages`."""
+        return self.added_prefix(self._messages_text(tokenizer, messages))
+
+    def _messages_text(self, tokenizer, messages: list[dict[str, str]]) -> str:
+        if not self.use_chat_template:
+            return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"data.template={self.name}: the tokenizer has no chat template; "
+                "set data.template.use_chat_template=false to use plain text"
+            )
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

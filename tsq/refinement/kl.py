@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from tsq.progress import StageProgress
 from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
 from tsq.sampling.base import SamplingParams
 from tsq.training.logps import split_causal_lm
@@ -148,22 +149,26 @@ class StepRefiner(ModelRefiner):
         spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
         scored = [0] * len(responses)
+        steps = sum(map(len, spans))
+        log.info("refiner=%s: sampling %d candidates for each of %d steps in one batch", self.name, self.k, steps)
         candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
         warn_cut(self.name, "candidates", counts, self.max_step_tokens)
-        for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-            work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
-            scored[t] = len(work)
-            if not work:
-                continue
-            if self.accept == "shortest":
-                chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
-                continue
-            kls = self.score(sampler.model, p, r, work)
-            for (a, b, cands), kl in zip(work, kls, strict=True):
-                ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
-                if ok:
-                    best = min(ok)[1]
-                    chosen[t].append((a, b, cands[best], float(kl[best])))
+        with StageProgress(f"refiner={self.name}: choosing candidates", len(responses), "traces") as progress:
+            for t, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+                work = [(a, b, c) for (a, b), c in zip(spans[t], candidates[t], strict=True) if c]
+                scored[t] = len(work)
+                progress.update(1)
+                if not work:
+                    continue
+                if self.accept == "shortest":
+                    chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
+                    continue
+                kls = self.score(sampler.model, p, r, work)
+                for (a, b, cands), kl in zip(work, kls, strict=True):
+                    ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
+                    if ok:
+                        best = min(ok)[1]
+                        chosen[t].append((a, b, cands[best], float(kl[best])))
         return [
             assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter, *counts[t])
             for t, r in enumerate(response_ids)

@@ -18,6 +18,7 @@ from tsq.cache import Build, Stage, atomic_write_text, world_key
 from tsq.context import RunContext
 from tsq.data.base import Problem, TraceAnatomist
 from tsq.models.base import ModelHandle
+from tsq.progress import StageProgress
 from tsq.sampling.base import Sampler, SamplingParams
 from tsq.text import split_steps
 
@@ -87,14 +88,18 @@ def sample_graded(
         shards = [job.scratch / f"shard-{s:05d}.jsonl" for s in range(len(chunks))]
         log.info("stage %s: %d of %d shards already done", stage.name, sum(x.exists() for x in shards), len(chunks))
         sampler: Sampler | None = None
-        for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True)):
-            if shard.exists():
-                continue
-            sampler = sampler or ctx.sampler(model)
-            rows = grade_completions(
-                ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
-            )
-            atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
+        done = sum(len(c) for c, shard in zip(chunks, shards, strict=True) if shard.exists())
+        what = f"{stage.name}: sampling and grading"
+        with StageProgress(what, len(problems), "problems", ctx.sampler.progress, initial=done) as progress:
+            for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True)):
+                if shard.exists():
+                    continue
+                sampler = sampler or ctx.sampler(model)
+                rows = grade_completions(
+                    ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
+                )
+                atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
+                progress.update(len(chunk), f"accuracy so far {sum(r['correct'] for r in rows) / len(rows):.2f}")
         diagnostics = {}
         if extra is not None:
             diagnostics = extra(sampler or ctx.sampler(model))

@@ -5,50 +5,40 @@ Used to pretrain the tiny base model on teacher traces; later stages reuse the s
 
 from __future__ import annotations
 
-import logging
 import math
 import random
-import time
 from collections.abc import Iterator, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import Sampler
 
-IGNORE_INDEX = -100
+from tsq.progress import StageProgress
 
-log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
 
 
 class StepLog(L.Callback):
-    """Log lines at every `1 / lines` of a run of `total` optimizer steps and at its end (step, loss, elapsed,
-    time left), so that progress shows in a log file, where no progress bar is drawn."""
+    """Log lines at every tenth of a run of `total` optimizer steps (step, loss, elapsed, time left), so that
+    progress shows in a log file, where Lightning draws no progress bar (`tsq.progress.StageProgress`)."""
 
-    def __init__(self, what: str, total: int, lines: int = 10, loss_key: str = "train/loss") -> None:
+    def __init__(self, what: str, total: int, loss_key: str = "train/loss") -> None:
         self.what, self.total, self.loss_key = what, total, loss_key
-        self.every = max(1, math.ceil(total / lines))
-        self.start, self.logged = 0.0, -1
+        self.progress: StageProgress | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+        self.progress = StageProgress(self.what, self.total, "step", initial=trainer.global_step, bar=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step == self.logged or (step % self.every and step != self.total):
+        if self.progress is None or trainer.global_step == self.progress.done:
             return
-        self.logged = step
-        elapsed = time.perf_counter() - self.start
         loss = trainer.callback_metrics.get(self.loss_key)
-        log.info(
-            "%s: step %d/%d (%.0f%%), loss %s, %.0f s elapsed, about %.0f s left",
-            self.what,
-            step,
-            self.total,
-            100 * step / self.total,
-            f"{float(loss):.3f}" if loss is not None else "n/a",
-            elapsed,
-            elapsed / max(step, 1) * (self.total - step),
-        )
+        note = f"loss {float(loss):.3f}" if loss is not None else "loss n/a"
+        self.progress.update(trainer.global_step - self.progress.done, note)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:

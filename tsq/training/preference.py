@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tsq.cache import Artifact, Build, Stage
 from tsq.context import RunContext
 from tsq.models.base import ModelHandle
+from tsq.progress import StageProgress
 from tsq.training.lm import warmup_cosine
 from tsq.training.logps import sequence_logps
 from tsq.training.losses import PreferenceLoss
@@ -246,7 +247,7 @@ def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settin
         if not data:
             raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
         values = {}
-        with torch.inference_mode():
+        with torch.inference_mode(), StageProgress("ref_logps: scoring pairs", len(data), "pairs") as progress:
             for s in range(0, len(data), 64):
                 chunk = data[s : s + 64]
                 prompts = [d["prompt"] for d in chunk] * 2
@@ -262,6 +263,7 @@ def reference_logps(ctx: RunContext, model: ModelHandle, pairs: Artifact, settin
                 )
                 for j, d in enumerate(chunk):
                     values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
+                progress.update(len(chunk))
         (job.dir / "ref_logps.json").write_text(json.dumps({str(k): v for k, v in values.items()}))
 
     own, inputs = ref_logps_key_parts(model, pairs.key, settings)

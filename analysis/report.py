@@ -1,0 +1,213 @@
+"""A report to look at: one self-contained HTML page per experiment, or per run.
+
+    python -m analysis.report ts_table2 [logs/] [--out results/]    # an experiment: every run tagged with it
+    python -m analysis.report logs/tsq/runs/<time> [--out results/]  # one run folder (its metrics.json)
+
+The page holds the tables (the paper's layout for an experiment; the metric rows for a run), the figures
+(PNG embedded as data URIs, so the one file opens anywhere, offline), the distribution of k, the number of
+chosen positives per problem (read from each run's refined artifact), and a few chosen traces before and
+after refinement with the removed tokens struck through and the inserted ones underlined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import difflib
+import html
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment  # noqa: E402
+
+from analysis.tables import (  # noqa: E402
+    LAYOUTS,
+    budget_figure,
+    labelled_runs,
+    length_figure,
+    save_figure,
+    styled,
+    write_experiment,
+)
+
+ROW_COLUMNS = ["stage", "benchmark", "level", "acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems"]
+
+PAGE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+ table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
+ th { background: #f3f3f3; } td { text-align: right; } img { max-width: 48%; margin: 0.5%; }
+ .trace { font-family: ui-monospace, monospace; white-space: pre-wrap; border: 1px solid #ddd; padding: 0.6em; }
+ del { background: #fdd; color: #900; } ins { background: #dfd; color: #060; text-decoration: underline; }
+ .meta { color: #666; font-size: 90%; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<p class="meta">{{ subtitle }}</p>
+<h2>Tables</h2>
+{% for name, table in tables %}<h3>{{ name }}</h3>{{ table | safe }}{% endfor %}
+<h2>Figures</h2>
+{% for name, uri in figures %}<img alt="{{ name }}" title="{{ name }}" src="{{ uri }}">{% endfor %}
+<h2>Chosen positives per problem (k)</h2>
+{% if k_table %}{{ k_table | safe }}{% else %}<p>No refined artifact is recorded for these runs.</p>{% endif %}
+<h2>Traces before and after refinement</h2>
+{% for t in traces %}
+<h3>{{ t.run }}: problem {{ t.problem_id }} (sample {{ t.sample }}), {{ t.words_before }} → {{ t.words_after }} words,
+{{ t.steps_accepted }} step(s) replaced</h3>
+<div class="trace">{{ t.diff | safe }}</div>
+{% else %}<p>No refined trace changed in these runs.</p>{% endfor %}
+</body></html>
+""")
+
+
+def png_uri(path: Path) -> str:
+    """A PNG file as a data URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def refined_records(payload: dict) -> list[dict]:
+    """The refined chosen traces of a run (its `refined` artifact, as recorded in metrics.json)."""
+    paths = [a["path"] for a in payload.get("artifacts", []) if a["stage"] == "refined"]
+    if not paths:
+        return []
+    lines = (Path(paths[-1]) / "refined.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def k_counts(records: list[dict]) -> dict[int, int]:
+    """How many problems have k chosen positives (each refined record is one chosen positive of a problem)."""
+    per_problem = Counter(r["problem_id"] for r in records)
+    return dict(sorted(Counter(per_problem.values()).items()))
+
+
+def word_diff_html(before: str, after: str) -> str:
+    """`before` turned into `after`, escaped: removed words in <del>, inserted words in <ins>."""
+    a, b = re.split(r"(\s+)", before), re.split(r"(\s+)", after)
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape("".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(f"<del>{html.escape(''.join(a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append(f"<ins>{html.escape(''.join(b[j1:j2]))}</ins>")
+    return "".join(out)
+
+
+def trace_examples(records: list[dict], run: str, n: int = 3) -> list[dict]:
+    """The `n` refined traces that lost the most words (ties: file order), with their marked diff."""
+    changed = [r for r in records if r["text"] != r["original"]]
+    changed.sort(key=lambda r: len(r["text"].split()) - len(r["original"].split()))
+    return [
+        {
+            "run": run,
+            "problem_id": r["problem_id"],
+            "sample": r["sample"],
+            "words_before": len(r["original"].split()),
+            "words_after": len(r["text"].split()),
+            "steps_accepted": r["steps_accepted"],
+            "diff": word_diff_html(r["original"], r["text"]),
+        }
+        for r in changed[:n]
+    ]
+
+
+def k_section(runs: list[tuple[dict, str]], out: Path, name: str) -> tuple[str, list[Path]]:
+    """The k table (problems per k, one column per run) and its bar chart; ("", []) without refined data."""
+    counts = {label: k_counts(refined_records(payload)) for payload, label in runs}
+    counts = {label: c for label, c in counts.items() if c}
+    if not counts:
+        return "", []
+    table = pd.DataFrame(counts).fillna(0).astype(int).sort_index()
+    table.index.name = "k"
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    table.plot.bar(ax=ax, rot=0)
+    ax.set_xlabel("chosen positives per problem (k)")
+    ax.set_ylabel("problems")
+    return table.to_html(), save_figure(fig, out, name)
+
+
+def render(title: str, subtitle: str, tables, figures: list[Path], k_table: str, traces: list[dict]) -> str:
+    return PAGE.render(
+        title=title,
+        subtitle=subtitle,
+        tables=tables,
+        figures=[(p.stem, png_uri(p)) for p in figures if p.suffix == ".png"],
+        k_table=k_table,
+        traces=traces,
+    )
+
+
+def experiment_report(tag: str, root: Path, out: Path) -> Path:
+    """`<out>/<tag>.html` from every run tagged `tag` below `root` (also writes the tables and figures)."""
+    written = write_experiment(tag, root, out)
+    layout = LAYOUTS[tag]
+    runs = labelled_runs(root, tag, layout)
+    k_table, k_fig = k_section(runs, out, f"{tag}_k")
+    traces = [t for payload, label in runs for t in trace_examples(refined_records(payload), label, 2)]
+    tables = [(layout.caption or tag, styled(written["table"], "html").to_html())]
+    figures = [written["png"], written["pareto_png"], written["lengths_png"], *k_fig]
+    page = render(f"tsq: {tag}", f"{len(runs)} runs below {root}", tables, figures, k_table, traces)
+    return _write(out / f"{tag}.html", page)
+
+
+def run_report(run_dir: Path, out: Path) -> Path:
+    """`<out>/<run folder name>.html` from one run's metrics.json."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished tsq run folder)")
+    payload = json.loads(metrics.read_text())
+    name = run_dir.name
+    runs = [(payload, "trained")]
+    out.mkdir(parents=True, exist_ok=True)
+    figures = budget_figure(runs, out, f"{name}_budget") + length_figure(runs, out, f"{name}_lengths")
+    k_table, k_fig = k_section(runs, out, f"{name}_k")
+    rows = pd.DataFrame(payload["rows"])
+    rows = rows[[c for c in ROW_COLUMNS if c in rows]]
+    rows = rows.assign(acc=100 * rows["acc"], auc=100 * rows["auc"])
+    tables = [("metrics (Acc and AUC in %)", rows.to_html(index=False, float_format=lambda v: f"{v:.2f}"))]
+    construction = payload.get("construction")
+    if construction:
+        scalars = {k: v for k, v in construction.items() if isinstance(v, (int, float, str))}
+        tables.append(("preference data", pd.Series(scalars, name="value").to_frame().to_html()))
+    choices = payload.get("run", {}).get("choices", {})
+    subtitle = ", ".join(f"{k}={v}" for k, v in choices.items() if v) or str(run_dir)
+    traces = trace_examples(refined_records(payload), name, 4)
+    page = render(f"tsq run {name}", subtitle, tables, figures + k_fig, k_table, traces)
+    return _write(out / f"{name}.html", page)
+
+
+def _write(path: Path, text: str) -> Path:
+    from tsq.cache import atomic_write_text
+
+    return atomic_write_text(path, text)
+
+
+def write_report(target: str, root: str | Path = "logs", out: str | Path = "results") -> Path:
+    """The report of an experiment tag (runs below `root`) or of a run folder."""
+    if target in LAYOUTS:
+        return experiment_report(target, Path(root), Path(out))
+    if Path(target).is_dir():
+        return run_report(Path(target), Path(out))
+    raise ValueError(f"{target!r} is neither an experiment tag ({sorted(LAYOUTS)}) nor a run folder")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", help="an experiment tag or a run folder")
+    parser.add_argument("root", nargs="?", default="logs", help="where an experiment's runs are (default logs/)")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    print(write_report(args.target, args.root, args.out))
+
+
+if __name__ == "__main__":
+    main()
