@@ -92,7 +92,7 @@ def test_the_run_report_renders_in_headless_chromium(smoke_run, tmp_path):
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert 'data-images="3"' in dom and 'data-broken="0"' in dom  # budget, lengths, k: all decoded
-    assert "<th>len_t</th>" in dom and "chosen positives per problem" in dom
+    assert "<th>len_t</th>" in dom and "Chosen positives per problem (k)" in dom and "<th>k</th>" in dom
     assert "<del>" in dom or "No refined trace changed" in dom
 
 
