@@ -136,6 +136,7 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     assert "trained/synthetic/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
     # tags from the choices; the job's stable id (the same config gives the same id wherever it runs)
     assert {"data=synthetic", "selector=qdyn", "refiner=kl", "loss=tokensqueeze"} <= set(run["tags"])
+    assert not [t for t in run["tags"] if t.endswith("=None") or t.startswith("tldr=")]  # unchosen or unused
     cfg = compose_config(["debug=smoke", "logger=wandb", "stages=[construct,train]"])  # no run folder, no cache
     assert run["id"] == wandb_run_id(cfg) and runs[0].parent.name.endswith(run["id"])
     assert wandb_run_id(compose_config(["debug=smoke", "logger=wandb", "loss=dpo"])) != run["id"]
@@ -261,3 +262,12 @@ def test_fault_injection_script_runs_and_its_trials_hold(tmp_path):
     table = pd.read_csv(out).set_index("category")
     assert table.loc["concurrent runs on one cache", "held"] == 1
     assert table.loc["corrupted artifacts", "held"] == 1 and table["failed"].sum() == 0
+
+
+def test_pretraining_benchmark_runs_at_a_tiny_size(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_pretraining.py"), "--steps=2", "--runs=1",
+               "--hidden=32", f"--out={tmp_path}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "bench_pretraining.csv")
+    assert list(runs["batch_size"]) == [64, 32] and (runs["s_per_step"] > 0).all()

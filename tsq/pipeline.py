@@ -48,6 +48,7 @@ from tsq.reporting import (
     print_run_end,
     print_tldr,
     provenance,
+    run_tags,
     start_wandb,
 )
 from tsq.sampling.stage import SamplingStage
@@ -311,9 +312,6 @@ def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: s
     print_evaluation(ctx.world, evaluator, model, stage, out.rows, diagnostics)
 
 
-CARD_TAGS = ("method", "model", "data", "selector", "refiner", "loss", "tldr")
-
-
 def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHandle, out: Outcome) -> str:
     """The trained policy's model card from the run's config and what its stages reported."""
     groups = ("tldr",) if "tldr" in cfg.stages else ("selector", "refiner", "pairs", "loss", "train")
@@ -338,7 +336,7 @@ def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHan
         training=training,
         rows=out.rows,
         provenance=out.report["provenance"],
-        tags=[*map(str, out.report["run"]["tags"]), *(f"{g}={c}" for g, c in choices.items() if g in CARD_TAGS)],
+        tags=run_tags(cfg, choices),
     )
 
 

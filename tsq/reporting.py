@@ -80,16 +80,24 @@ def wandb_group(cfg: DictConfig) -> str | None:
     return Path(hydra_cfg.sweep.dir).name
 
 
-# Config groups whose choice becomes a W&B tag (`loss=dpol`), next to the run's own `tags`.
-TAG_GROUPS = ("experiment", "method", "data", "model", "sampler", "selector", "refiner", "loss", "tldr", "preset")
+# Config groups whose choice becomes a tag (`loss=dpol`), next to the run's own `tags`: always, in a
+# preference run (construct / train), in a TL;DR run.
+TAG_GROUPS = ("experiment", "method", "preset", "data", "model", "sampler")
+PREFERENCE_TAG_GROUPS = ("selector", "refiner", "loss")
+TLDR_TAG_GROUPS = ("tldr",)
 # Keys of the `logger.wandb` node that tsq reads and Lightning's WandbLogger must not receive.
 TSQ_WANDB_KEYS = ("samples_per_problem",)
 
 
-def wandb_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
-    """The run's `tags` and one `group=choice` tag per chosen config group of TAG_GROUPS."""
+def run_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
+    """The run's `tags` and one `group=choice` tag per config group that shaped this run (W&B, model card)."""
+    groups = list(TAG_GROUPS)
+    if {"construct", "train"} & set(cfg.stages):
+        groups += PREFERENCE_TAG_GROUPS
+    if "tldr" in cfg.stages:
+        groups += TLDR_TAG_GROUPS
     tags = [str(t) for t in cfg.get("tags") or []]
-    tags += [f"{group}={choices[group]}" for group in TAG_GROUPS if choices.get(group)]
+    tags += [f"{g}={choices[g]}" for g in groups if choices.get(g) not in (None, "None", "null")]
     too_long = [t for t in tags if len(t) > 64]
     if too_long:
         raise ValueError(f"tags: W&B tags are at most 64 characters; too long: {too_long}")
@@ -129,7 +137,7 @@ def start_wandb(cfg: DictConfig, choices: dict[str, str | None]):
         name=node.get("name"),
         id=wandb_run_id(cfg),
         resume=None if offline else "allow",
-        tags=wandb_tags(cfg, choices),
+        tags=run_tags(cfg, choices),
         config=OmegaConf.to_container(cfg, resolve=True),
         reinit="finish_previous",
     )
