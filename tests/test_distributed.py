@@ -77,7 +77,7 @@ def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_p
     rank0 = next(logs.rglob("run.log")).read_text()
     rank1 = next(logs.rglob("train_ddp_process_1.log")).read_text()
     assert sorted(built_stages(rank0)) == sorted(
-        ["base_model", "eval", "samples", "refined", "pairs", "ref_logps", "policy", "eval"]
+        ["base_model", "eval", "samples", "refined", "pairs", "pairs_export", "ref_logps", "policy", "eval"]
     )
     assert built_stages(rank1) == []  # rank 1 found every artifact built and wrote none
     assert "stage policy: cache miss" in rank1 and "rank 1: training done" in rank1
