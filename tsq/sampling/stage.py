@@ -99,7 +99,7 @@ def sample_graded(
                     ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
                 )
                 atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
-                progress.update(len(chunk), f"accuracy so far {sum(r['correct'] for r in rows) / len(rows):.2f}")
+                progress.update(len(chunk), f"last shard's accuracy {sum(r['correct'] for r in rows) / len(rows):.2f}")
         diagnostics = {}
         if extra is not None:
             diagnostics = extra(sampler or ctx.sampler(model))
