@@ -1,0 +1,68 @@
+"""Bootstrap intervals over problems (tsq/evaluation/intervals.py), against hand-computed values."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsq.evaluation.intervals import Interval, bootstrap_ratio, paired_bootstrap_ratio, per_problem_sums
+
+SAMPLES = pd.DataFrame(
+    {
+        "problem_id": ["p1", "p1", "p2", "p2"],
+        "correct": [True, False, True, True],
+        "n_tokens": [10, 20, 30, 50],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "metric, num, den, pooled",
+    [
+        ("acc", [1, 2], [2, 2], 3 / 4),
+        ("len_a", [30, 80], [2, 2], 110 / 4),
+        ("len_t", [10, 80], [1, 2], 90 / 3),  # tokens of correct samples over correct samples
+    ],
+)
+def test_sums_per_problem_and_the_pooled_ratio(metric, num, den, pooled):
+    sums = per_problem_sums(SAMPLES, metric)
+    assert sums["num"].tolist() == num and sums["den"].tolist() == den
+    interval = bootstrap_ratio(sums, n_boot=200)
+    assert interval.estimate == pytest.approx(pooled) and interval.low <= pooled <= interval.high
+
+
+def test_problems_that_all_agree_leave_no_uncertainty():
+    sums = pd.DataFrame({"num": [3.0] * 10, "den": [4.0] * 10}, index=[f"p{i}" for i in range(10)])
+    assert bootstrap_ratio(sums) == Interval(0.75, 0.75, 0.75)
+
+
+def test_paired_difference_of_a_row_with_itself_and_of_a_constant_shift():
+    sums = per_problem_sums(SAMPLES, "len_a")
+    assert paired_bootstrap_ratio(sums, sums) == Interval(0.0, 0.0, 0.0)
+    longer = per_problem_sums(SAMPLES.assign(n_tokens=SAMPLES["n_tokens"] + 5), "len_a")
+    assert paired_bootstrap_ratio(sums, longer) == Interval(5.0, 5.0, 5.0)  # every resample: 5 tokens longer
+    with pytest.raises(ValueError, match=r"same problems; not in both: \['p2'\]"):
+        paired_bootstrap_ratio(sums, sums.loc[["p1"]])
+
+
+def test_the_interval_covers_the_true_accuracy_about_95_times_in_100():
+    true_acc, covered = 0.8, 0
+    for rep in range(200):
+        rng = np.random.default_rng(rep)
+        correct = rng.random((100, 4)) < true_acc  # 100 problems x 4 samples
+        sums = pd.DataFrame({"num": correct.sum(1).astype(float), "den": 4.0})
+        covered += not bootstrap_ratio(sums, n_boot=1000, seed=rep).excludes(true_acc)
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_pairing_resolves_a_difference_that_separate_intervals_cannot():
+    """Problems of very different difficulty, and a second row right on one more sample of every other
+    problem: each row's own interval is wide (the spread between problems), the paired one is not."""
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 16, size=200).astype(float)  # correct samples of 16, per problem
+    a = pd.DataFrame({"num": k, "den": 16.0})
+    b = pd.DataFrame({"num": k + np.arange(200) % 2, "den": 16.0})  # (k <= 15: never above 16)
+    diff = paired_bootstrap_ratio(a, b)
+    assert diff.estimate == pytest.approx((b["num"].sum() - a["num"].sum()) / (16 * 200))
+    assert diff.low > 0  # the paired interval excludes "no difference"
+    alone_a, alone_b = bootstrap_ratio(a), bootstrap_ratio(b)
+    assert alone_b.low < alone_a.high  # separately, the two rows' intervals overlap

@@ -1,0 +1,92 @@
+"""Bootstrap intervals over problems for the papers' ratio metrics (groundwork for issue 14's protocol).
+
+Acc, Len-A and Len-T are each a ratio of sums over problems: Acc = (correct samples) / (samples), Len-A =
+(tokens) / (samples), Len-T = (tokens of correct samples) / (correct samples). Samples of one problem are
+not independent (same prompt; and across training seeds, the same problem again), so the unit that is
+resampled is the problem, carrying all its samples of every seed: draw problems with replacement, recompute
+the ratio, take the percentile interval. A comparison of two rows evaluated on the same problems resamples
+the same problems for both (paired), which is what makes a small difference resolvable.
+
+Pure functions of per-problem sums; vectorised through multinomial draw counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# metric -> (numerator, denominator), as columns of a samples frame ("one" counts samples)
+RATIO_METRICS = {
+    "acc": ("correct", "one"),
+    "len_a": ("n_tokens", "one"),
+    "len_t": ("correct_tokens", "correct"),
+}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its (1 - alpha) percentile interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def excludes(self, value: float) -> bool:
+        return value < self.low or value > self.high
+
+
+def per_problem_sums(samples: pd.DataFrame, metric: str, by: str = "problem_id") -> pd.DataFrame:
+    """Numerator and denominator of `metric` summed per problem (all samples, all seeds of each problem)."""
+    if metric not in RATIO_METRICS:
+        raise ValueError(f"metric must be one of {sorted(RATIO_METRICS)}, got {metric!r}")
+    frame = samples.assign(
+        one=1.0,
+        correct=samples["correct"].astype(float),
+        correct_tokens=samples["n_tokens"] * samples["correct"].astype(float),
+    )
+    num, den = RATIO_METRICS[metric]
+    sums = frame.groupby(by, sort=True)[[num, den]].sum()
+    return sums.set_axis(["num", "den"], axis=1)
+
+
+def _draw_counts(n_problems: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each problem is drawn in each of `n_boot` resamples of `n_problems` problems."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_problems, np.full(n_problems, 1.0 / n_problems), size=n_boot).astype(float)
+
+
+def _ratio(counts: np.ndarray, sums: pd.DataFrame) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ sums["num"].to_numpy()) / (counts @ sums["den"].to_numpy())
+
+
+def _interval(estimate: float, draws: np.ndarray, level: float) -> Interval:
+    draws = draws[np.isfinite(draws)]  # (a resample with no correct sample has no Len-T)
+    if not len(draws):
+        raise ValueError("no resample gave a finite value")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(float(estimate), float(low), float(high))
+
+
+def bootstrap_ratio(sums: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
+    """The pooled ratio sum(num) / sum(den) over problems and its bootstrap interval over problems."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    estimate = sums["num"].sum() / sums["den"].sum()
+    return _interval(estimate, _ratio(_draw_counts(len(sums), n_boot, seed), sums), level)
+
+
+def paired_bootstrap_ratio(
+    a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """The difference ratio(b) - ratio(a) and its interval, resampling the same problems for both rows."""
+    if set(a.index) != set(b.index):
+        missing = sorted(set(a.index) ^ set(b.index))
+        raise ValueError(f"paired rows must cover the same problems; not in both: {missing[:5]} ({len(missing)})")
+    b = b.loc[a.index]
+    counts = _draw_counts(len(a), n_boot, seed)
+    estimate = b["num"].sum() / b["den"].sum() - a["num"].sum() / a["den"].sum()
+    return _interval(estimate, _ratio(counts, b) - _ratio(counts, a), level)
