@@ -48,6 +48,11 @@ def test_summarize_by_level_and_overall_by_hand():
     full = [c for c in curves if c["level"] == "all" and c["budget"] == 40]
     assert full[0]["acc"] == 0.75
     assert "75.00" in format_table(rows)
+    # 95% intervals over problems: level 2 is one problem (nothing to resample); level 1's two problems are
+    # right and wrong, so a resample holds both (0.5), only the right one (1) or only the wrong one (0)
+    assert (by["2"]["acc_low"], by["2"]["acc_high"], by["2"]["len_t_low"], by["2"]["len_t_high"]) == (1, 1, 30, 30)
+    assert (by["1"]["acc_low"], by["1"]["acc_high"]) == (0.0, 1.0)
+    assert by["all"]["acc_low"] <= 0.75 <= by["all"]["acc_high"] and by["all"]["acc_high"] - by["all"]["acc_low"] > 0
 
 
 def test_evaluator_validates_before_anything_runs():

@@ -18,6 +18,7 @@ from tsq.cache import Stage, atomic_write_text, json_ready, world_key
 from tsq.context import RunContext
 from tsq.data.base import ShortcutProbe
 from tsq.evaluation import metrics as M
+from tsq.evaluation.intervals import metric_intervals
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
 from tsq.sampling.stage import sample_graded
@@ -143,6 +144,7 @@ class Evaluator:
                     "n_samples": len(g),
                     "truncated": float((g["finish_reason"] == "length").mean()),
                 }
+                row.update(metric_intervals(g))  # 95% bootstrap over problems, all their samples
                 if "redundant_tokens" in g:
                     row["compressible"] = float((g["redundant_tokens"] + g["filler_tokens"]).sum() / max(1, lens.sum()))
                 rows.append(row)

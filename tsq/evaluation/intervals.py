@@ -90,3 +90,19 @@ def paired_bootstrap_ratio(
     counts = _draw_counts(len(a), n_boot, seed)
     estimate = b["num"].sum() / b["den"].sum() - a["num"].sum() / a["den"].sum()
     return _interval(estimate, _ratio(counts, b) - _ratio(counts, a), level)
+
+
+def metric_intervals(
+    samples: pd.DataFrame, metrics: tuple[str, ...] = ("acc", "len_a", "len_t"), n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """`<metric>_low` / `<metric>_high`: the 95% bootstrap interval over problems of each metric of a group of
+    samples (NaN where the metric is undefined, e.g. Len-T without a correct sample)."""
+    out = {}
+    for metric in metrics:
+        sums = per_problem_sums(samples, metric)
+        if sums["den"].sum() == 0:
+            out[f"{metric}_low"] = out[f"{metric}_high"] = float("nan")
+            continue
+        interval = bootstrap_ratio(sums, n_boot=n_boot, seed=seed)
+        out[f"{metric}_low"], out[f"{metric}_high"] = interval.low, interval.high
+    return out
