@@ -36,6 +36,8 @@ from analysis.tables import (  # noqa: E402
     styled,
     write_experiment,
 )
+from tsq.cache import atomic_write_text  # noqa: E402
+from tsq.construct import REFINED_FILE, read_jsonl  # noqa: E402
 
 ROW_COLUMNS = ["stage", "benchmark", "level", "acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems"]
 
@@ -75,10 +77,7 @@ def png_uri(path: Path) -> str:
 def refined_records(payload: dict) -> list[dict]:
     """The refined chosen traces of a run (its `refined` artifact, as recorded in metrics.json)."""
     paths = [a["path"] for a in payload.get("artifacts", []) if a["stage"] == "refined"]
-    if not paths:
-        return []
-    lines = (Path(paths[-1]) / "refined.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_jsonl(Path(paths[-1]) / REFINED_FILE) if paths else []
 
 
 def k_counts(records: list[dict]) -> dict[int, int]:
@@ -156,7 +155,7 @@ def experiment_report(tag: str, root: Path, out: Path) -> Path:
     tables = [(layout.caption or tag, styled(written["table"], "html").to_html())]
     figures = [written["png"], written["pareto_png"], written["lengths_png"], *k_fig]
     page = render(f"tsq: {tag}", f"{len(runs)} runs below {root}", tables, figures, k_table, traces)
-    return _write(out / f"{tag}.html", page)
+    return atomic_write_text(out / f"{tag}.html", page)
 
 
 def run_report(run_dir: Path, out: Path) -> Path:
@@ -182,13 +181,7 @@ def run_report(run_dir: Path, out: Path) -> Path:
     subtitle = ", ".join(f"{k}={v}" for k, v in choices.items() if v) or str(run_dir)
     traces = trace_examples(refined_records(payload), name, 4)
     page = render(f"tsq run {name}", subtitle, tables, figures + k_fig, k_table, traces)
-    return _write(out / f"{name}.html", page)
-
-
-def _write(path: Path, text: str) -> Path:
-    from tsq.cache import atomic_write_text
-
-    return atomic_write_text(path, text)
+    return atomic_write_text(out / f"{name}.html", page)
 
 
 def write_report(target: str, root: str | Path = "logs", out: str | Path = "results") -> Path:

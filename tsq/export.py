@@ -36,7 +36,7 @@ DATASET_DIR = "dataset"
 
 def export_rows(world, problems: dict[str, Problem], pairs: list[dict], where: str) -> list[dict]:
     """The exported rows of `pairs` (rows of a pairs file at `where`; problems by id)."""
-    out = []
+    out, chats = [], {}  # (a problem has up to pairs.max_pairs pairs: its chat template is rendered once)
     for n, row in enumerate(pairs, start=1):
         problem = problems.get(row["problem_id"])
         if problem is None:
@@ -46,7 +46,7 @@ def export_rows(world, problems: dict[str, Problem], pairs: list[dict], where: s
                 f"{where}, row {n}: the pair's prompt is not problem {problem.id}'s prompt in data={world.name} "
                 "(the world changed since the pairs were built)"
             )
-        chat = world.conversation(problem)
+        chat = chats.get(problem.id) or chats.setdefault(problem.id, world.conversation(problem))
         chosen = {"role": "assistant", "content": chat.response_prefix + row["chosen"]}
         rejected = {"role": "assistant", "content": chat.response_prefix + row["rejected"]}
         extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}

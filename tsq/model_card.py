@@ -91,8 +91,8 @@ tokenizer = AutoTokenizer.from_pretrained("<this folder>")
 
 ## Evaluation
 
-Accuracy (`acc`, fraction of samples graded correct), mean response tokens (`len_t`; `len_a` over correct
-responses) and the budget AUC, base model against this policy, on the same problems and seeds:
+Accuracy (`acc`, fraction of samples graded correct), mean response tokens (`len_t` over correct responses,
+`len_a` over all) and the budget AUC, base model against this policy, on the same problems and seeds:
 
 {markdown_table(rows, [c for c in ROW_COLUMNS if any(c in r for r in rows)])}
 

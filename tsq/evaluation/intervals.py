@@ -73,10 +73,13 @@ def _interval(estimate: float, draws: np.ndarray, level: float) -> Interval:
 
 def bootstrap_ratio(sums: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
     """The pooled ratio sum(num) / sum(den) over problems and its bootstrap interval over problems."""
+    return _bootstrap(sums, _draw_counts(len(sums), n_boot, seed), level)
+
+
+def _bootstrap(sums: pd.DataFrame, counts: np.ndarray, level: float) -> Interval:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    estimate = sums["num"].sum() / sums["den"].sum()
-    return _interval(estimate, _ratio(_draw_counts(len(sums), n_boot, seed), sums), level)
+    return _interval(sums["num"].sum() / sums["den"].sum(), _ratio(counts, sums), level)
 
 
 def paired_bootstrap_ratio(
@@ -97,12 +100,14 @@ def metric_intervals(
 ) -> dict[str, float]:
     """`<metric>_low` / `<metric>_high`: the 95% bootstrap interval over problems of each metric of a group of
     samples (NaN where the metric is undefined, e.g. Len-T without a correct sample)."""
-    out = {}
+    out, counts = {}, None
     for metric in metrics:
         sums = per_problem_sums(samples, metric)
         if sums["den"].sum() == 0:
             out[f"{metric}_low"] = out[f"{metric}_high"] = float("nan")
             continue
-        interval = bootstrap_ratio(sums, n_boot=n_boot, seed=seed)
+        if counts is None:  # the same problem draws for every metric (as bootstrap_ratio with this seed draws)
+            counts = _draw_counts(len(sums), n_boot, seed)
+        interval = _bootstrap(sums, counts, 0.95)
         out[f"{metric}_low"], out[f"{metric}_high"] = interval.low, interval.high
     return out
