@@ -34,7 +34,7 @@ def write_samples(ctx, handle, sampling) -> None:
                     "level": str(p.level),
                     "sample": j,
                     "text": text,
-                    "n_tokens": len(text.split()),
+                    "n_tokens": len(text.split()) + 1,  # its words and the EOS that ended it
                     "finish_reason": "eos",
                     "correct": world.grade(p, text),
                     "n_steps": len(steps),

@@ -186,7 +186,8 @@ def test_truncation_keeps_the_start_and_counts_kept_tokens(micro_model_dir):
     rejected = tok(row["rejected"], add_special_tokens=False)["input_ids"]
     assert d["rejected"] == rejected[:5] and d["rejected_len"] == 5 and d["truncated"]
     (full,) = tokenize_pairs(tok, [row], 128)
-    assert full["rejected"][-1] == tok.eos_token_id and full["rejected_len"] == len(rejected)  # EOS not counted
+    # the length is what the loss scores: the completion's tokens and its EOS (tsq's one length convention)
+    assert full["rejected"][-1] == tok.eos_token_id and full["rejected_len"] == len(rejected) + 1
     assert not full["truncated"]
 
 
@@ -256,3 +257,31 @@ def test_accumulated_training_takes_the_planned_steps_and_records_what_it_did(mi
     assert summary["steps"] == 6 and summary["accumulate_grad_batches"] == 2  # 6 micro-batches / 2, x 2 epochs
     assert summary["pairs"] == summary["pairs_in_file"] == 12 and summary["pairs_dropped"] == 0
     assert summary["tensors_changed"] == summary["tensors_compared"] > 0
+
+
+@pytest.mark.parametrize(
+    ("copies", "max_steps", "epochs"),
+    [
+        (1, 5, 2.5),  # 4 pairs, batch 2: 2 steps an epoch, so 5 steps are two and a half passes
+        (6, 3, 0.25),  # 24 pairs: 12 steps an epoch, so 3 steps see a quarter of them
+    ],
+)
+def test_max_steps_trains_exactly_that_budget_whatever_the_pairs(micro_model_dir, tmp_path, copies, max_steps, epochs):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * copies)
+    store = ArtifactStore(tmp_path / "cache")
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=4, max_steps=max_steps, batch_size=2, lr=1e-3)
+    assert settings.optimizer_steps(4 * copies, 1) == max_steps
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    policy = train_policy(
+        run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs), PreferenceLoss(), settings
+    )
+    summary = json.loads((policy.path / "train_summary.json").read_text())
+    assert (summary["steps"], summary["max_steps"], summary["epochs"]) == (max_steps, max_steps, epochs)
+    assert summary["tensors_changed"] > 0
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_max_steps_must_be_a_positive_whole_number(value):
+    with pytest.raises(ValueError, match="train.max_steps must be null or a whole number > 0"):
+        TrainSettings(max_steps=value)

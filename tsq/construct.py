@@ -32,8 +32,8 @@ from tsq.training.preference import PAIRS_FILE
 
 log = logging.getLogger(__name__)
 
-REFINED = Stage("refined", 2)
-PAIRS = Stage("pairs", 1)
+REFINED = Stage("refined", 3)  # 3: lengths count the EOS
+PAIRS = Stage("pairs", 2)
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
 REFINED_FILE = "refined.jsonl"
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
@@ -130,6 +130,7 @@ def construct(
                 prompt=problems[pid].prompt,
                 text=sample["text"],
                 n_tokens=int(sample["n_tokens"]),
+                ended_with_eos=sample["finish_reason"] == "eos",
                 n_steps=int(sample["n_steps"]),
                 step_tokens=int(sample["step_tokens"]),
             )

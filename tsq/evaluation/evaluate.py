@@ -26,7 +26,7 @@ from tsq.text import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage("eval", 2)
+STAGE = Stage("eval", 3)  # 3: n_tokens counts the EOS
 ALL_LEVELS = "all"
 METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
 

@@ -8,11 +8,11 @@ get a `ScoringSampler` over the policy); `NoRefiner` keeps every trace as sample
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from tsq.cache import ConfiguredPart
-from tsq.sampling.base import Sampler
+from tsq.sampling.base import Sampler, completion_length
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,10 @@ class ChosenTrace:
 
     prompt: str
     text: str
-    n_tokens: int
+    n_tokens: int  # the EOS that ended it included (tsq.sampling.base.completion_length)
     n_steps: int
     step_tokens: int
+    ended_with_eos: bool = True
 
 
 @dataclass
@@ -102,7 +103,12 @@ class ModelRefiner(ConfiguredPart):
     ) -> list[RefinedTrace]:
         if policy is None:
             raise ValueError(f"refiner={getattr(self, 'name', type(self).__name__)} needs the policy's sampler")
-        return self.refine(policy, [t.prompt for t in traces], [t.text for t in traces], step_delimiter)
+        refined = self.refine(policy, [t.prompt for t in traces], [t.text for t in traces], step_delimiter)
+        # `refine` counts the tokens of the new text; the EOS that ended the sampled trace ends the refined one too
+        return [
+            r if r.token_ids is None else replace(r, n_tokens=completion_length(len(r.token_ids), t.ended_with_eos))
+            for r, t in zip(refined, traces, strict=True)
+        ]
 
 
 @dataclass

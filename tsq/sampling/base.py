@@ -18,7 +18,14 @@ class Completion:
 
     @property
     def n_tokens(self) -> int:
-        return len(self.token_ids)
+        """The completion's length, tsq's one convention: the tokens the model generated, the EOS that ended it
+        included (as vLLM's `token_ids` count it, as the training losses score it, as the pairs file records it)."""
+        return completion_length(len(self.token_ids), self.finish_reason == "eos")
+
+
+def completion_length(n_ids: int, ended_with_eos: bool) -> int:
+    """Tokens of a completion whose text has `n_ids` tokens, plus its EOS when one ended it (`Completion.n_tokens`)."""
+    return n_ids + int(ended_with_eos)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class SamplingStage:
     shard_size: int = 64
     max_problems: int | None = None
 
-    STAGE = Stage("samples", 1)
+    STAGE = Stage("samples", 2)  # 2: n_tokens counts the EOS
 
     def __post_init__(self) -> None:
         self.params = SamplingParams.configured(

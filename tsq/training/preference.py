@@ -61,8 +61,10 @@ OVERLENGTH = ("error", "drop", "truncate")
 
 
 def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, overlength: str = "error") -> list[dict]:
-    """Token ids per pair; completions end with EOS, and `chosen_len` / `rejected_len` count their tokens
-    without it (as the pairs file and the metrics count lengths).
+    """Token ids per pair; completions end with EOS, and `chosen_len` / `rejected_len` count the tokens the loss
+    scores, that EOS included: tsq's one length convention (`tsq.sampling.base.completion_length`), so a length
+    normalisation (SFT's mean NLL, SimPO) divides a sum over n tokens by n, and DPO-L's length ratio is over
+    the same counts as the metrics and the pairs file.
 
     A pair is over length when its prompt plus its longer completion (EOS included) exceeds `max_length`.
     `overlength` says what happens then: `error` (default) refuses the whole set naming the count,
@@ -94,8 +96,8 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_length: int, overlength: str
                 "prompt": p,
                 "chosen": c,
                 "rejected": r,
-                "chosen_len": len(c) - (c[-1] == eos),
-                "rejected_len": len(r) - (r[-1] == eos),
+                "chosen_len": len(c),
+                "rejected_len": len(r),
                 "truncated": size > max_length,
             }
         )
@@ -123,6 +125,10 @@ class TrainSettings:
     """`train=`: optimisation of the policy on the pairs."""
 
     epochs: int = 4
+    # exactly this many optimizer steps, whatever the number of pairs (epochs is then unused): the pairs are
+    # cycled through in fresh permutations, or only part of one is trained on. This is how rows with different
+    # pair counts get the same training budget (the tables' protocol); null: `epochs` passes over the pairs.
+    max_steps: int | None = None
     # pairs per optimizer step and process (micro-batch); with global_batch_size set, gradients are
     # accumulated over global_batch_size / (batch_size x processes) micro-batches per step
     batch_size: int = 16
@@ -159,6 +165,10 @@ class TrainSettings:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"train.{key} must be a whole number > 0, got {value!r}")
+        if self.max_steps is not None and (
+            isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps <= 0
+        ):
+            raise ValueError(f"train.max_steps must be null or a whole number > 0, got {self.max_steps!r}")
         if self.global_batch_size is not None and (
             not isinstance(self.global_batch_size, int) or self.global_batch_size % self.batch_size
         ):
@@ -190,10 +200,15 @@ class TrainSettings:
         return self.global_batch_size // per_step
 
     def optimizer_steps(self, pairs: int, world_size: int) -> int:
-        """Optimizer steps of a run over `pairs` pairs (each process reads ceil(pairs / world_size) of them;
-        Lightning steps on a partial accumulation at the end of an epoch)."""
+        """Optimizer steps of a run over `pairs` pairs: `max_steps` when set, else `epochs` epochs (each process
+        reads ceil(pairs / world_size) of them; Lightning steps on a partial accumulation at an epoch's end)."""
+        if pairs and self.max_steps is not None:
+            return self.max_steps
+        return self.steps_per_epoch(pairs, world_size) * self.epochs
+
+    def steps_per_epoch(self, pairs: int, world_size: int) -> int:
         batches = math.ceil(math.ceil(pairs / world_size) / self.batch_size)
-        return math.ceil(batches / self.accumulation(world_size)) * self.epochs
+        return math.ceil(batches / self.accumulation(world_size))
 
 
 @dataclass
@@ -228,7 +243,7 @@ class LoraSettings:
 
 
 REF_LOGPS = Stage("ref_logps", 2)
-POLICY = Stage("policy", 3)  # 3: data order by (seed, epoch), resumable mid-epoch
+POLICY = Stage("policy", 4)  # 4: lengths count the EOS; train.max_steps
 
 
 def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
@@ -575,8 +590,10 @@ def _train_policy(
     loader = ResumableLoader(data, settings.batch_size, settings.seed)
     checkpoint = ModelCheckpoint(dirpath=job.scratch, save_last=True, every_n_train_steps=settings.checkpoint_every)
     last = job.scratch / "last.ckpt"
+    per_epoch = settings.steps_per_epoch(len(data), processes)
     trainer = L.Trainer(
-        max_epochs=settings.epochs,
+        max_epochs=math.ceil(total / per_epoch),
+        max_steps=total,
         accumulate_grad_batches=accumulate,
         logger=(ctx.make_loggers() if ctx.make_loggers else None) or False,  # created only when training runs
         callbacks=[CountBatches(loader.sampler), checkpoint, *(callbacks or [])],
@@ -623,7 +640,9 @@ def _train_policy(
         "pairs_dropped": len(rows) - len(data),
         "pairs_truncated": sum(d["truncated"] for d in data),
         "steps": trainer.global_step,
-        "epochs": settings.epochs,
+        "max_steps": settings.max_steps,
+        # passes over the pairs (fractional when max_steps ends part-way through one)
+        "epochs": round(trainer.global_step / per_epoch, 4),
         "accumulate_grad_batches": accumulate,
         "processes": processes,
         "lora": settings.lora,
