@@ -11,6 +11,8 @@ SAMPLES = pd.DataFrame(
         "problem_id": ["p1", "p1", "p2", "p2"],
         "correct": [True, False, True, True],
         "n_tokens": [10, 20, 30, 50],
+        "n_steps": [2, 4, 3, 5],
+        "step_tokens": [8, 16, 27, 45],
     }
 )
 
@@ -21,6 +23,7 @@ SAMPLES = pd.DataFrame(
         ("acc", [1, 2], [2, 2], 3 / 4),
         ("len_a", [30, 80], [2, 2], 110 / 4),
         ("len_t", [10, 80], [1, 2], 90 / 3),  # tokens of correct samples over correct samples
+        ("step_len", [8, 72], [2, 8], 80 / 10),  # step tokens of correct samples over their steps
     ],
 )
 def test_sums_per_problem_and_the_pooled_ratio(metric, num, den, pooled):

@@ -33,7 +33,7 @@ from tsq.training.preference import PAIRS_FILE
 log = logging.getLogger(__name__)
 
 REFINED = Stage("refined", 3)  # 3: lengths count the EOS
-PAIRS = Stage("pairs", 2)
+PAIRS = Stage("pairs", 3)  # 3: positives_per_problem in stats.json
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
 REFINED_FILE = "refined.jsonl"
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
@@ -220,6 +220,10 @@ def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[
             "dropped_no_longer_negative": int(sum(1 for pid in selected if pid not in paired and 0 < rates[pid] < 1)),
             "problems_with_pairs": len(paired),
             "positives": sum(len(s.positives) for _, s in selected.values()),
+            # k, the positives the selector chose per problem -> problems (0: no correct response)
+            "positives_per_problem": {
+                str(k): n for k, n in sorted(Counter(len(s.positives) for _, s in selected.values()).items())
+            },
             "positives_in_pairs": len(used),
             "pairs": len(rows),
             "pairs_with_correct_rejected": sum(r["rejected_correct"] for r in rows),

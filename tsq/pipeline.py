@@ -34,6 +34,7 @@ from tsq.construct import (
 )
 from tsq.context import RunContext, SamplerChoice
 from tsq.data.base import ChatTemplated
+from tsq.evaluation.evaluate import STAGE as EVAL
 from tsq.evaluation.evaluate import Evaluator, length_histogram, write_metrics
 from tsq.evaluation.metrics import relative_change
 from tsq.model_card import model_card, publish_policy
@@ -300,8 +301,10 @@ def planned_keys(ctx: RunContext, parts: Parts) -> dict[str, str]:
 def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: str, out: Outcome) -> None:
     """Evaluate `model` (cached samples), add its metric rows (relative to the base rows for a trained
     model), curves, diagnostics and length histogram to `out`, and print its table."""
-    frame, diagnostics = evaluator.samples(ctx, model)
+    frame, diagnostics, key = evaluator.samples(ctx, model)
     out.samples[stage] = frame
+    # where the graded samples are: the tables pool them across seeds for intervals over problems
+    out.report.setdefault("evaluations", {})[stage] = {"split": evaluator.split, "path": str(ctx.store.path(EVAL.name, key))}
     rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
     if stage != "base":
         rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])

@@ -92,11 +92,12 @@ class Evaluator:
         return config, {"model": model.key, "world": world_key(ctx.world)}
 
     # ------------------------------------------------------------------ sampling
-    def samples(self, ctx: RunContext, model: ModelHandle) -> tuple[pd.DataFrame, dict]:
-        """One row per sampled response (graded, with token and step counts), and diagnostics; cached."""
+    def samples(self, ctx: RunContext, model: ModelHandle) -> tuple[pd.DataFrame, dict, str]:
+        """One row per sampled response (graded, with token and step counts), diagnostics, and the key of their
+        artifact (`<cache>/eval/<key>/samples.jsonl`); cached."""
         world = ctx.world
         probe = self.shortcut_probe and isinstance(world, ShortcutProbe)
-        frame, diagnostics, _ = sample_graded(
+        return sample_graded(
             ctx,
             model,
             self.problems(world),
@@ -106,7 +107,6 @@ class Evaluator:
             description={"model": model.key, "split": self.split},
             extra=(lambda sampler: {"shortcut_acc_by_level": self.probe_shortcut(world, sampler)}) if probe else None,
         )
-        return frame, diagnostics
 
     def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
         """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""

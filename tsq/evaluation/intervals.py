@@ -22,6 +22,8 @@ RATIO_METRICS = {
     "acc": ("correct", "one"),
     "len_a": ("n_tokens", "one"),
     "len_t": ("correct_tokens", "correct"),
+    # StepLen: tokens per reasoning step, pooled over correct responses (as `metrics.step_stats`)
+    "step_len": ("correct_step_tokens", "correct_steps"),
 }
 
 
@@ -41,11 +43,10 @@ def per_problem_sums(samples: pd.DataFrame, metric: str, by: str = "problem_id")
     """Numerator and denominator of `metric` summed per problem (all samples, all seeds of each problem)."""
     if metric not in RATIO_METRICS:
         raise ValueError(f"metric must be one of {sorted(RATIO_METRICS)}, got {metric!r}")
-    frame = samples.assign(
-        one=1.0,
-        correct=samples["correct"].astype(float),
-        correct_tokens=samples["n_tokens"] * samples["correct"].astype(float),
-    )
+    correct = samples["correct"].astype(float)
+    frame = samples.assign(one=1.0, correct=correct, correct_tokens=samples["n_tokens"] * correct)
+    if metric == "step_len":
+        frame = frame.assign(correct_step_tokens=samples["step_tokens"] * correct, correct_steps=samples["n_steps"] * correct)
     num, den = RATIO_METRICS[metric]
     sums = frame.groupby(by, sort=True)[[num, den]].sum()
     return sums.set_axis(["num", "den"], axis=1)

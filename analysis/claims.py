@@ -1,0 +1,180 @@
+"""Every paper claim the tables test, in one place, with the paper's numbers, and the verdict rule.
+
+A claim is one or more comparisons of two rows (`(experiment, row)`, row `base` = the base model). A comparison
+says `metric(row) - metric(versus)` is above (`>`) or below (`<`) a threshold; its verdict comes from the paired
+bootstrap interval of that difference (analysis/protocol.py): **holds** when the whole interval is on the
+claimed side, **does not hold** when the whole interval is on the other side, **inconclusive** when it contains
+the threshold. A claim of several comparisons holds when all hold, does not hold when any does not, and is
+inconclusive otherwise. "Keeps accuracy" is a non-inferiority comparison: the Acc difference is above
+`-noninferiority` (conf/protocol.yaml), a threshold fixed before any run.
+
+Paper numbers: TokenSqueeze (arXiv 2511.13223), DeepSeek-R1-Distill-Qwen-7B, MATH500 and AIME24 (Acc %, Len-T
+tokens); TL;DR (arXiv 2506.02678) Table 2, 7B, averages over five benchmarks (Acc %, Len-A tokens). Metrics are
+fractions (`acc`) and tokens (`len_t`, `len_a`, `step_len`); thresholds are in the same units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tsq.evaluation.intervals import Interval
+
+NONINFERIOR = "noninferior"  # a threshold placeholder: -noninferiority from the protocol
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str  # acc, len_t, len_a or step_len
+    row: tuple[str, str]  # (experiment, row choice); row "base" is the base model
+    versus: tuple[str, str]
+    relation: str  # ">" (the difference is above the threshold) or "<"
+    threshold: float | str = 0.0  # or NONINFERIOR
+
+    def __post_init__(self) -> None:
+        if self.relation not in (">", "<"):
+            raise ValueError(f"relation must be > or <, got {self.relation!r}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    source: str  # paper and table
+    statement: str
+    paper: str  # the paper's numbers behind the claim
+    parts: tuple[Comparison, ...]
+
+
+def verdict(interval: Interval, relation: str, threshold: float) -> str:
+    """holds / does not hold / inconclusive for `difference <relation> threshold` given its interval."""
+    above, below = interval.low > threshold, interval.high < threshold
+    if relation == ">":
+        return HOLDS if above else FAILS if below else INCONCLUSIVE
+    return HOLDS if below else FAILS if above else INCONCLUSIVE
+
+
+def combine(verdicts: list[str]) -> str:
+    """A claim's verdict from its comparisons' verdicts."""
+    if not verdicts:
+        raise ValueError("a claim needs at least one comparison")
+    if FAILS in verdicts:
+        return FAILS
+    return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+
+
+T2, T3, T4, F4, TLDR = "ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2"
+ALPHAS = ("0.05", "0.1", "0.4", "0.6", "1.0")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "T2-qdyn-vs-shortest",
+        "TokenSqueeze Table 2",
+        "Q-DYN selection is more accurate than taking only the shortest correct response",
+        "MATH500 92.8 vs 90.8; AIME24 57.3 vs 53.3",
+        (Comparison("acc", (T2, "qdyn"), (T2, "shortest"), ">"),),
+    ),
+    Claim(
+        "T2-qdyn-vs-qfix",
+        "TokenSqueeze Table 2",
+        "Q-DYN (difficulty-adaptive quantile) is more accurate than a fixed quantile (Q-FIX)",
+        "MATH500 92.8 vs 92.2; AIME24 57.3 vs 55.0",
+        (Comparison("acc", (T2, "qdyn"), (T2, "qfix"), ">"),),
+    ),
+    Claim(
+        "T2-extra-negatives",
+        "TokenSqueeze Table 2",
+        "Adding long correct responses (>= 1.5x the positive) as extra negatives costs accuracy",
+        "MATH500 90.8 vs 92.8; AIME24 52.3 vs 57.3",
+        (Comparison("acc", (T2, "qdyn_extra_neg"), (T2, "qdyn"), "<"),),
+    ),
+    Claim(
+        "T3-kl-shorter",
+        "TokenSqueeze Table 3",
+        "KL refinement shortens responses beyond no refinement, keeping accuracy",
+        "Len-T MATH500 1773 vs 2180, AIME24 5157 vs 6190; Acc 92.4 vs 92.8, 57.5 vs 57.3",
+        (
+            Comparison("len_t", (T3, "kl"), (T3, "none"), "<"),
+            Comparison("acc", (T3, "kl"), (T3, "none"), ">", NONINFERIOR),
+        ),
+    ),
+    Claim(
+        "T3-kl-steplen",
+        "TokenSqueeze Table 3",
+        "KL refinement shortens the steps themselves (tokens per step)",
+        "StepLen MATH500 30.6 vs 35.1; AIME24 26.3 vs 29.1",
+        (Comparison("step_len", (T3, "kl"), (T3, "none"), "<"),),
+    ),
+    Claim(
+        "T3-rewrite-loses",
+        "TokenSqueeze Table 3",
+        "Unconstrained rewriting of steps loses accuracy against KL-constrained refinement",
+        "MATH500 79.0 (4o-mini) and 84.3 (TokenSkip) vs 92.4; AIME24 39.1 and 54.4 vs 57.5",
+        (Comparison("acc", (T3, "rewrite"), (T3, "kl"), "<"),),
+    ),
+    Claim(
+        "T4-dpo-alone",
+        "TokenSqueeze Table 4",
+        "DPO alone is less accurate than DPO-L + SFT",
+        "MATH500 91.6 vs 92.4; AIME24 48.3 vs 57.5",
+        (Comparison("acc", (T4, "dpo"), (T4, "tokensqueeze"), "<"),),
+    ),
+    Claim(
+        "T4-sft-alone",
+        "TokenSqueeze Table 4",
+        "SFT on the positives alone gives longer responses than DPO-L + SFT",
+        "Len-T MATH500 2271 vs 1773; AIME24 5734 vs 5157",
+        (Comparison("len_t", (T4, "sft"), (T4, "tokensqueeze"), ">"),),
+    ),
+    Claim(
+        "T4-dpol-vs-dpo-sft",
+        "TokenSqueeze Table 4",
+        "DPO-L + SFT is shorter than DPO + SFT, keeping accuracy",
+        "Len-T MATH500 1773 vs 1865, AIME24 5157 vs 5420; Acc 92.4 vs 92.6, 57.5 vs 57.0",
+        (
+            Comparison("len_t", (T4, "tokensqueeze"), (T4, "dpo_sft"), "<"),
+            Comparison("acc", (T4, "tokensqueeze"), (T4, "dpo_sft"), ">", NONINFERIOR),
+        ),
+    ),
+    Claim(
+        "F4-alpha-one-degrades",
+        "TokenSqueeze Figure 4",
+        "alpha = 1 degrades accuracy against alpha = 0.2",
+        "no exact points in the text; alpha = 0.2 best, alpha = 0 and 1 degrade",
+        (Comparison("acc", (F4, "1.0"), (F4, "0.2"), "<"),),
+    ),
+    Claim(
+        "F4-alpha-best",
+        "TokenSqueeze Figure 4",
+        "alpha = 0.2 is the most accurate alpha of the sweep",
+        "no exact points in the text; alpha = 0.2 best",
+        tuple(Comparison("acc", (F4, "0.2"), (F4, a), ">") for a in ALPHAS),
+    ),
+    Claim(
+        "TLDR-keeps-accuracy",
+        "TL;DR Table 2",
+        "Dynamic re-weighting keeps the original model's accuracy while shortening its responses",
+        "Avg Acc 68.1 vs 69.3; L-Avg 2599 vs 3618",
+        (
+            Comparison("acc", (TLDR, "dynamic"), (TLDR, "base"), ">", NONINFERIOR),
+            Comparison("len_a", (TLDR, "dynamic"), (TLDR, "base"), "<"),
+        ),
+    ),
+    Claim(
+        "TLDR-dynamic-vs-static",
+        "TL;DR Table 2",
+        "Dynamic re-weighting is more accurate than the static 1:1 mixture",
+        "Avg Acc 68.1 vs 64.0 (L-Avg 2599 vs 2177)",
+        (Comparison("acc", (TLDR, "dynamic"), (TLDR, "static"), ">"),),
+    ),
+    Claim(
+        "TLDR-short-only",
+        "TL;DR Table 2",
+        "SFT on System-1 (short) data alone loses accuracy against the original model",
+        "Avg Acc 67.3 vs 69.3",
+        (Comparison("acc", (TLDR, "short_only"), (TLDR, "base"), "<"),),
+    ),
+)
+
+
+def threshold_of(comparison: Comparison, noninferiority: float) -> float:
+    return -noninferiority if comparison.threshold == NONINFERIOR else float(comparison.threshold)

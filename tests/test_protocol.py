@@ -1,0 +1,117 @@
+"""The tables' protocol (analysis/protocol.py) and the verdict rule (analysis/claims.py), against hand-made cases."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from analysis import results
+from analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, NONINFERIOR, Comparison, combine, verdict
+from analysis.protocol import difference, load_protocol, pooled, row_override, select_setting
+from analysis.tables import LAYOUTS
+from tsq.evaluation.intervals import Interval
+
+
+def dev(rows):
+    return pd.DataFrame(rows, columns=["acc", "len_t"])
+
+
+def test_selection_takes_the_shortest_setting_within_the_margin_of_the_base_model():
+    # base 0.95, margin 0.01: settings 0 and 2 qualify; 2 is shorter; 1 is shortest of all but too inaccurate
+    settings = dev([(0.945, 30.0), (0.90, 10.0), (0.96, 25.0)])
+    assert select_setting(settings, base_acc=0.95, acc_margin=0.01) == 2
+
+
+def test_selection_falls_back_to_the_most_accurate_when_none_is_close_enough():
+    settings = dev([(0.80, 20.0), (0.85, 40.0), (0.70, 10.0)])
+    assert select_setting(settings, base_acc=0.95, acc_margin=0.01) == 1
+
+
+def test_the_margin_is_inclusive():
+    assert select_setting(dev([(0.94, 20.0), (0.99, 30.0)]), base_acc=0.95, acc_margin=0.01) == 0
+
+
+@pytest.mark.parametrize(
+    ("interval", "relation", "threshold", "want"),
+    [
+        (Interval(0.02, 0.01, 0.03), ">", 0.0, HOLDS),
+        (Interval(0.02, -0.01, 0.03), ">", 0.0, INCONCLUSIVE),
+        (Interval(-0.02, -0.03, -0.01), ">", 0.0, FAILS),
+        (Interval(-0.01, -0.015, -0.005), ">", -0.02, HOLDS),  # non-inferiority: above -2 points
+        (Interval(-0.03, -0.04, -0.025), ">", -0.02, FAILS),
+        (Interval(-5.0, -7.0, -3.0), "<", 0.0, HOLDS),
+        (Interval(5.0, 3.0, 7.0), "<", 0.0, FAILS),
+    ],
+)
+def test_verdict_of_one_comparison(interval, relation, threshold, want):
+    assert verdict(interval, relation, threshold) == want
+
+
+def test_a_claim_holds_only_when_every_part_holds_and_fails_when_any_part_fails():
+    assert combine([HOLDS, HOLDS]) == HOLDS
+    assert combine([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine([INCONCLUSIVE, FAILS, HOLDS]) == FAILS
+
+
+def test_every_claim_names_rows_that_its_experiment_has():
+    for claim in CLAIMS:
+        assert claim.parts and claim.paper
+        for part in claim.parts:
+            for experiment, row in (part.row, part.versus):
+                assert experiment in results.EXPERIMENTS, claim.id
+                assert row == "base" or row in LAYOUTS[experiment].labels, (claim.id, row)
+            assert part.threshold == NONINFERIOR or isinstance(part.threshold, float)
+    with pytest.raises(ValueError, match="relation must be > or <"):
+        Comparison("acc", ("a", "b"), ("a", "c"), ">=")
+
+
+def samples(problem_correct: dict[str, list[bool]], tokens: int = 10) -> pd.DataFrame:
+    rows = [(p, c, tokens) for p, flags in problem_correct.items() for c in flags]
+    return pd.DataFrame(rows, columns=["problem_id", "correct", "n_tokens"])
+
+
+def test_pooled_seeds_and_paired_difference_by_hand():
+    seed0 = samples({"p1": [True, True], "p2": [False, True]})
+    seed1 = samples({"p1": [True, False], "p2": [True, True]})
+    both = pooled([seed0, seed1])
+    assert len(both) == 8 and both["correct"].mean() == 6 / 8
+    worse = samples({"p1": [False, False, True, True], "p2": [False, True, True, True]})  # 5 of 8
+    diff = difference(both, worse, "acc", n_boot=200)
+    assert diff.estimate == pytest.approx(6 / 8 - 5 / 8)
+    with pytest.raises(ValueError, match="different problems"):
+        pooled([seed0, samples({"p3": [True]})])
+
+
+def test_row_override_for_choices_and_swept_keys():
+    assert row_override("choice.selector", "qdyn") == "selector=qdyn"
+    assert row_override("override.selector.alpha", "0.2") == "selector.alpha=0.2"
+    with pytest.raises(ValueError, match="choice.<group> or override.<key>"):
+        row_override("selector", "qdyn")
+
+
+def test_the_shipped_protocol_and_its_phases(tmp_path):
+    protocol = load_protocol()
+    assert len(protocol.seeds) >= 3 and protocol.grid("preference")
+    search = results.search_phase("ts_table2", protocol, tmp_path)
+    assert "eval.split=dev" in search.overrides and f"train.seed={protocol.seeds[0]}" in search.overrides
+    lr = protocol.search["preference"]["train.lr"]
+    selected = {"shortest": {"setting": {"train.lr": lr[0]}}, "qfix": {"setting": {"train.lr": lr[1]}},
+                "qdyn": {"setting": {"train.lr": lr[0]}}}  # fmt: skip
+    phases = results.test_phases("ts_table2", selected, protocol, tmp_path)
+    # one multirun per selected setting, over the rows that chose it and every seed, on the default (test) split
+    assert sorted(p.overrides[1] for p in phases) == ["selector=qfix", "selector=shortest,qdyn"]
+    assert all(f"train.seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
+    assert not any("eval.split" in o for p in phases for o in p.overrides)
+
+
+def test_wall_times_take_the_computing_run_of_each_command_and_sum_them(tmp_path):
+    lines = [
+        {"experiment": "e", "phase": "search", "command": "a", "wall_s": 100.0, "returncode": 0},
+        {"experiment": "e", "phase": "search", "command": "a", "wall_s": 5.0, "returncode": 0},  # cache hits
+        {"experiment": "e", "phase": "test", "command": "b", "wall_s": 40.0, "returncode": 0},
+        {"experiment": "e", "phase": "test", "command": "c", "wall_s": 60.0, "returncode": 1},  # failed: not counted
+    ]
+    (tmp_path / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    table = results.wall_times(tmp_path).set_index("phase")
+    assert table.loc["search", "computing (s)"] == 100.0 and table.loc["search", "latest call (s)"] == 5.0
+    assert table.loc["", "computing (s)"] == 140.0
