@@ -67,10 +67,11 @@ def test_checkpoint_selection_on_a_made_up_history():
         {"step": 96, "dev_tokens": 180.0, "dev_acc": 0.50},  # shortest, but below the bar
         {"step": 128, "dev_tokens": 260.0, "dev_acc": 0.70},
     ]
-    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.3) == 1
-    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.5) == 2  # bar 0.4: step 96 qualifies
-    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.3, min_step=100) == 3
-    assert select_checkpoint(history, acc_long=1.2, accuracy_drop=0.3) == 0  # none qualifies: most accurate
+    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.3) == (1, True)
+    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.5) == (2, True)  # bar 0.4: step 96 qualifies
+    assert select_checkpoint(history, acc_long=0.8, accuracy_drop=0.3, min_step=100) == (3, True)
+    # none meets the bar: the most accurate is kept, and the result says it did not meet the bar
+    assert select_checkpoint(history, acc_long=1.2, accuracy_drop=0.3) == (0, False)
     with pytest.raises(ValueError):
         select_checkpoint([], 0.8)
 
@@ -84,10 +85,15 @@ def test_data_sources_pick_the_right_responses():
             "text": ["e1-wrong", "e1-ok", "e2-wrong", "h1-long", "h1-short", "h1-wrong", "h2-wrong"],
             "n_tokens": [5, 6, 5, 90, 40, 20, 50],
             "correct": [False, True, False, True, True, False, False],
+            "n_steps": [2, 1, 2, 8, 4, 3, 5],
         }
     )
     prompts = {pid: f"P {pid}" for pid in frame["problem_id"]}
     assert system1_data(frame, prompts, [1, 2]) == [{"prompt": "P e1", "response": "e1-ok"}]
+    # a bare answer (no reasoning step) is not a System-1 chain of thought
+    bare = frame.assign(n_steps=[2, 0, 2, 8, 4, 3, 5], correct=[True, True, False, True, True, False, False])
+    assert system1_data(bare, prompts, [1, 2], min_steps=1) == [{"prompt": "P e1", "response": "e1-wrong"}]
+    assert system1_data(bare.assign(correct=[False, True] + [False] * 5), prompts, [1, 2], min_steps=1) == []
     assert system2_data(frame, prompts, [4, 5], "shortest") == [{"prompt": "P h1", "response": "h1-short"}]
     assert [d["response"] for d in system2_data(frame, prompts, [4, 5], "all")] == ["h1-long", "h1-short"]
 

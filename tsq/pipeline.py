@@ -304,7 +304,8 @@ def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: s
     frame, diagnostics, key = evaluator.samples(ctx, model)
     out.samples[stage] = frame
     # where the graded samples are: the tables pool them across seeds for intervals over problems
-    out.report.setdefault("evaluations", {})[stage] = {"split": evaluator.split, "path": str(ctx.store.path(EVAL.name, key))}
+    where = {"split": evaluator.split, "path": str(ctx.store.path(EVAL.name, key))}
+    out.report.setdefault("evaluations", {})[stage] = where
     rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
     if stage != "base":
         rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])

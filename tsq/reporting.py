@@ -301,9 +301,13 @@ def print_run_end(timings: dict[str, float], metrics_path: Path) -> None:
 
 
 def print_tldr(summary: dict) -> None:
-    selected = summary["selected"]
+    selected, base = summary["selected"], summary["base_dev"]
+    bar = "met" if selected["met_bar"] else "NOT met by any checkpoint (the most accurate one is kept)"
     print(
-        f"\nTL;DR kept step {selected['step']}: dev tokens {selected['dev_tokens']:.1f}, acc {selected['dev_acc']:.3f}"
+        f"\nTL;DR kept step {selected['step']}: dev tokens {selected['dev_tokens']:.1f}, "
+        f"acc {selected['dev_acc']:.3f}; "
+        f"bar acc > {summary['bar']:.3f} {bar}; base model on dev at T {base['temperature']:g}: tokens "
+        f"{base['dev_tokens']:.1f}, acc {base['dev_acc']:.3f}"
     )
 
 

@@ -7,7 +7,10 @@ evaluated on the dev set, and the mixture weights move by TL;DR's rule (`update_
 decide how many slots of a resampling buffer each source fills (`MixtureStream`), they never weight the
 loss. Bounds (T_short, Acc_short) and (T_long, Acc_long) are measured once on the dev set and cached.
 The kept checkpoint is the one with the fewest dev tokens among those whose dev accuracy exceeds
-(1 - accuracy_drop) * Acc_long (`select_checkpoint`). `rule=constant` is the static-mixture baseline.
+(1 - accuracy_drop) * Acc_long (`select_checkpoint`); when none does, the most accurate one is kept and the
+summary says so (`selected.met_bar` false; the tables print it). `rule=constant` is the static-mixture baseline.
+System-1 data are short chains of thought: responses with fewer than `system1_min_steps` reasoning steps (a
+bare answer) are not System-1 data, and how many were left out is in the summary.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage("tldr_policy", 1)
+STAGE = Stage("tldr_policy", 2)  # 2: short-CoT System-1 data, base dev row, met_bar
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -76,17 +79,19 @@ def buffer_counts(alpha: Sequence[float], size: int) -> list[int]:
     return counts
 
 
-def select_checkpoint(history: Sequence[dict], acc_long: float, accuracy_drop: float = 0.3, min_step: int = 0) -> int:
-    """Index into `history` (dicts with step, dev_tokens, dev_acc) of the kept checkpoint: fewest dev tokens
-    among steps >= min_step with dev_acc > (1 - accuracy_drop) * acc_long; if none qualifies, the most
-    accurate one (fewest tokens on ties)."""
+def select_checkpoint(
+    history: Sequence[dict], acc_long: float, accuracy_drop: float = 0.3, min_step: int = 0
+) -> tuple[int, bool]:
+    """(index into `history`, whether it met the bar) of the kept checkpoint. `history` holds dicts with step,
+    dev_tokens, dev_acc. The rule: fewest dev tokens among steps >= min_step with dev_acc > (1 - accuracy_drop)
+    * acc_long (the bar); if none meets the bar, the most accurate one (fewest tokens on ties), flagged False."""
     if not history:
         raise ValueError("no dev evaluations to select a checkpoint from")
     eligible = [i for i, h in enumerate(history) if h["step"] >= min_step] or list(range(len(history)))
     good = [i for i in eligible if history[i]["dev_acc"] > (1 - accuracy_drop) * acc_long]
     if good:
-        return min(good, key=lambda i: (history[i]["dev_tokens"], i))
-    return min(eligible, key=lambda i: (-history[i]["dev_acc"], history[i]["dev_tokens"], i))
+        return min(good, key=lambda i: (history[i]["dev_tokens"], i)), True
+    return min(eligible, key=lambda i: (-history[i]["dev_acc"], history[i]["dev_tokens"], i)), False
 
 
 class MixtureStream(IterableDataset):
@@ -145,8 +150,10 @@ class TLDRSettings:
     easy_levels: list[int] = field(default_factory=lambda: [1, 2])
     hard_levels: list[int] = field(default_factory=lambda: [3, 4, 5])
     short_model_path: str | None = None  # a real short-CoT model (Qwen2.5-Instruct in the paper)
-    short_model_style: str = "system1"  # synthetic world: the tiny twin's teacher style (concise or system1)
+    short_model_style: str = "concise"  # synthetic world: the tiny twin's teacher style (concise or system1)
     system1_samples: int = 4
+    # a System-1 example is a short chain of thought: at least this many reasoning steps (0 admits bare answers)
+    system1_min_steps: int = 1
     system2_pick: str = "shortest"
     dev_samples: int = 1
     dev_temperature: float = 1.0
@@ -170,6 +177,8 @@ class TLDRSettings:
         for key in ("update_every", "steps", "batch_size", "system1_samples", "dev_samples", "bound_samples"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"tldr.{key} must be > 0, got {getattr(self, key)}")
+        if self.system1_min_steps < 0:
+            raise ValueError(f"tldr.system1_min_steps must be >= 0, got {self.system1_min_steps}")
         if self.system2_pick not in ("shortest", "all"):
             raise ValueError(f"tldr.system2_pick must be shortest or all, got {self.system2_pick!r}")
         if not 0 <= self.accuracy_drop < 1:
@@ -187,10 +196,10 @@ def short_model(settings: TLDRSettings, model_source: ModelSource, world, store:
     return twin.materialize(world, store)
 
 
-def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int]) -> list[dict]:
-    """The first correct short-model response of each easy problem."""
-    rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels))].sort_values(["problem_id", "sample"])
-    first = rows.groupby("problem_id", sort=True).head(1)
+def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], min_steps: int = 0) -> list[dict]:
+    """The first correct short-model response with at least `min_steps` reasoning steps of each easy problem."""
+    rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels)) & (frame["n_steps"] >= min_steps)]
+    first = rows.sort_values(["problem_id", "sample"]).groupby("problem_id", sort=True).head(1)
     return [{"prompt": prompts[r.problem_id], "response": r.text} for r in first.itertuples()]
 
 
@@ -258,7 +267,7 @@ class DevReweighting(L.Callback):
         log.info("tldr step %d: dev tokens %.1f acc %.3f -> weights %.3f / %.3f", step, tokens, acc, *alpha)
         for logger in trainer.loggers:  # the mixture weights and dev metrics as series (W&B, CSV)
             logger.log_metrics({f"tldr/{k}": v for k, v in self.history[-1].items() if k != "step"}, step=step)
-        chosen = select_checkpoint(self.history, self.bounds.acc_long, self.settings.accuracy_drop)
+        chosen, _ = select_checkpoint(self.history, self.bounds.acc_long, self.settings.accuracy_drop)
         if chosen == len(self.history) - 1 and chosen != self.best_index:
             self.best_index = chosen
             self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
@@ -292,9 +301,12 @@ def train_tldr(
     t_short, acc_short = dev_stats(bound_eval.samples(ctx, short)[0])
     ctx.sampler.release()  # training needs the memory; dev evaluation samples the policy in memory (HF)
     sources = [
-        system1_data(short_frame, prompts, settings.easy_levels),
+        system1_data(short_frame, prompts, settings.easy_levels, settings.system1_min_steps),
         system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
     ]
+    easy_correct = short_frame[short_frame["correct"] & short_frame["level"].astype(int).isin(settings.easy_levels)]
+    # easy problems the short model answers correctly only without reasoning: left out of System-1 by the setting
+    bare_only = easy_correct["problem_id"].nunique() - len(sources[0])
     bounds = Bounds(t_short, acc_short, t_long, acc_long)
     own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
     inputs = {
@@ -316,6 +328,7 @@ def train_tldr(
         STAGE, own, inputs, build, doing=sizes, description={"model": model.key, "rule": settings.rule}
     )
     summary = json.loads((artifact.path / summary_file).read_text())
+    summary["system1_problems_without_reasoning"] = bare_only
     if ctx.output_dir is not None:
         plot_weights(summary["history"], Path(ctx.output_dir) / "tldr_weights.png")
     return model.derived(f"{model.name}+{settings.name}", artifact.path, artifact.key), summary
@@ -353,6 +366,8 @@ def _train(
         schedule="constant",
     )
     callback = DevReweighting(settings, stream, bounds, world, tokenizer)
+    # the base model on dev exactly as the checkpoints are (n, temperature, seed): the bar's own reference
+    base_tokens, base_acc = callback.evaluate(policy)
     loader = DataLoader(
         stream, batch_size=settings.batch_size, collate_fn=lambda b: collate_pairs(b, tokenizer.pad_token_id)
     )
@@ -366,7 +381,7 @@ def _train(
         **args,
     )
     trainer.fit(module, loader)
-    chosen = select_checkpoint(callback.history, bounds.acc_long, settings.accuracy_drop)
+    chosen, met_bar = select_checkpoint(callback.history, bounds.acc_long, settings.accuracy_drop)
     # The rule never returns to an evaluation it once passed over, so the kept snapshot is the chosen one.
     assert callback.best_index == chosen and callback.best_state is not None
     policy.load_state_dict(callback.best_state)
@@ -375,7 +390,9 @@ def _train(
     return {
         "bounds": asdict(bounds),
         "history": callback.history,
-        "selected": callback.history[chosen],
+        "base_dev": {"dev_tokens": base_tokens, "dev_acc": base_acc, "temperature": settings.dev_temperature},
+        "bar": (1 - settings.accuracy_drop) * bounds.acc_long,
+        "selected": {**callback.history[chosen], "met_bar": met_bar},
         "system1_examples": len(sources[0]),
         "system2_examples": len(sources[1]),
     }

@@ -46,7 +46,8 @@ def per_problem_sums(samples: pd.DataFrame, metric: str, by: str = "problem_id")
     correct = samples["correct"].astype(float)
     frame = samples.assign(one=1.0, correct=correct, correct_tokens=samples["n_tokens"] * correct)
     if metric == "step_len":
-        frame = frame.assign(correct_step_tokens=samples["step_tokens"] * correct, correct_steps=samples["n_steps"] * correct)
+        step_tokens, steps = samples["step_tokens"] * correct, samples["n_steps"] * correct
+        frame = frame.assign(correct_step_tokens=step_tokens, correct_steps=steps)
     num, den = RATIO_METRICS[metric]
     sums = frame.groupby(by, sort=True)[[num, den]].sum()
     return sums.set_axis(["num", "den"], axis=1)
