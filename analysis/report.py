@@ -5,7 +5,7 @@
 
 The page holds the tables (the paper's layout for an experiment; the metric rows for a run), the figures
 (PNG embedded as data URIs, so the one file opens anywhere, offline), the distribution of k, the number of
-chosen positives per problem (read from each run's refined artifact), and a few chosen traces before and
+positives the selector chose per problem (from each run's construction statistics), and a few chosen traces before and
 after refinement with the removed tokens struck through and the inserted ones underlined.
 """
 
@@ -17,22 +17,21 @@ import difflib
 import html
 import json
 import re
-from collections import Counter
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment  # noqa: E402
 
 from analysis.tables import (  # noqa: E402
     LAYOUTS,
     budget_figure,
+    k_figure,
+    k_table,
     labelled_runs,
     length_figure,
-    save_figure,
     styled,
     write_experiment,
 )
@@ -58,7 +57,7 @@ PAGE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
 <h2>Figures</h2>
 {% for name, uri in figures %}<img alt="{{ name }}" title="{{ name }}" src="{{ uri }}">{% endfor %}
 <h2>Chosen positives per problem (k)</h2>
-{% if k_table %}{{ k_table | safe }}{% else %}<p>No refined artifact is recorded for these runs.</p>{% endif %}
+{% if k_table %}{{ k_table | safe }}{% else %}<p>These runs record no construction statistics.</p>{% endif %}
 <h2>Traces before and after refinement</h2>
 {% for t in traces %}
 <h3>{{ t.run }}: problem {{ t.problem_id }} (sample {{ t.sample }}), {{ t.words_before }} → {{ t.words_after }} words,
@@ -78,12 +77,6 @@ def refined_records(payload: dict) -> list[dict]:
     """The refined chosen traces of a run (its `refined` artifact, as recorded in metrics.json)."""
     paths = [a["path"] for a in payload.get("artifacts", []) if a["stage"] == "refined"]
     return read_jsonl(Path(paths[-1]) / REFINED_FILE) if paths else []
-
-
-def k_counts(records: list[dict]) -> dict[int, int]:
-    """How many problems have k chosen positives (each refined record is one chosen positive of a problem)."""
-    per_problem = Counter(r["problem_id"] for r in records)
-    return dict(sorted(Counter(per_problem.values()).items()))
 
 
 def word_diff_html(before: str, after: str) -> str:
@@ -120,27 +113,20 @@ def trace_examples(records: list[dict], run: str, n: int = 3) -> list[dict]:
 
 
 def k_section(runs: list[tuple[dict, str]], out: Path, name: str) -> tuple[str, list[Path]]:
-    """The k table (problems per k, one column per run) and its bar chart; ("", []) without refined data."""
-    counts = {label: k_counts(refined_records(payload)) for payload, label in runs}
-    counts = {label: c for label, c in counts.items() if c}
-    if not counts:
+    """The k table (problems per k, one column per run) and its bar chart; ("", []) without construction."""
+    table = k_table(runs)
+    if table.empty:
         return "", []
-    table = pd.DataFrame(counts).fillna(0).astype(int).sort_index()
-    table.index.name = "k"
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    table.plot.bar(ax=ax, rot=0)
-    ax.set_xlabel("chosen positives per problem (k)")
-    ax.set_ylabel("problems")
-    return table.to_html(), save_figure(fig, out, name)
+    return table.to_html(), k_figure(table, out, name)
 
 
-def render(title: str, subtitle: str, tables, figures: list[Path], k_table: str, traces: list[dict]) -> str:
+def render(title: str, subtitle: str, tables, figures: list[Path], k_html: str, traces: list[dict]) -> str:
     return PAGE.render(
         title=title,
         subtitle=subtitle,
         tables=tables,
         figures=[(p.stem, png_uri(p)) for p in figures if p.suffix == ".png"],
-        k_table=k_table,
+        k_table=k_html,
         traces=traces,
     )
 
@@ -150,11 +136,11 @@ def experiment_report(tag: str, root: Path, out: Path) -> Path:
     written = write_experiment(tag, root, out)
     layout = LAYOUTS[tag]
     runs = labelled_runs(root, tag, layout)
-    k_table, k_fig = k_section(runs, out, f"{tag}_k")
+    k_html, k_fig = k_section(runs, out, f"{tag}_k")
     traces = [t for payload, label in runs for t in trace_examples(refined_records(payload), label, 2)]
     tables = [(layout.caption or tag, styled(written["table"], "html").to_html())]
     figures = [written["png"], written["pareto_png"], written["lengths_png"], *k_fig]
-    page = render(f"tsq: {tag}", f"{len(runs)} runs below {root}", tables, figures, k_table, traces)
+    page = render(f"tsq: {tag}", f"{len(runs)} runs below {root}", tables, figures, k_html, traces)
     return atomic_write_text(out / f"{tag}.html", page)
 
 
@@ -168,7 +154,7 @@ def run_report(run_dir: Path, out: Path) -> Path:
     runs = [(payload, "trained")]
     out.mkdir(parents=True, exist_ok=True)
     figures = budget_figure(runs, out, f"{name}_budget") + length_figure(runs, out, f"{name}_lengths")
-    k_table, k_fig = k_section(runs, out, f"{name}_k")
+    k_html, k_fig = k_section(runs, out, f"{name}_k")
     rows = pd.DataFrame(payload["rows"])
     rows = rows[[c for c in ROW_COLUMNS if c in rows]]
     rows = rows.assign(acc=100 * rows["acc"], auc=100 * rows["auc"])
@@ -180,7 +166,7 @@ def run_report(run_dir: Path, out: Path) -> Path:
     choices = payload.get("run", {}).get("choices", {})
     subtitle = ", ".join(f"{k}={v}" for k, v in choices.items() if v) or str(run_dir)
     traces = trace_examples(refined_records(payload), name, 4)
-    page = render(f"tsq run {name}", subtitle, tables, figures + k_fig, k_table, traces)
+    page = render(f"tsq run {name}", subtitle, tables, figures + k_fig, k_html, traces)
     return atomic_write_text(out / f"{name}.html", page)
 
 

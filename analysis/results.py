@@ -47,9 +47,10 @@ from analysis.protocol import (  # noqa: E402
     row_override,
     select_setting,
 )
-from analysis.tables import LAYOUTS, Layout, save_figure  # noqa: E402
+from analysis.tables import LAYOUTS, Layout, k_figure, k_table, save_figure  # noqa: E402
 from tsq.cache import atomic_write_text  # noqa: E402
 from tsq.evaluation import metrics as M  # noqa: E402
+from tsq.evaluation.evaluate import read_forced  # noqa: E402
 from tsq.sampling.stage import SAMPLES_FILE, read_samples  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2")
 BASE = "base"
+FORCED_COLUMNS = (16, 32)  # forced-budget accuracies shown in the tables (the figure has every budget)
 
 
 def kind_of(layout: Layout) -> str:
@@ -88,7 +90,8 @@ def search_phase(experiment: str, protocol: Protocol, root: Path, extra: tuple[s
     kind = kind_of(LAYOUTS[experiment])
     grid = [f"{key}={listed(values)}" for key, values in sorted(protocol.search[kind].items())]
     seed = f"{protocol.seed_key[kind]}={protocol.seeds[0]}"
-    overrides = (f"experiment={experiment}", "eval.split=dev", *grid, seed, *extra)
+    # the selection reads dev Acc and Len-T only: no forced-budget evaluation on dev
+    overrides = (f"experiment={experiment}", "eval.split=dev", "eval.forced_budgets=null", *grid, seed, *extra)
     return Phase("search", experiment, overrides, root / experiment / "search")
 
 
@@ -230,6 +233,11 @@ class RowResult:
     def samples(self, stage: str = "trained") -> pd.DataFrame:
         return pooled([r.frame(stage) for r in self.runs])
 
+    def forced(self, stage: str = "trained") -> pd.DataFrame | None:
+        """The forced-budget rows of every seed (None where the runs have none)."""
+        paths = [r.payload["evaluations"][stage].get("forced_path") for r in self.runs]
+        return None if None in paths else pooled([read_forced(Path(p)) for p in paths])
+
 
 def test_results(
     experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path
@@ -282,6 +290,11 @@ def result_table(
             steps, _ = M.step_stats(samples["n_steps"], samples["step_tokens"], samples["correct"])
             record["Steps"] = f"{steps:.2f}"
             record["StepLen"] = fmt_interval(cell(samples, "step_len", protocol.n_boot, protocol.level), digits=2)
+        forced = result.forced(stage)
+        for budget in FORCED_COLUMNS if forced is not None else ():
+            at = forced[forced["budget"] == budget]
+            if len(at):
+                record[f"forced Acc@{budget} (%)"] = fmt_interval(cell(at, "acc", protocol.n_boot, protocol.level), 100)
         if key != BASE:
             record.update(budget_columns(result, selected[key]["setting"]))
         records.append(record)
@@ -327,27 +340,6 @@ def dev_table(experiment: str, selected: dict[str, dict], base_acc: float | None
     return pd.DataFrame(records)
 
 
-def k_histogram(rows: dict[str, RowResult]) -> pd.DataFrame:
-    """Problems per k (positives the selector chose), one column per row (from the runs' construction stats)."""
-    counts = {}
-    for result in rows.values():
-        stats = result.runs[0].payload.get("construction", {}).get("positives_per_problem")
-        if stats:
-            counts[result.label] = {int(k): v for k, v in stats.items()}
-    table = pd.DataFrame(counts).fillna(0).astype(int).sort_index()
-    table.index.name = "k"
-    return table
-
-
-def k_figure(table: pd.DataFrame, out: Path, name: str) -> list[Path]:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    table.plot.bar(ax=ax, rot=0)
-    ax.set_xlabel("positives chosen per problem (k)")
-    ax.set_ylabel("problems")
-    ax.legend(fontsize=7)
-    return save_figure(fig, out, name)
-
-
 def budget_figure(rows: dict[str, RowResult], base: RowResult, b_max: int, out: Path, name: str) -> list[Path]:
     """Accuracy within a token budget (post hoc: correct and at most B tokens), pooled over seeds."""
     grid = np.arange(1, b_max + 1)
@@ -357,6 +349,94 @@ def budget_figure(rows: dict[str, RowResult], base: RowResult, b_max: int, out: 
         ax.plot(grid, 100 * M.budget_curve(samples["n_tokens"], samples["correct"], grid), style, label=result.label)
     ax.set_xlabel("token budget B")
     ax.set_ylabel("correct within B tokens (%)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, name)
+
+
+SIGN_ROWS = {"tokensqueeze": -1, "tokensqueeze_plus": 1}  # Table 4's rows of DPO-L's two signs
+
+
+def sign_choice(selected: dict[str, dict], base_acc: float, protocol: Protocol) -> str:
+    """Which sign of DPO-L's length term the protocol's rule picks on dev (each sign at its selected setting),
+    and whether conf/loss/dpol.yaml's default agrees."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for row, sign in SIGN_ROWS.items():
+        if row in selected:
+            dev = next(e for e in selected[row]["dev"] if e["setting"] == selected[row]["setting"])
+            found[sign] = dev
+    if len(found) < len(SIGN_ROWS):
+        return ""
+    frame = pd.DataFrame.from_dict(found, orient="index")
+    sign = select_setting(frame, base_acc, protocol.acc_margin)
+    default = OmegaConf.load(ROOT / "conf" / "loss" / "dpol.yaml")["length_sign"]
+    agree = "agrees" if default == sign else f"**does not agree** (it has s = {default:+d})"
+    shown = "; ".join(f"s = {k:+d}: dev Acc {100 * v['acc']:.2f}%, Len-T {v['len_t']:.2f}" for k, v in found.items())
+    return (
+        f"DPO-L's sign, chosen by the same rule on dev: **s = {sign:+d}** ({shown}); the default in "
+        f"conf/loss/dpol.yaml {agree}."
+    )
+
+
+def per_level_table(rows: dict[str, RowResult], base: RowResult) -> pd.DataFrame:
+    """TL;DR's layout, pooled over seeds: accuracy (%) per level (levels stand for its datasets), their mean,
+    Len-A per level, its mean, and A.C.R. against the base model (mean over levels of max(0, 1 - Len/Len_base))."""
+    records, base_len = [], None
+    for result, stage in [(base, "base"), *((r, "trained") for r in rows.values())]:
+        samples = result.samples(stage)
+        by_level = samples.groupby("level", sort=True)
+        acc, len_a = 100 * by_level["correct"].mean(), by_level["n_tokens"].mean()
+        base_len = len_a if base_len is None else base_len
+        record = {f"L{lv}": f"{a:.1f}" for lv, a in acc.items()}
+        record["Avg"] = f"{acc.mean():.1f}"
+        record |= {f"Len L{lv}": f"{v:.1f}" for lv, v in len_a.items()}
+        record["L-Avg"] = f"{len_a.mean():.1f}"
+        acr = M.average_compression_ratio(len_a.tolist(), base_len.tolist())
+        record["A.C.R."] = "" if stage == "base" else f"{100 * acr:.1f}%"
+        records.append(pd.Series(record, name=result.label))
+    return pd.DataFrame(records)
+
+
+def tldr_checkpoints(rows: dict[str, RowResult], seed_key: str) -> pd.DataFrame:
+    """Per TL;DR run: the base model's dev accuracy at the dev temperature, the bar, the kept checkpoint and
+    whether it met the bar (the rule keeps the most accurate one when none does), and the data sizes."""
+    records = []
+    for result in rows.values():
+        for run in result.runs:
+            summary = run.payload["tldr"]
+            selected, base = summary["selected"], summary.get("base_dev", {})
+            records.append(
+                {
+                    "row": result.label,
+                    "seed": run.overrides.get(seed_key, ""),
+                    "base dev Acc": f"{100 * base['dev_acc']:.1f}% (T {base['temperature']:g})" if base else "",
+                    "bar": f"> {100 * summary['bar']:.1f}%" if "bar" in summary else "",
+                    "kept step": selected["step"],
+                    "kept dev Acc": f"{100 * selected['dev_acc']:.1f}%",
+                    "met the bar": "yes" if selected.get("met_bar", True) else "**no**",
+                    "System-1 / System-2 examples": f"{summary['system1_examples']} / {summary['system2_examples']}",
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def forced_figure(rows: dict[str, RowResult], base: RowResult, out: Path, name: str) -> list[Path]:
+    """Forced-budget accuracy (cut at B, thinking closed, answered) against B, pooled over seeds; none without."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    drawn = False
+    for result, stage, style in [(base, "base", "--o"), *((r, "trained", "-o") for r in rows.values())]:
+        forced = result.forced(stage)
+        if forced is None:
+            continue
+        curve = forced.groupby("budget")["correct"].mean()
+        ax.plot(curve.index, 100 * curve.to_numpy(), style, label=result.label)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_xlabel("token budget B (reasoning cut at B, then answer)")
+    ax.set_ylabel("forced-budget accuracy (%)")
     ax.legend(fontsize=7)
     return save_figure(fig, out, name)
 
@@ -415,7 +495,14 @@ def write_results(
             b_max = int(max(c["budget"] for c in base.runs[0].payload["curves"]))
             budget = budget_figure(rows, base, b_max, figures, f"{experiment}_budget")[0]
             text += [f"![accuracy within a token budget]({budget.relative_to(out.parent)})", ""]
-            k = k_histogram(rows)
+            for path in forced_figure(rows, base, figures, f"{experiment}_forced")[:1]:
+                text += [f"![forced-budget accuracy]({path.relative_to(out.parent)})", ""]
+            if kind_of(layout) == "tldr":
+                text += ["Per level (levels stand for TL;DR's datasets; Len = Len-A), pooled over seeds:", ""]
+                text += [md(per_level_table(rows, base)), ""]
+                text += ["Kept checkpoints (dev evaluation every `tldr.update_every` steps):", ""]
+                text += [md(tldr_checkpoints(rows, protocol.seed_key["tldr"]), index=False), ""]
+            k = k_table([(result.runs[0].payload, result.label) for result in rows.values()])
             if len(k.columns) and kind_of(layout) == "preference":
                 text += ["Positives chosen per problem (k): problems per k.", "", md(k), ""]
                 kfig = k_figure(k, figures, f"{experiment}_k")[0]
@@ -429,6 +516,8 @@ def write_results(
                 md(dev_table(experiment, selected, base_dev_acc), index=False),
                 "",
             ]
+            if experiment == "ts_table4" and base_dev_acc is not None:
+                text += [sign_choice(selected, base_dev_acc, protocol), ""]
         sections.append("\n".join(text))
     verdict_rows = []
     for claim in CLAIMS:

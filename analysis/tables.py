@@ -212,6 +212,29 @@ def length_figure(runs: list[tuple[dict, str]], out: Path, name: str) -> list[Pa
     return save_figure(fig, out, name)
 
 
+def k_table(runs: list[tuple[dict, str]]) -> pd.DataFrame:
+    """Problems per k, the positives the selector chose per problem (0: no correct response), one column per
+    run (its construction statistics); empty without construction."""
+    counts = {}
+    for payload, label in runs:
+        stats = payload.get("construction", {}).get("positives_per_problem")
+        if stats:
+            counts[label] = {int(k): n for k, n in stats.items()}
+    table = pd.DataFrame(counts).fillna(0).astype(int).sort_index()
+    table.index.name = "k"
+    return table
+
+
+def k_figure(table: pd.DataFrame, out: Path, name: str) -> list[Path]:
+    """The k table as grouped bars."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    table.plot.bar(ax=ax, rot=0)
+    ax.set_xlabel("positives chosen per problem (k)")
+    ax.set_ylabel("problems")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out, name)
+
+
 def run_label(run: dict, layout: Layout) -> str:
     """The row label of a run: its value of the layout's swept column, mapped to the paper's name."""
     where, _, key = layout.group.partition(".")

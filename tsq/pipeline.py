@@ -35,7 +35,8 @@ from tsq.construct import (
 from tsq.context import RunContext, SamplerChoice
 from tsq.data.base import ChatTemplated
 from tsq.evaluation.evaluate import STAGE as EVAL
-from tsq.evaluation.evaluate import Evaluator, length_histogram, write_metrics
+from tsq.evaluation.evaluate import Evaluator, length_histogram, read_forced, write_metrics
+from tsq.evaluation.forced import forced_curve
 from tsq.evaluation.metrics import relative_change
 from tsq.model_card import model_card, publish_policy
 from tsq.models.base import ModelHandle, ModelSource
@@ -306,6 +307,11 @@ def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: s
     # where the graded samples are: the tables pool them across seeds for intervals over problems
     where = {"split": evaluator.split, "path": str(ctx.store.path(EVAL.name, key))}
     out.report.setdefault("evaluations", {})[stage] = where
+    forced = evaluator.forced(ctx, model, frame, key)
+    if forced is not None:
+        where["forced_path"] = str(forced.path)
+        curve = forced_curve(read_forced(forced.path))
+        out.report.setdefault("forced_budget", []).extend({"stage": stage, **point} for point in curve)
     rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
     if stage != "base":
         rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])

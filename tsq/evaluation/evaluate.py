@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsq.cache import Stage, atomic_write_text, json_ready, world_key
+from tsq.cache import Artifact, Build, Stage, atomic_write_text, json_ready, world_key
 from tsq.context import RunContext
 from tsq.data.base import ShortcutProbe
 from tsq.evaluation import metrics as M
+from tsq.evaluation.forced import forced_budget_samples
 from tsq.evaluation.intervals import metric_intervals
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
@@ -27,7 +28,10 @@ from tsq.text import THINK_CLOSE, THINK_OPEN
 log = logging.getLogger(__name__)
 
 STAGE = Stage("eval", 3)  # 3: n_tokens counts the EOS
+FORCED = Stage("forced_budget", 1)
+FORCED_FILE = "forced.jsonl"
 ALL_LEVELS = "all"
+READ_OUTS = ("budgets", "curve_points", "b_max", "forced_budgets", "forced_samples", "forced_answer_tokens")
 METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
 
 
@@ -46,6 +50,11 @@ class Evaluator:
     curve_points: int = 32
     shortcut_probe: bool = True
     max_problems: int | None = None
+    # forced-budget evaluation (tsq/evaluation/forced.py), its own cached stage over these samples: budgets B,
+    # responses per problem it uses (the first ones), and the tokens the model may answer in after the cut
+    forced_budgets: list[int] | None = None
+    forced_samples: int = 4
+    forced_answer_tokens: int = 16
 
     def __post_init__(self) -> None:
         self.params = SamplingParams.configured(
@@ -68,6 +77,13 @@ class Evaluator:
             raise ValueError(f"eval.curve_points must be >= 2, got {self.curve_points}")
         if self.max_problems is not None and self.max_problems <= 0:
             raise ValueError(f"eval.max_problems must be > 0, got {self.max_problems}")
+        if self.forced_budgets is not None:
+            self.forced_budgets = sorted({int(b) for b in self.forced_budgets})
+            if not self.forced_budgets or self.forced_budgets[0] <= 0:
+                raise ValueError(f"eval.forced_budgets must be null or token counts > 0, got {self.forced_budgets}")
+        for key in ("forced_samples", "forced_answer_tokens"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"eval.{key} must be > 0, got {getattr(self, key)}")
 
     def curve_grid(self) -> list[int]:
         if self.budgets is not None:
@@ -81,8 +97,9 @@ class Evaluator:
         return problems[: self.max_problems] if self.max_problems else problems
 
     def key_material(self) -> dict:
-        """Everything that changes the sampled responses (budgets and curve points are read-outs)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("budgets", "curve_points", "b_max")}
+        """Everything that changes the sampled responses (budgets and curve points are read-outs; forced budgets
+        are their own stage)."""
+        return {k: v for k, v in asdict(self).items() if k not in READ_OUTS}
 
     def key(self, ctx: RunContext, model: ModelHandle) -> str:
         return STAGE.key(*self._key_parts(ctx, model))
@@ -106,6 +123,42 @@ class Evaluator:
             *self._key_parts(ctx, model),
             description={"model": model.key, "split": self.split},
             extra=(lambda sampler: {"shortcut_acc_by_level": self.probe_shortcut(world, sampler)}) if probe else None,
+        )
+
+    def forced(self, ctx: RunContext, model: ModelHandle, frame: pd.DataFrame, samples_key: str) -> Artifact | None:
+        """The forced-budget rows of the first `forced_samples` responses per problem (cached); None when off."""
+        if not self.forced_budgets:
+            return None
+        config = {
+            "budgets": self.forced_budgets,
+            "samples": self.forced_samples,
+            "answer_tokens": self.forced_answer_tokens,
+            "sampler": ctx.sampler.key_material(),
+        }
+        chosen = frame[frame["sample"] < self.forced_samples]
+
+        def build(job: Build) -> None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
+            params = SamplingParams(
+                n=1,
+                max_new_tokens=self.forced_answer_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+            )
+            problems = {p.id: p for p in self.problems(ctx.world)}
+            sampler, budgets = ctx.sampler(model), self.forced_budgets
+            rows = forced_budget_samples(ctx.world, sampler, tokenizer, problems, chosen, budgets, params)
+            rows.to_json(job.dir / FORCED_FILE, orient="records", lines=True)
+
+        return ctx.store.cached(
+            FORCED,
+            config,
+            {"samples": samples_key, "model": model.key},
+            build,
+            doing=f"forcing budgets {self.forced_budgets} on {len(chosen)} responses",
         )
 
     def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
@@ -154,6 +207,11 @@ class Evaluator:
                     for b, a in zip(grid, curve, strict=True)
                 ]
         return rows, curves
+
+
+def read_forced(path: Path) -> pd.DataFrame:
+    """The forced-budget rows of a `forced_budget` artifact folder."""
+    return pd.read_json(Path(path) / FORCED_FILE, lines=True, dtype={"problem_id": str, "level": str})
 
 
 def length_histogram(frame: pd.DataFrame, stage: str, b_max: int, bins: int = 32) -> dict:
