@@ -115,3 +115,49 @@ def test_wall_times_take_the_computing_run_of_each_command_and_sum_them(tmp_path
     table = results.wall_times(tmp_path).set_index("phase")
     assert table.loc["search", "computing (s)"] == 100.0 and table.loc["search", "latest call (s)"] == 5.0
     assert table.loc["", "computing (s)"] == 140.0
+
+
+def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
+    """`python -m analysis.results` for one table on debug=smoke: search on dev, selection, every seed of the
+    selected settings on test, RESULTS.md with intervals and verdicts; a second call starts no phase."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder, _ = smoke_run
+    shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(
+        "search: {preference: {train.lr: [1.0e-3, 2.0e-3]}, tldr: {tldr.lr: [1.0e-3]}}\n"
+        "seed_key: {preference: train.seed, tldr: tldr.seed}\n"
+        "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.02\nn_boot: 200\nlevel: 0.95\n"
+    )
+    out = tmp_path / "RESULTS.md"
+    command = [
+        sys.executable, "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
+        "--out", str(out), "--figures", str(tmp_path / "figures"), "--protocol", str(protocol),
+        "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=results.ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ledger = results.ledger(tmp_path / "logs")
+    assert [e["phase"] for e in ledger][0] == "search" and {e["phase"] for e in ledger[1:]} == {"test"}
+    # every row's selected setting ran with both seeds on the test split, each with 3 optimizer steps
+    tests = list((tmp_path / "logs" / "ts_table3" / "test").rglob("metrics.json"))
+    assert len(tests) == 3 * 2
+    for path in tests:
+        payload = json.loads(path.read_text())
+        assert payload["evaluations"]["trained"]["split"] == "test" and payload["training"]["steps"] == 3
+        assert payload["forced_budget"]  # the experiment's forced budgets were evaluated on test
+    text = out.read_text()
+    for label in LAYOUTS["ts_table3"].labels.values():
+        assert f"| {label} " in text
+    verdicts = {c.id: line for c in CLAIMS for line in text.splitlines() if line.startswith(f"| {c.id}:")}
+    for claim_id, line in verdicts.items():
+        if claim_id.startswith("T3-"):
+            assert any(f"**{v}**" in line for v in (HOLDS, FAILS, INCONCLUSIVE)), line
+        else:
+            assert "not run yet" in line
+    assert text.count("| yes ") == 3  # one selected setting per row in the dev table
+    again = subprocess.run(command, cwd=results.ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and len(results.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run
