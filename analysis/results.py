@@ -229,9 +229,13 @@ class RowResult:
 
     label: str
     runs: list[Run] = field(default_factory=list)
+    _pooled: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def samples(self, stage: str = "trained") -> pd.DataFrame:
-        return pooled([r.frame(stage) for r in self.runs])
+        """Every seed's graded test samples, pooled (read once)."""
+        if stage not in self._pooled:
+            self._pooled[stage] = pooled([r.frame(stage) for r in self.runs])
+        return self._pooled[stage]
 
     def forced(self, stage: str = "trained") -> pd.DataFrame | None:
         """The forced-budget rows of every seed (None where the runs have none)."""

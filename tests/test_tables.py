@@ -56,15 +56,22 @@ def write_run(root, num, choice, acc, len_t):
 
 def test_experiment_files_from_runs(tmp_path):
     for num, (choice, acc, len_t) in enumerate(
-        [("dpo", 0.8, 20.0), ("sft", 0.88, 30.0), ("dpo_sft", 0.9, 28.0), ("tokensqueeze", 0.91, 24.0)]
+        [
+            ("dpo", 0.8, 20.0),
+            ("sft", 0.88, 30.0),
+            ("dpo_sft", 0.9, 28.0),
+            ("tokensqueeze", 0.91, 24.0),
+            ("tokensqueeze_plus", 0.89, 25.0),
+        ]  # fmt: skip
     ):
         write_run(tmp_path / "logs", num, choice, acc, len_t)
     written = write_experiment("ts_table4", tmp_path / "logs", tmp_path / "out")
     table = written["table"]
-    assert list(table.index) == ["Baseline", "DPO", "SFT", "DPO+SFT", "TokenSqueeze (SFT + DPO-L)"]
+    labels = ["Baseline", "DPO", "SFT", "DPO+SFT", "TokenSqueeze (SFT + DPO-L, s = -1)", "SFT + DPO-L, s = +1"]
+    assert list(table.index) == labels
     assert table.loc["DPO", "Acc"] == pytest.approx(80.0) and table.loc["Baseline", "Len"] == 40.0
     assert "\\textbf{20.0 (-50.0\\%)}" in written["tex"].read_text()
-    assert pd.read_csv(written["csv"], index_col=0).shape == (5, 3)
+    assert pd.read_csv(written["csv"], index_col=0).shape == (6, 3)
     for kind in ("png", "pdf", "pareto_png", "pareto_pdf", "lengths_png", "lengths_pdf"):
         assert written[kind].stat().st_size > 1000
 
