@@ -478,8 +478,15 @@ def md(frame: pd.DataFrame, index: bool = True) -> str:
 
 
 def write_results(
-    experiments: Iterable[str], protocol: Protocol, root: Path, out: Path, figures: Path, extra: tuple[str, ...] = ()
+    experiments: Iterable[str],
+    protocol: Protocol,
+    root: Path,
+    out: Path,
+    figures: Path,
+    extra: tuple[str, ...] = (),
+    readme: Path | None = None,
 ) -> Path:
+    """RESULTS.md from the runs below `root`; with `readme`, the verdict list between its markers as well."""
     figures.mkdir(parents=True, exist_ok=True)
     sections, results, commands = [], {}, []
     for experiment in experiments:
@@ -565,7 +572,28 @@ def write_results(
         "```",
         "",
     ]
+    if readme is not None:
+        update_readme(readme, readme_summary(verdict_rows))
     return atomic_write_text(out, "\n".join(page))
+
+
+README_BEGIN, README_END = "<!-- results summary: begin -->", "<!-- results summary: end -->"
+
+
+def readme_summary(verdicts: list[dict]) -> str:
+    """The verdicts as the README's short list (written between its markers, so the two never disagree)."""
+    lines = [f"- {v['claim']}: {v['verdict'] if v['verdict'] != '–' else 'not run yet'}" for v in verdicts]
+    return "\n".join(["Verdicts in RESULTS.md when it was last generated:", "", *lines])
+
+
+def update_readme(readme: Path, summary: str) -> None:
+    """Replace the text between the README's results markers by `summary`; the markers must be there."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme}: no results markers ({README_BEGIN} ... {README_END})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_BEGIN}\n{summary}\n{README_END}{tail}")
 
 
 def wall_times(root: Path) -> pd.DataFrame:
@@ -589,6 +617,7 @@ def main() -> None:
     parser.add_argument("--write-only", action="store_true", help="write RESULTS.md from existing runs only")
     parser.add_argument("--rerun", action="store_true", help="start every phase even if it finished before")
     parser.add_argument("--protocol", default=str(PROTOCOL_FILE))
+    parser.add_argument("--readme", default=str(ROOT / "README.md"), help="whose results summary to update ('': none)")
     parser.add_argument("overrides", nargs="*", help="added to every run, e.g. paths.cache_dir=/scratch/tsq")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -606,7 +635,8 @@ def main() -> None:
                 raise RuntimeError(f"{experiment}: the search finished without every setting of rows {missing}")
             for phase in test_phases(experiment, selected, protocol, root, extra):
                 run_phase(phase, root, args.rerun)
-    print(write_results(experiments, protocol, root, Path(args.out), Path(args.figures), extra))
+    readme = Path(args.readme) if args.readme else None
+    print(write_results(experiments, protocol, root, Path(args.out), Path(args.figures), extra, readme))
 
 
 if __name__ == "__main__":
