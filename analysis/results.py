@@ -314,7 +314,8 @@ def budget_columns(result: RowResult, setting: dict) -> dict:
         out.update(pairs=str(training["pairs"]), steps=str(training["steps"]), epochs=f"{training['epochs']:.2f}")
     elif "tldr" in payload:
         tldr = payload["tldr"]
-        out.update(steps=str(tldr.get("steps", "")), checkpoint=checkpoint_note(tldr))
+        # the last dev evaluation is at the last step (DevReweighting evaluates at max_steps)
+        out.update(steps=str(max(h["step"] for h in tldr["history"])), checkpoint=checkpoint_note(tldr))
     return out
 
 
