@@ -47,8 +47,9 @@ from analysis.protocol import (  # noqa: E402
     row_override,
     select_setting,
 )
-from analysis.tables import LAYOUTS, Layout, k_figure, k_table, save_figure  # noqa: E402
+from analysis.tables import LAYOUTS, Layout, k_figure, k_table, run_choice, save_figure  # noqa: E402
 from tsq.cache import atomic_write_text  # noqa: E402
+from tsq.construct import read_jsonl  # noqa: E402
 from tsq.evaluation import metrics as M  # noqa: E402
 from tsq.evaluation.evaluate import read_forced  # noqa: E402
 from tsq.sampling.stage import SAMPLES_FILE, read_samples  # noqa: E402
@@ -105,11 +106,10 @@ def test_phases(
         by_setting.setdefault(tuple(sorted(choice["setting"].items())), []).append(row)
     phases = []
     for setting, rows in sorted(by_setting.items()):
-        row_key = row_override(layout.group, "").rstrip("=")
         slug = "_".join(f"{k.split('.')[-1]}{v}" for k, v in setting) or "default"
         overrides = (
             f"experiment={experiment}",
-            f"{row_key}={listed(rows)}",
+            row_override(layout.group, listed(rows)),
             *(f"{k}={v}" for k, v in setting),
             f"{protocol.seed_key[kind]}={listed(protocol.seeds)}",
             *extra,
@@ -124,7 +124,7 @@ def ledger_path(root: Path) -> Path:
 
 def ledger(root: Path) -> list[dict]:
     path = ledger_path(root)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(path) if path.exists() else []
 
 
 def finished(phase: Phase, root: Path) -> bool:
@@ -191,9 +191,7 @@ def read_runs(folder: Path, layout: Layout) -> list[Run]:
             continue  # written before evaluations were recorded: not usable for intervals
         run = payload.get("run", {})
         overrides = dict(o.split("=", 1) for o in run.get("overrides", []))
-        where, _, key = layout.group.partition(".")
-        row = run.get("choices", {}).get(key) if where == "choice" else overrides.get(key)
-        runs.append(Run(payload, overrides, str(row)))
+        runs.append(Run(payload, overrides, str(run_choice(run, layout))))
     return runs
 
 
@@ -274,13 +272,13 @@ def result_table(
 ) -> pd.DataFrame:
     """The paper's layout with intervals: Acc (%), Len-T, AUC (%), (Steps, StepLen), and the budget each row had."""
     layout = LAYOUTS[experiment]
-    base_len = cell(base.samples("base"), "len_t", protocol.n_boot, protocol.level).estimate
-    records = []
+    records, base_len = [], None
     for key, result in [(BASE, base), *rows.items()]:
         stage = "base" if key == BASE else "trained"
         samples = result.samples(stage)
         acc = cell(samples, "acc", protocol.n_boot, protocol.level)
         len_t = cell(samples, "len_t", protocol.n_boot, protocol.level)
+        base_len = len_t.estimate if key == BASE else base_len  # the base row comes first
         record = {
             "row": result.label,
             "Acc (%)": fmt_interval(acc, 100),

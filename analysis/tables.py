@@ -235,13 +235,17 @@ def k_figure(table: pd.DataFrame, out: Path, name: str) -> list[Path]:
     return save_figure(fig, out, name)
 
 
-def run_label(run: dict, layout: Layout) -> str:
-    """The row label of a run: its value of the layout's swept column, mapped to the paper's name."""
+def run_choice(run: dict, layout: Layout) -> str | None:
+    """A run's value of the layout's swept column (a config choice or a command-line override)."""
     where, _, key = layout.group.partition(".")
     if where == "choice":
-        choice = run.get("choices", {}).get(key)
-    else:
-        choice = next((o.split("=", 1)[1] for o in run.get("overrides", []) if o.split("=", 1)[0] == key), None)
+        return run.get("choices", {}).get(key)
+    return next((o.split("=", 1)[1] for o in run.get("overrides", []) if o.split("=", 1)[0] == key), None)
+
+
+def run_label(run: dict, layout: Layout) -> str:
+    """The row label of a run: its value of the layout's swept column, mapped to the paper's name."""
+    choice = run_choice(run, layout)
     return layout.labels.get(choice, str(choice))
 
 
