@@ -444,6 +444,45 @@ def forced_figure(rows: dict[str, RowResult], base: RowResult, out: Path, name: 
     return save_figure(fig, out, name)
 
 
+def sweep_points(rows: dict[str, RowResult], protocol: Protocol) -> pd.DataFrame:
+    """Acc and Len-T with their intervals per swept value, in numeric order; empty unless every row key is a
+    number (a sweep such as Figure 4's alpha, not a set of methods)."""
+    try:
+        values = {key: float(key) for key in rows}
+    except ValueError:
+        return pd.DataFrame()
+    records = []
+    for key in sorted(rows, key=values.get):
+        samples = rows[key].samples()
+        record = {"value": values[key]}
+        for metric in ("acc", "len_t"):
+            interval = cell(samples, metric, protocol.n_boot, protocol.level)
+            record |= {metric: interval.estimate, f"{metric}_low": interval.low, f"{metric}_high": interval.high}
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def sweep_figure(points: pd.DataFrame, base: RowResult, group: str, out: Path, name: str) -> list[Path]:
+    """TokenSqueeze Figure 4's form: test Acc and Len-T against the swept value, 95% intervals as error bars,
+    the base model as a dashed line."""
+    key = group.rsplit(".", 1)[-1]
+    samples = base.samples("base")
+    base_values = {
+        "acc": 100 * M.accuracy(samples["correct"]),
+        "len_t": M.mean_length_correct(samples["n_tokens"], samples["correct"]),
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric, scale, label in ((axes[0], "acc", 100, "Acc (%)"), (axes[1], "len_t", 1, "Len-T (tokens)")):
+        estimate = scale * points[metric]
+        error = [estimate - scale * points[f"{metric}_low"], scale * points[f"{metric}_high"] - estimate]
+        ax.errorbar(points["value"], estimate, yerr=error, fmt="-o", capsize=3, label="trained, seeds pooled")
+        ax.axhline(base_values[metric], ls="--", c="gray", label="base model")
+        ax.set_xlabel(key)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, out, name)
+
+
 # ---------------------------------------------------------------------------------------------------- verdicts
 def claim_rows(claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None]], protocol: Protocol):
     """The claim's verdict and each comparison's measured difference, or None when a row has not run."""
@@ -507,6 +546,16 @@ def write_results(
             text += [f"![accuracy within a token budget]({budget.relative_to(out.parent)})", ""]
             for path in forced_figure(rows, base, figures, f"{experiment}_forced")[:1]:
                 text += [f"![forced-budget accuracy]({path.relative_to(out.parent)})", ""]
+            points = sweep_points(rows, protocol)
+            if len(points):
+                sweep = sweep_figure(points, base, layout.group, figures, f"{experiment}_sweep")[0]
+                text += [
+                    f"![test Acc and Len-T against the swept value]({sweep.relative_to(out.parent)})",
+                    "",
+                    "Each point is its row's setting selected on dev (the table's setting column), so the swept value "
+                    "and the selected setting can change together.",
+                    "",
+                ]
             if kind_of(layout) == "tldr":
                 text += ["Per level (levels stand for TL;DR's datasets; Len = Len-A), pooled over seeds:", ""]
                 text += [md(per_level_table(rows, base)), ""]
@@ -563,6 +612,11 @@ def write_results(
         "## How this file was made",
         "",
         md(times, index=False) if len(times) else "No phase has run yet.",
+        "",
+        "Wall times of finished calls, from logs/protocol/ledger.jsonl (computing: the longest call of each "
+        "command; latest call: its last, mostly cache hits). Not counted: calls that were interrupted (the stages "
+        "they finished were cache hits for the next call) and stages cached before a phase's first call (such as "
+        "the base model).",
         "",
         "Commands (each a Hydra multirun; `python -m analysis.results` runs them in this order):",
         "",

@@ -82,6 +82,30 @@ def test_pooled_seeds_and_paired_difference_by_hand():
         pooled([seed0, samples({"p3": [True]})])
 
 
+def test_sweep_points_are_in_numeric_order_with_the_pooled_values_and_only_for_numeric_rows(tmp_path):
+    def row(flags: dict[str, list[bool]], tokens: int) -> results.RowResult:
+        result = results.RowResult("row")
+        result._pooled["trained"] = samples(flags, tokens)  # the pooled samples a row's runs would give
+        return result
+
+    rows = {
+        "1.0": row({"p1": [True, False], "p2": [True, True]}, 30),  # 3 of 4 correct
+        "0.2": row({"p1": [True, True], "p2": [True, True]}, 20),
+        "0.05": row({"p1": [False, False], "p2": [True, False]}, 10),
+    }
+    protocol = load_protocol()
+    points = results.sweep_points(rows, protocol)
+    assert points["value"].tolist() == [0.05, 0.2, 1.0]  # numeric order, not the rows' order
+    assert points["acc"].tolist() == pytest.approx([1 / 4, 1.0, 3 / 4])
+    assert points["len_t"].tolist() == pytest.approx([10, 20, 30])
+    assert (points["acc_low"] <= points["acc"]).all() and (points["acc"] <= points["acc_high"]).all()
+    base = results.RowResult("Baseline")
+    base._pooled["base"] = samples({"p1": [True, False], "p2": [True, True]}, 40)
+    paths = results.sweep_figure(points, base, "override.selector.alpha", tmp_path, "sweep")
+    assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size for p in paths)
+    assert results.sweep_points({"qdyn": rows["0.2"], "shortest": rows["1.0"]}, protocol).empty
+
+
 def test_row_override_for_choices_and_swept_keys():
     assert row_override("choice.selector", "qdyn") == "selector=qdyn"
     assert row_override("override.selector.alpha", "0.2") == "selector.alpha=0.2"
