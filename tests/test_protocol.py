@@ -178,6 +178,8 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     text = out.read_text()
     for label in LAYOUTS["ts_table3"].labels.values():
         assert f"| {label} " in text
+    for experiment in results.EXPERIMENTS:  # a call for one experiment keeps every other experiment's section
+        assert f"(`{experiment}`)" in text
     verdicts = {c.id: line for c in CLAIMS for line in text.splitlines() if line.startswith(f"| {c.id}:")}
     for claim_id, line in verdicts.items():
         if claim_id.startswith("T3-"):
