@@ -285,3 +285,68 @@ def test_max_steps_trains_exactly_that_budget_whatever_the_pairs(micro_model_dir
 def test_max_steps_must_be_a_positive_whole_number(value):
     with pytest.raises(ValueError, match="train.max_steps must be null or a whole number > 0"):
         TrainSettings(max_steps=value)
+
+
+def test_killed_right_after_an_end_of_epoch_checkpoint_resumes_exactly(micro_model_dir, tmp_path):
+    """The checkpoint of step 8 is written on the last batch of epoch 0 (8 steps an epoch); after a crash before
+    step 9, Lightning goes on with epoch 1, and the loader used to carry epoch 0's "8 batches already done" into
+    it, skipping epoch 1's batches: every rerun then failed ("training took 8 optimizer steps, 16 were
+    planned")."""
+    from safetensors.torch import load_file
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)  # 16 pairs, batch 2 -> 8 steps an epoch
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=4)
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+    def train(store, callbacks):
+        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs),
+                            PreferenceLoss(), settings, callbacks=callbacks)  # fmt: skip
+
+    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    store = ArtifactStore(tmp_path / "cache")
+    with pytest.raises(Crash):
+        train(store, [StopAt(step=8)])
+    resumed = StopAt(step=None)
+    policy = train(store, [resumed])
+    assert resumed.first == 8
+    assert json.loads((policy.path / "train_summary.json").read_text())["steps"] == 16
+    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.parametrize("damaged", [["last.ckpt"], ["last.ckpt", "epoch=0-step=6.ckpt"]])
+def test_a_truncated_checkpoint_is_named_set_aside_and_the_newest_intact_one_used(
+    micro_model_dir, tmp_path, caplog, damaged
+):
+    """A `last.ckpt` cut short (a kill or a full disk mid-write) used to kill every rerun with a zip error naming
+    no file. Now it is named and moved aside, and the run resumes from the intact step checkpoint beside it,
+    or starts afresh when none is intact; either way it ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=3)
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+    def train(store, callbacks):
+        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs),
+                            PreferenceLoss(), settings, callbacks=callbacks)  # fmt: skip
+
+    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    store = ArtifactStore(tmp_path / "cache")
+    with pytest.raises(Crash):
+        train(store, [StopAt(step=7)])
+    scratch = next((tmp_path / "cache" / "policy").glob("*.partial"))
+    assert sorted(p.name for p in scratch.glob("*.ckpt")) == ["epoch=0-step=6.ckpt", "last.ckpt"]
+    assert list(scratch.glob("*.tmp")) == []  # written in place, nothing left half-way
+    for name in damaged:
+        (scratch / name).write_bytes((scratch / name).read_bytes()[:5000])
+    resumed = StopAt(step=None)
+    with caplog.at_level("WARNING"):
+        policy = train(store, [resumed])
+    assert resumed.first == (6 if len(damaged) == 1 else 0)
+    for name in damaged:
+        assert any(str(scratch / name) in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -24,6 +25,7 @@ from tsq.cache import Artifact, Build, Stage
 from tsq.context import RunContext
 from tsq.models.base import ModelHandle
 from tsq.progress import StageProgress
+from tsq.training.checkpoints import AtomicCheckpointIO, resume_point
 from tsq.training.lm import warmup_cosine
 from tsq.training.logps import sequence_logps
 from tsq.training.losses import PreferenceLoss
@@ -408,6 +410,8 @@ class EpochPermutation(torch.utils.data.Sampler[int]):
         self.epoch, self.batches_started, self._skip = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:  # the skip belongs to the epoch a checkpoint was taken in, never to the next
+            self._skip = 0
         self.epoch = epoch
 
     def resume_at(self, epoch: int, batches: int) -> None:
@@ -589,7 +593,6 @@ def _train_policy(
     )
     loader = ResumableLoader(data, settings.batch_size, settings.seed)
     checkpoint = ModelCheckpoint(dirpath=job.scratch, save_last=True, every_n_train_steps=settings.checkpoint_every)
-    last = job.scratch / "last.ckpt"
     per_epoch = settings.steps_per_epoch(len(data), processes)
     trainer = L.Trainer(
         max_epochs=math.ceil(total / per_epoch),
@@ -604,9 +607,12 @@ def _train_policy(
     )
     if trainer.world_size != processes:
         raise RuntimeError(f"trainer runs {trainer.world_size} processes, but {processes} were planned from trainer=")
-    if last.exists():
-        log.info("stage policy: resuming from %s", last)
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    if isinstance(trainer.strategy.checkpoint_io, TorchCheckpointIO):  # sharded strategies keep their own writer
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    start = resume_point(job.scratch)
+    if start is not None:
+        log.info("stage policy: resuming from %s", start)
+    trainer.fit(module, loader, ckpt_path=str(start) if start is not None else None)
     if trainer.global_step != total:
         raise RuntimeError(f"training took {trainer.global_step} optimizer steps, {total} were planned")
     # Sharded (FSDP / DeepSpeed) training: gather the full weights; only rank 0 writes the artifact.
