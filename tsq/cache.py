@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -156,11 +157,36 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a group-shared cache needs the umask's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restored at once
+    os.umask(mask)
+    return mask
+
+
+def apply_umask_modes(folder: Path) -> None:
+    """Give `folder` and everything below it the modes a plain mkdir / open would have under the umask
+    (temporary folders and files are created 0700 / 0600, which would lock a group's shared cache to one user)."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        setgid = path.stat().st_mode & stat.S_ISGID  # a group folder's new folders keep inheriting its group
+        os.chmod(path, setgid | ((0o777 if path.is_dir() else 0o666) & ~mask))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -171,7 +197,29 @@ VERIFY = ("hash", "size")
 
 
 class CorruptArtifact(Exception):
-    """A finished artifact whose files no longer match its manifest."""
+    """A finished artifact whose files no longer match its manifest, or whose manifest is missing or malformed."""
+
+
+class ArtifactPermissionError(PermissionError):
+    """An artifact this process may not read (another user's files on a shared cache): not corruption."""
+
+
+def manifest_files(meta: Any, where: Path) -> dict[str, dict]:
+    """The `files` manifest of an `artifact.json`, checked for shape: a mapping of relative paths to entries
+    with an integer `size` and a hex `sha256`. Anything else raises CorruptArtifact naming `where`."""
+    if not isinstance(meta, dict):
+        raise CorruptArtifact(f"{where}: not a JSON object ({type(meta).__name__})")
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise CorruptArtifact(f"{where}: no 'files' manifest")
+    for name, entry in files.items():
+        size = entry.get("size") if isinstance(entry, dict) else None
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise CorruptArtifact(f"{where}: manifest entry {name!r} has no valid 'size' ({entry!r})")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise CorruptArtifact(f"{where}: manifest entry {name!r} has no valid 'sha256' ({entry!r})")
+    return files
 
 
 def file_sha256(path: Path) -> str:
@@ -205,7 +253,7 @@ def check_manifest(folder: Path, recorded: dict[str, dict], hashes: bool) -> Non
         size = path.stat().st_size
         if size != recorded[name]["size"]:
             raise CorruptArtifact(f"{path}: {size} bytes, {recorded[name]['size']} when built")
-        if hashes and "sha256" in recorded[name]:
+        if hashes:
             if file_sha256(path) != recorded[name]["sha256"]:
                 raise CorruptArtifact(f"{path}: content changed since it was built (SHA-256 differs)")
 
@@ -228,11 +276,14 @@ class ArtifactStore:
     the check is moved aside (`.<key>.corrupt-<time>`) and rebuilt, with a warning naming the file.
     """
 
-    def __init__(self, root: str | Path, verify: str = "hash") -> None:
+    def __init__(self, root: str | Path, verify: str = "hash", accept_unmanifested: bool = False) -> None:
         if verify not in VERIFY:
             raise ValueError(f"paths.verify must be one of {VERIFY}, got {verify!r}")
         self.root = Path(root).expanduser().resolve()
         self.verify = verify
+        # artifacts built before manifests existed (an artifact.json without `files`): used unchecked only
+        # when this is set, else they are untrusted like any other artifact without a valid manifest
+        self.accept_unmanifested = accept_unmanifested
         # every artifact `cached` handed out in this process, in order (metrics.json's provenance)
         self.served: list[dict] = []
 
@@ -250,23 +301,37 @@ class ArtifactStore:
         return self.root / stage / f"{key}.partial"
 
     def usable(self, stage: str, key: str) -> bool:
-        """Whether a finished artifact exists and matches its manifest; a corrupt one is moved aside."""
-        if not self.exists(stage, key):
-            return False
+        """Whether a finished artifact exists and matches its manifest. A folder whose manifest is missing,
+        malformed or does not match is untrusted: moved aside and reported, so that it is rebuilt. A file this
+        process may not read raises ArtifactPermissionError and nothing is moved."""
         folder = self.path(stage, key)
         try:
-            meta = self.meta(stage, key)
-            if "files" not in meta:  # built before manifests existed: nothing to check it against
-                log.info("stage %s: artifact %s has no manifest (built by an older tsq); used unchecked", stage, key)
+            if not os.path.lexists(folder):
+                return False
+            if not (folder / META_FILE).is_file():
+                raise CorruptArtifact(f"{folder / META_FILE}: missing")
+            meta = json.loads((folder / META_FILE).read_text())
+            if self.accept_unmanifested and isinstance(meta, dict) and "files" not in meta:
+                log.warning("stage %s: artifact %s has no manifest; used unchecked (paths.accept_unmanifested)",
+                            stage, key)  # fmt: skip
                 return True
-            check_manifest(folder, meta["files"], self.verify == "hash")
-        except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
-            aside = folder.with_name(f".{key}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            with contextlib.suppress(FileNotFoundError):  # another process moved it aside first
-                os.rename(folder, aside)
-            log.warning("stage %s: artifact %s is corrupt (%s); moved to %s, rebuilding", stage, key, err, aside)
+            check_manifest(folder, manifest_files(meta, folder / META_FILE), self.verify == "hash")
+        except PermissionError as err:
+            raise ArtifactPermissionError(
+                f"stage {stage}: artifact {folder} cannot be read by this user ({err}); on a cache shared by a group, "
+                "every user needs a umask that lets the group read (e.g. umask 002) and the folder's group set"
+            ) from err
+        except (CorruptArtifact, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+            self._set_aside(stage, key, err)
             return False
         return True
+
+    def _set_aside(self, stage: str, key: str, why: Exception) -> None:
+        folder = self.path(stage, key)
+        aside = folder.with_name(f".{key}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):  # another process moved it aside first
+            os.rename(folder, aside)
+        log.warning("stage %s: artifact %s is corrupt (%s); moved to %s, rebuilding", stage, key, why, aside)
 
     def cached(
         self,
@@ -350,8 +415,11 @@ class ArtifactStore:
         (unless another process did first)."""
         meta = {"stage": stage, "key": key, **_canonical(description or {}), "files": manifest(tmp)}
         atomic_write_json(tmp / META_FILE, meta)
+        apply_umask_modes(tmp)
         final = self.path(stage, key)
-        if not final.exists():  # another process finished the same work first: keep theirs
+        # Another process may have finished the same work first: keep theirs if it checks out; anything else
+        # in the way (a folder left without a valid manifest) is set aside, so a rebuild always replaces it.
+        if not self.usable(stage, key):
             os.rename(tmp, final)
 
     @contextmanager

@@ -185,7 +185,11 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         parts.sampling.problems(world)
     ctx = RunContext(
         world=world,
-        store=ArtifactStore(cfg.paths.cache_dir, verify=cfg.paths.get("verify", "hash")),
+        store=ArtifactStore(
+            cfg.paths.cache_dir,
+            verify=cfg.paths.get("verify", "hash"),
+            accept_unmanifested=cfg.paths.get("accept_unmanifested", False),
+        ),
         sampler=SamplerChoice(instantiate(cfg.sampler), OmegaConf.to_container(cfg.sampler, resolve=True)),
         trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
         make_loggers=lambda: instantiate_loggers(cfg),
