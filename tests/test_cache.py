@@ -165,7 +165,7 @@ def test_a_missing_or_malformed_manifest_makes_the_artifact_untrusted_and_the_re
 def test_pre_manifest_artifacts_are_used_only_when_a_setting_says_so(tmp_path, caplog):
     calls = []
     first = ArtifactStore(tmp_path).cached(STAGE, {"a": 1}, None, build_counting(calls, "old"))
-    (first.path / "artifact.json").write_text('{"stage": "s", "key": "%s"}' % first.key)
+    (first.path / "artifact.json").write_text(json.dumps({"stage": "s", "key": first.key}))
     caplog.set_level("INFO")
     legacy = ArtifactStore(tmp_path, accept_unmanifested=True).cached(STAGE, {"a": 1}, None, build_counting(calls))
     assert not legacy.built and len(calls) == 1 and "used unchecked (paths.accept_unmanifested)" in caplog.text
