@@ -370,4 +370,6 @@ class BenchmarkSource:
             "template": asdict(self.template),
             "step_delimiter": self.step_delimiter,
             "chat_template": hashlib.sha256(chat.encode()).hexdigest()[:16] if chat else None,
+            # a grade is part of every artifact that holds graded samples: what decides it enters their keys
+            "graders": {"math": self._math.result_settings(), "code": self._code and self._code.result_settings()},
         }

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsq.grading.jail import RUNNER_INSIDE, WORK, JailLimits, interpreter, jail_argv, jail_problem, runner_binds
@@ -139,6 +139,10 @@ class CodeGrader:
             disk_mb=self.disk_mb,
             processes=self.processes,
         )
+
+    def result_settings(self) -> dict:
+        """The settings that can change a grade (a limit can fail a correct program); not how many run at once."""
+        return {k: v for k, v in asdict(self).items() if k not in ("workers", "bwrap")}
 
     def run(self, code: str, stdin: str = "", mode: str = "stdin", func_name: str | None = None) -> RunResult:
         """Run `code` once in a fresh sandboxed child; never raises for what the program does."""

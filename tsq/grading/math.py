@@ -113,6 +113,10 @@ class MathGrader:
         self.workers, self.timeout_s, self.chunk_size, self.fallback = workers, timeout_s, max(1, chunk_size), fallback
         self._pool: ProcessPoolExecutor | None = None
 
+    def result_settings(self) -> dict:
+        """The settings that can change a grade (the pool's size and chunks cannot)."""
+        return {"timeout_s": self.timeout_s, "fallback": self.fallback}
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: the parent holds torch's threads, which a fork would copy mid-state.
