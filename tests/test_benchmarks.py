@@ -201,3 +201,80 @@ def test_numeric_answers_are_written_as_text():
     from tsq.data.benchmarks import answer_text
 
     assert [answer_text(v) for v in (12, 12.0, 0.5, " 7 ", -3)] == ["12", "12", "0.5", "7", "-3"]
+
+
+def write_lcb(tmp_path, rows) -> Path:
+    path = tmp_path / "lcb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"public_test_cases": "[]", "private_test_cases": ""}, r"no test cases \(every response would pass\)"),
+        ({"public_test_cases": json.dumps(["1 2"])}, r"test cases\[0\]: a test case must be an object, got str"),
+        ({"public_test_cases": json.dumps({"input": "1"})}, r"must each be a list of test cases"),
+        ({"public_test_cases": 7}, r"test cases must be a JSON string or a list, got int"),
+        ({"metadata": "[1]"}, r"metadata must be a JSON object, got list"),
+        ({"public_test_cases": json.dumps([{"input": ["1 2"], "output": "3", "testtype": "stdin"}])},
+         r"input of a stdin test must be text, got list"),
+        ({"public_test_cases": json.dumps([{"input": "\ud800", "output": "3", "testtype": "stdin"}])},
+         r"input cannot be written as UTF-8"),
+        ({"question_content": "Problem \ud800"}, r"'question_content' cannot be written as UTF-8"),
+        ({"contest_date": None}, r"no contest_date"),
+        ({"contest_date": "Sept 2024"}, r"contest_date 'Sept 2024' is not an ISO date"),
+    ],
+)  # fmt: skip
+def test_bad_livecodebench_rows_are_named_by_file_and_row(tmp_path, change, message):
+    path = write_lcb(tmp_path, [lcb_row(0, "2024-09-01"), {**lcb_row(1, "2024-09-02"), **change}])
+    entry = SplitEntry(benchmark="livecodebench", path=str(path), start_date="2024-08-01", end_date="2025-01-31")
+    with pytest.raises(ValueError, match=message) as err:
+        entry.load(None)
+    assert f"{path} row 2" in str(err.value)
+
+
+def test_contest_dates_in_other_iso_forms_are_placed_and_rows_outside_the_window_counted(tmp_path, caplog):
+    rows = [lcb_row(0, "2024-09-01T00:00:00"), lcb_row(1, "2024-07-31 23:59:59"), lcb_row(2, "2025-01-31")]
+    entry = SplitEntry(benchmark="livecodebench", path=str(write_lcb(tmp_path, rows)), start_date="2024-08-01",
+                       end_date="2025-01-31")  # fmt: skip
+    with caplog.at_level("INFO"):
+        items = entry.load(None)
+    assert [it.id for it in items] == ["livecodebench/q0", "livecodebench/q2"]
+    assert entry.outside_window == 1 and "1 of 3 rows are outside the contest_date window" in caplog.text
+
+
+def test_a_functional_test_whose_input_is_a_json_list_is_graded_on_its_arguments(tmp_path):
+    row = lcb_row(0, "2024-09-01", functional=True)
+    row["public_test_cases"] = json.dumps([{"input": [[1], 2], "output": [1, 2], "testtype": "functional"}])
+    row["private_test_cases"] = ""
+    source = BenchmarkSource(name="lcb", splits={"test": [{"benchmark": "livecodebench",
+                                                           "path": str(write_lcb(tmp_path, [row]))}]},
+                             template=PLAIN, code_grader={"sandbox": "audit_hook"})  # fmt: skip
+    good = "```python\nclass Solution:\n    def add(self, xs, y):\n        return xs + [y]\n```"
+    wrong = good.replace("xs + [y]", "xs")
+    (problem,) = source.split("test")
+    assert source.grade_many([problem, problem], [good, wrong]) == [True, False]
+
+
+def test_a_spec_with_no_test_is_an_error_not_a_pass():
+    from tsq.grading.code import CodeGrader
+
+    with pytest.raises(ValueError, match="no test cases"):
+        CodeGrader(sandbox="audit_hook").grade({"tests": [], "func_name": None}, "```python\nprint(1)\n```")
+
+
+def test_an_unclosed_thinking_block_is_graded_wrong_under_a_reasoning_template(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"id": 1, "problem": "1+1?", "answer": "2"}) + "\n")
+    splits = {"test": [{"benchmark": "aime24", "path": str(path)}]}
+    reasoning = PromptTemplate(name="r1", generation_prefix="<think>\n")
+    closed, unclosed, after = "so \\boxed{2}</think>\\boxed{2}", "wait, maybe \\boxed{2} ... hmm", "x</think> 3"
+    for template, expected in ((reasoning, [True, False, False]), (PLAIN, [True, True, False])):
+        source = BenchmarkSource(name="m", splits=splits, template=template, math_grader={"workers": 0})
+        (p,) = source.split("test")
+        assert source.grade_many([p, p, p], [closed, unclosed, after]) == expected, template.name
+    switched = BenchmarkSource(name="m", splits=splits, template=PromptTemplate(**{**vars(reasoning), "thinking": False}),
+                               math_grader={"workers": 0})  # fmt: skip
+    (p,) = switched.split("test")
+    assert switched.grade_many([p], [unclosed]) == [True]

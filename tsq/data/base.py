@@ -94,3 +94,11 @@ class Teacher(Protocol):
     def sample_problem(self, rng: random.Random, exclude: set[str]) -> Problem: ...
 
     def teacher_response(self, problem: Problem, rng: random.Random, style: Any = None) -> str: ...
+
+
+@runtime_checkable
+class ThinkingFormat(Protocol):
+    """A source whose responses must close their thinking block (`</think>`) to be graded at all."""
+
+    @property
+    def requires_closed_thinking(self) -> bool: ...

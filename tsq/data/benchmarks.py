@@ -13,9 +13,11 @@ sees fully rendered prompts.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import io
 import json
+import logging
 import math
 import pickle
 import zlib
@@ -29,8 +31,10 @@ from tsq.data.base import Conversation, Problem
 from tsq.data.templates import PromptTemplate
 from tsq.grading.code import CodeGrader, parse_tests
 from tsq.grading.math import MathGrader
+from tsq.text import THINK_CLOSE
 
 FILES = Path(__file__).with_name("files")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,15 +150,46 @@ class _StringsOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} in a test-case field")
 
 
+MAX_TEST_BYTES = 256 * 2**20  # one row's decompressed test cases; LiveCodeBench's largest are tens of MB
+
+
 def decode_test_cases(raw: str | list) -> list:
-    """LiveCodeBench test cases: a JSON string, or (private cases) base64(zlib(pickle(JSON string)))."""
+    """LiveCodeBench test cases: a JSON string, or (private cases) base64(zlib(pickle(JSON string))), at most
+    MAX_TEST_BYTES once decompressed (a larger one is refused instead of filling the memory)."""
     if isinstance(raw, list):
         return raw
+    if not isinstance(raw, str):
+        raise ValueError(f"test cases must be a JSON string or a list, got {type(raw).__name__}")
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        inner = _StringsOnly(io.BytesIO(zlib.decompress(base64.b64decode(raw)))).load()
-        return json.loads(inner)
+        inflater = zlib.decompressobj()
+        blob = inflater.decompress(base64.b64decode(raw), MAX_TEST_BYTES)
+        if inflater.unconsumed_tail:
+            raise ValueError(f"test cases larger than {MAX_TEST_BYTES >> 20} MB once decompressed") from None
+        return json.loads(_StringsOnly(io.BytesIO(blob)).load())
+
+
+def contest_date(value: object) -> str:
+    """A LiveCodeBench `contest_date` as YYYY-MM-DD: ISO text (a date, or a date and time) or a datetime
+    (parquet files and the hub give those); anything else is an error."""
+    if isinstance(value, (datetime.date, pd.Timestamp)):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, str):
+        try:
+            return datetime.datetime.fromisoformat(value.strip()).strftime("%Y-%m-%d")
+        except ValueError:
+            pass
+    raise ValueError(f"contest_date {value!r} is not an ISO date (YYYY-MM-DD, optionally with a time)")
+
+
+def check_encodable(text: str, field: str) -> str:
+    """`text` unchanged, or an error when it cannot be written as UTF-8 (a lone surrogate from a JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{field!r} cannot be written as UTF-8 ({err.reason} at character {err.start})") from None
+    return text
 
 
 def gsm8k_answer(solution: str) -> str:
@@ -208,6 +243,10 @@ class SplitEntry:
         rows = read_rows(path) if path else read_hub(self.hub or spec.hub, self.hub_split or spec.hub_split,
                                                      spec.hub_config)  # fmt: skip
         items = [self._item(spec, row, where, n) for n, row in enumerate(rows, start=1)]
+        self.outside_window = sum(it is None for it in items)
+        if self.outside_window:
+            log.info("%s: %d of %d rows are outside the contest_date window %s .. %s and left out", where,
+                     self.outside_window, len(items), self.start_date or "-", self.end_date or "-")  # fmt: skip
         rows_of: dict[str, int] = {}
         for n, it in enumerate(items, start=1):
             if it is None:
@@ -232,31 +271,39 @@ class SplitEntry:
             raise ValueError(f"{where} row {n}: {spec.question!r} must be non-empty text, got {question!r}")
         rid = f"{self.benchmark}/{row[spec.id] if spec.id else n - 1}"
         try:
+            check_encodable(question, spec.question)
             if spec.kind == "code":
                 return self._code_item(spec, row, rid, question)
-            answer = answer_text(row[spec.answer])
+            answer = check_encodable(answer_text(row[spec.answer]), spec.answer)
             answer = gsm8k_answer(answer) if self.benchmark == "gsm8k" else answer
-        except (ValueError, KeyError, zlib.error, pickle.UnpicklingError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, zlib.error, pickle.UnpicklingError) as e:
             raise ValueError(f"{where} row {n}: {e}") from None
         level = int(row[spec.level]) if spec.level and str(row.get(spec.level, "")).isdigit() else 0
         return BenchmarkItem(rid, self.benchmark, "math", question, answer, level)
 
     def _code_item(self, spec: BenchmarkSpec, row: dict, rid: str, question: str) -> BenchmarkItem | None:
-        date = str(row.get("contest_date", ""))[:10]
-        if (self.start_date and date < self.start_date) or (self.end_date and date > self.end_date):
-            return None
-        tests = decode_test_cases(row["public_test_cases"]) + decode_test_cases(row.get("private_test_cases") or "[]")
-        parse_tests(tests, where=f"{rid} test cases")
+        if self.start_date or self.end_date:
+            if row.get("contest_date") is None:
+                raise ValueError("no contest_date, so the row cannot be placed in the date window")
+            date = contest_date(row["contest_date"])
+            if (self.start_date and date < self.start_date) or (self.end_date and date > self.end_date):
+                return None  # counted by load()
+        public = decode_test_cases(row["public_test_cases"])
+        private = decode_test_cases(row.get("private_test_cases") or "[]")
+        if not isinstance(public, list) or not isinstance(private, list):
+            raise ValueError("public_test_cases and private_test_cases must each be a list of test cases")
+        tests = [asdict(t) for t in parse_tests(public + private, where=f"{rid} test cases")]
         metadata = row.get("metadata") or "{}"
         metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+        if not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
         func_name = metadata.get("func_name")
         if any(t["testtype"] == "functional" for t in tests) and not func_name:
             raise ValueError("functional tests but no metadata.func_name")
         spec_json = json.dumps({"tests": tests, "func_name": func_name})
         level = CODE_LEVELS.get(str(row.get(spec.level or "", "")).lower(), 0)
-        return BenchmarkItem(
-            rid, self.benchmark, "code", question, spec_json, level, str(row.get("starter_code") or "")
-        )
+        starter = check_encodable(str(row.get("starter_code") or ""), "starter_code")
+        return BenchmarkItem(rid, self.benchmark, "code", question, spec_json, level, starter)
 
 
 def file_digest(path: Path) -> str:
@@ -340,6 +387,11 @@ class BenchmarkSource:
         return [Problem(it.id, it.benchmark, self.prompt(it), it.answer, it.level) for it in self.items[name]]
 
     # ------------------------------------------------------------------ grading
+    @property
+    def requires_closed_thinking(self) -> bool:
+        """Whether a response must close its thinking block to be graded (data.template.thinking)."""
+        return self.template.reasoning
+
     def kind(self, problem: Problem) -> str:
         return SPECS[problem.benchmark].kind
 
@@ -349,8 +401,11 @@ class BenchmarkSource:
     def grade_many(self, problems: list[Problem], responses: list[str]) -> list[bool]:
         """Math rows through the math-verify pool, code rows through the sandbox, in the callers' order."""
         out: list[bool | None] = [None] * len(problems)
+        for i, response in enumerate(responses):
+            if self.requires_closed_thinking and THINK_CLOSE not in response:
+                out[i] = False  # unfinished reasoning: no answer was given
         for kind, grader in (("math", self._math), ("code", self._code)):
-            idx = [i for i, p in enumerate(problems) if self.kind(p) == kind]
+            idx = [i for i, p in enumerate(problems) if self.kind(p) == kind and out[i] is None]
             if not idx:
                 continue
             grades = grader.grade_many([problems[i].answer for i in idx], [responses[i] for i in idx])

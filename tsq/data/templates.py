@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tsq.text import THINK_OPEN
+
 
 @dataclass
 class PromptTemplate:
@@ -31,11 +33,19 @@ class PromptTemplate:
     )
     generation_prefix: str = ""
     use_chat_template: bool = True
+    # A reasoning template: the reply thinks first and closes its thinking block before the answer. A response
+    # whose block never closed is graded wrong (its text is unfinished reasoning, whatever `\boxed{}` it holds),
+    # as lighteval and lm-evaluation-harness do. None: a reasoning template when generation_prefix opens <think>.
+    thinking: bool | None = None
 
     def __post_init__(self) -> None:
         for key in ("user", "code_stdin", "code_functional"):
             if "{question}" not in getattr(self, key):
                 raise ValueError(f"data.template.{key} must contain {{question}}, got {getattr(self, key)!r}")
+
+    @property
+    def reasoning(self) -> bool:
+        return self.thinking if self.thinking is not None else THINK_OPEN in self.generation_prefix
 
     def user_message(self, question: str, kind: str = "math", starter_code: str = "") -> str:
         if kind == "code":

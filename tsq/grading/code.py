@@ -52,19 +52,44 @@ class TestCase:
     testtype: str  # "stdin" or "functional"
 
 
+def _test_text(value: object, testtype: str, field: str, where: str) -> str:
+    """A test's input or output as the text the program reads or prints. A functional test's arguments may come
+    as a JSON list (one argument each, written one per line as LiveCodeBench's own files do); stdin text must
+    be a string. Text that cannot be written as UTF-8 (a lone surrogate) is refused here, not mid-grading."""
+    if isinstance(value, str):
+        text = value
+    elif testtype == "functional" and field == "input" and isinstance(value, list):
+        text = "\n".join(json.dumps(arg) for arg in value)
+    elif testtype == "functional" and field == "output":
+        text = json.dumps(value)
+    else:
+        raise ValueError(f"{where}: {field} of a {testtype} test must be text, got {type(value).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{where}: {field} cannot be written as UTF-8 ({err.reason} at {err.start})") from None
+    return text
+
+
 def parse_tests(raw: str | list, where: str = "tests") -> list[TestCase]:
-    """LiveCodeBench's test list (a JSON string or a list of {input, output, testtype})."""
+    """LiveCodeBench's test list (a JSON string or a list of {input, output, testtype}); at least one test."""
     items = json.loads(raw) if isinstance(raw, str) else raw
     if not isinstance(items, list):
         raise ValueError(f"{where}: expected a list of test cases, got {type(items).__name__}")
+    if not items:
+        raise ValueError(f"{where}: no test cases (every response would pass)")
     out = []
     for i, t in enumerate(items):
+        if not isinstance(t, dict):
+            raise ValueError(f"{where}[{i}]: a test case must be an object, got {type(t).__name__}")
         missing = [k for k in ("input", "output", "testtype") if k not in t]
         if missing:
             raise ValueError(f"{where}[{i}]: missing {missing}")
         if t["testtype"] not in ("stdin", "functional"):
             raise ValueError(f"{where}[{i}]: testtype must be stdin or functional, got {t['testtype']!r}")
-        out.append(TestCase(str(t["input"]), str(t["output"]), t["testtype"]))
+        kind = t["testtype"]
+        out.append(TestCase(_test_text(t["input"], kind, "input", f"{where}[{i}]"),
+                            _test_text(t["output"], kind, "output", f"{where}[{i}]"), kind))  # fmt: skip
     return out
 
 
@@ -206,10 +231,10 @@ class CodeGrader:
     def grade(self, spec: str | dict, response: str) -> bool:
         """`spec` is a problem's answer field: {"tests": [...], "func_name": ...} (JSON). All tests must pass."""
         spec = json.loads(spec) if isinstance(spec, str) else spec
+        tests = parse_tests(spec["tests"])  # before the response: a spec with no test is an error, never a pass
         code = extract_code(response)
         if code is None:
             return False
-        tests = parse_tests(spec["tests"])
         return all(self.passes(code, t, spec.get("func_name")) for t in tests)
 
     def grade_many(self, specs: Sequence[str | dict], responses: Sequence[str]) -> list[bool]:

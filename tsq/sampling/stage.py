@@ -16,11 +16,11 @@ import pandas as pd
 
 from tsq.cache import Build, Stage, atomic_write_text, world_key
 from tsq.context import RunContext
-from tsq.data.base import Problem, TraceAnatomist
+from tsq.data.base import Problem, ThinkingFormat, TraceAnatomist
 from tsq.models.base import ModelHandle
 from tsq.progress import StageProgress
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.text import split_steps
+from tsq.text import THINK_CLOSE, split_steps
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def sample_graded(
     frame = read_samples(artifact.path / SAMPLES_FILE)
     diagnostics = json.loads((artifact.path / "diagnostics.json").read_text())
     diagnostics["cut_at_max_new_tokens"] = warn_if_cut(frame, stage.name, params.max_new_tokens)
+    if isinstance(ctx.world, ThinkingFormat) and ctx.world.requires_closed_thinking:
+        # graded wrong whatever they hold (tsq.data.templates.PromptTemplate.thinking)
+        diagnostics["unclosed_thinking"] = float((~frame["text"].str.contains(THINK_CLOSE, regex=False)).mean())
     return frame, diagnostics, artifact.key
 
 
