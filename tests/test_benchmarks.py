@@ -274,7 +274,7 @@ def test_an_unclosed_thinking_block_is_graded_wrong_under_a_reasoning_template(t
         source = BenchmarkSource(name="m", splits=splits, template=template, math_grader={"workers": 0})
         (p,) = source.split("test")
         assert source.grade_many([p, p, p], [closed, unclosed, after]) == expected, template.name
-    switched = BenchmarkSource(name="m", splits=splits, template=PromptTemplate(**{**vars(reasoning), "thinking": False}),
-                               math_grader={"workers": 0})  # fmt: skip
+    switch_off = PromptTemplate(**{**vars(reasoning), "thinking": False})
+    switched = BenchmarkSource(name="m", splits=splits, template=switch_off, math_grader={"workers": 0})
     (p,) = switched.split("test")
     assert switched.grade_many([p], [unclosed]) == [True]
