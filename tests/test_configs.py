@@ -149,15 +149,44 @@ def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
         ("pairs.max_pairs=null", "pairs.max_pairs must be an integer, got None"),
         ("tldr.steps=many", "tldr.steps must be an integer, got 'many'"),
         ("eval.n_samples=0", "eval.n_samples must be > 0, got 0"),
-        ("eval.temperature=-1", "eval.temperature must be >= 0, got -1"),
+        ("eval.temperature=-1", r"eval.temperature must be 0 \(greedy\) or at least 0.01, got -1"),
         ("sampling.top_p=2", r"sampling.top_p must be in \(0, 1\], got 2"),
         ("data.split_sizes.test=0", "data.split_sizes.test must be > 0"),
+        # values that once passed validation and failed raw after compute
+        ("eval.seed=1e30", r"eval.seed must be an integer, got 1e\+30"),
+        ("eval.seed=4294967296", r"eval.seed must be a whole number from 0 to 2\*\*32 - 1, got 4294967296"),
+        ("train.seed=-1", r"train.seed must be a whole number from 0 to 2\*\*32 - 1, got -1"),
+        ("eval.temperature=1e-40", r"eval.temperature must be 0 \(greedy\) or at least 0.01, got 1e-40"),
+        ("train.weight_decay=-5", "train.weight_decay must be >= 0, got -5"),
+        (
+            "train.max_steps=100 train.warmup_steps=1e8",
+            "train.warmup_steps=100000000 is longer than train.max_steps=100",
+        ),
+        ("sampling.split=test", "sampling.split=test: training data would come from a held-out split"),
+        ("eval.split=train", "eval.split=train: the model would be scored on the problems it was trained on"),
     ],
 )
 def test_a_value_of_the_wrong_type_names_its_key_before_anything_is_built(override, message, tmp_path):
     from tsq.pipeline import build_parts
 
-    cfg = compose_config([override, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
+    cfg = compose_config([*override.split(), f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
     with pytest.raises((ValueError, InstantiationException), match=message):
         build_parts(cfg)
     assert not any(tmp_path.iterdir())  # nothing was built
+
+
+def test_integral_floats_become_integers_and_the_split_guards_can_be_lifted(tmp_path):
+    from tsq.pipeline import build_parts
+
+    paths = [f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"]
+    _, parts = build_parts(compose_config(["eval.n_samples=4.0", "train.epochs=2.0", *paths]))
+    assert (parts.evaluator.n_samples, parts.train.epochs) == (4, 2)
+    assert type(parts.evaluator.n_samples) is int and type(parts.train.epochs) is int
+    lifted = [
+        "sampling.split=test",
+        "sampling.allow_held_out_split=true",
+        "eval.split=train",
+        "eval.allow_train_split=true",
+    ]
+    _, parts = build_parts(compose_config([*lifted, *paths]))
+    assert (parts.sampling.split, parts.evaluator.split) == ("test", "train")

@@ -1,4 +1,7 @@
 import json
+import os
+import signal
+import time
 
 import lightning as L
 import pytest
@@ -211,7 +214,7 @@ def test_a_policy_equal_to_the_base_model_is_not_saved(micro_model_dir, tmp_path
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     store = ArtifactStore(tmp_path / "cache")
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
-    settings = TrainSettings(epochs=1, batch_size=2, lr=1e-30)  # updates far below float32 resolution
+    settings = TrainSettings(epochs=1, batch_size=2, lr=1e-30, warmup_steps=1)  # updates below float32 resolution
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
     with pytest.raises(RuntimeError, match=r"training changed none of the \d+ weight tensors"):
         train_policy(
@@ -270,7 +273,7 @@ def test_max_steps_trains_exactly_that_budget_whatever_the_pairs(micro_model_dir
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * copies)
     store = ArtifactStore(tmp_path / "cache")
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
-    settings = TrainSettings(epochs=4, max_steps=max_steps, batch_size=2, lr=1e-3)
+    settings = TrainSettings(epochs=4, max_steps=max_steps, batch_size=2, lr=1e-3, warmup_steps=1)
     assert settings.optimizer_steps(4 * copies, 1) == max_steps
     trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
     policy = train_policy(
@@ -350,3 +353,29 @@ def test_a_truncated_checkpoint_is_named_set_aside_and_the_newest_intact_one_use
         assert any(str(scratch / name) in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
     expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+class SendSigterm(Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_training_ends_the_run_with_a_failure_status(micro_model_dir, tmp_path):
+    """Lightning turns a SIGTERM into a SystemExit without a code (status 0: a scheduler records success)."""
+    from tsq.pipeline import SIGTERM_STATUS, exit_on_sigterm
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+    ctx = run_context(None, ArtifactStore(tmp_path / "cache"), trainer=trainer_cfg)
+    with pytest.raises(SystemExit) as stop, exit_on_sigterm():
+        train_policy(ctx, handle, pairs_artifact(pairs), PreferenceLoss(), TrainSettings(epochs=1, batch_size=2),
+                     callbacks=[SendSigterm()])  # fmt: skip
+    assert stop.value.code == SIGTERM_STATUS == 143
+    assert not list((tmp_path / "cache" / "policy").glob("*/artifact.json"))  # nothing published
+    with pytest.raises(SystemExit) as stop, exit_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)  # outside training: the same status
+        time.sleep(5)
+    assert stop.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is removed afterwards

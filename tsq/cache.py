@@ -41,6 +41,8 @@ META_FILE = "artifact.json"
 # sizes) stay in the keys: an artifact is what one exact setting produced.
 NON_RESULT_SETTINGS = frozenset(
     {"progress", "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "_partial_"}
+    # guards that let a run use a split it would otherwise refuse; what runs is keyed by the split itself
+    | {"allow_held_out_split", "allow_train_split"}
 )
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from tsq.cache import ArtifactStore, atomic_write_text
@@ -84,10 +87,40 @@ def quiet_libraries() -> None:
 STAGES = ("base_eval", "construct", "train", "tldr")
 
 
+SIGTERM_STATUS = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+@contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the run with status 143 through the normal unwinding (temporary build folders removed,
+    scratch work kept for a resume). Without this, a SIGTERM during training ended the process with status 0:
+    Lightning turns it into its SIGTERMException, a SystemExit without a code, which a scheduler records as
+    success. Lightning keeps this handler and calls it after its own while it trains."""
+
+    def terminate(signum, frame) -> None:
+        raise SystemExit(SIGTERM_STATUS)
+
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except SIGTERMException as stop:  # one that Lightning raised before our handler ran
+        raise SystemExit(SIGTERM_STATUS) from stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(cfg: DictConfig) -> dict:
     """Build the world and base model, then run `cfg.stages` in order; return what they produced."""
     try:
-        return run_stages(cfg)
+        with exit_on_sigterm():
+            return run_stages(cfg)
+    except SystemExit as stop:
+        if stop.code == SIGTERM_STATUS:
+            log.error("run terminated by SIGTERM (exit status %d); a rerun resumes from the cached work", stop.code)
+        raise
     finally:
         # Close a W&B run even on failure, so its files are complete and a multirun's next job starts clean.
         if "wandb" in sys.modules and sys.modules["wandb"].run is not None:

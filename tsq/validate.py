@@ -32,7 +32,7 @@ def _matches(value: Any, annotation: Any) -> bool | None:
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
-        integral_float = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+        integral_float = isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53
         return (isinstance(value, int) and not isinstance(value, bool)) or integral_float
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -80,6 +80,20 @@ def check_fields(cls: type, node: Any, where: str) -> None:
         if isinstance(value, DictConfig | ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
         check_value(value, annotation, key)
+        if _wants_int(annotation) and isinstance(value, float):
+            value = int(value)  # `eval.n_samples=16.0` is 16; a float left in would fail later in range() or torch
+            node[name] = value
+        if (name == "seed" or name.endswith("_seed")) and isinstance(value, int) and not 0 <= value < SEED_LIMIT:
+            raise ValueError(f"{key} must be a whole number from 0 to 2**32 - 1, got {value}")
+
+
+SEED_LIMIT = 2**32  # numpy's and Python's random seeding accept this range; torch's more
+
+
+def _wants_int(annotation: Any) -> bool:
+    """Whether an int fits `annotation` and a float alone does not (int, or int | None)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return annotation is int or (int in args and float not in args)
 
 
 def check_value(value: Any, annotation: Any, key: str) -> None:

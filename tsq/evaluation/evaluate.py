@@ -40,6 +40,8 @@ class Evaluator:
     """How a model is evaluated. `b_max` defaults to `max_new_tokens` (the paper: 32K and 32K)."""
 
     split: str = "test"
+    # evaluating on the training split is refused unless this is true (its scores measure memorisation)
+    allow_train_split: bool = False
     n_samples: int = 16
     temperature: float = 0.6
     top_p: float = 1.0
@@ -66,6 +68,11 @@ class Evaluator:
             top_p=self.top_p,
             seed=self.seed,
         )
+        if self.split == "train" and not self.allow_train_split:
+            raise ValueError(
+                "eval.split=train: the model would be scored on the problems it was trained on; set "
+                "eval.allow_train_split=true if that is what you want"
+            )
         self.b_max = int(self.b_max or self.max_new_tokens)
         if self.b_max <= 0:
             raise ValueError(f"eval.b_max must be > 0, got {self.b_max}")

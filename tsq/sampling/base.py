@@ -28,6 +28,9 @@ def completion_length(n_ids: int, ended_with_eos: bool) -> int:
     return n_ids + int(ended_with_eos)
 
 
+MIN_TEMPERATURE = 1e-2
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Validated before any model is loaded, so a bad value fails fast and names its key."""
@@ -42,9 +45,12 @@ class SamplingParams:
         for name, ok, rule in (
             ("n", self.n > 0, "> 0"),
             ("max_new_tokens", self.max_new_tokens > 0, "> 0"),
-            ("temperature", self.temperature >= 0, ">= 0"),
+            # below MIN_TEMPERATURE the logits overflow once divided (1e-40 gives inf and NaN probabilities)
+            ("temperature", self.temperature == 0 or self.temperature >= MIN_TEMPERATURE,
+             f"0 (greedy) or at least {MIN_TEMPERATURE}"),
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-        ):
+            ("seed", 0 <= self.seed < 2**32, "a whole number from 0 to 2**32 - 1"),
+        ):  # fmt: skip
             if not ok:
                 raise InvalidSetting(name, f"{name} must be {rule}, got {getattr(self, name)}")
 

@@ -120,6 +120,7 @@ def sample_graded(
     return frame, diagnostics, artifact.key
 
 
+HELD_OUT_SPLITS = ("dev", "test")
 CUT_WARNING_SHARE = 0.5  # above this share of responses cut at the cap, the numbers describe the cap
 
 
@@ -147,6 +148,8 @@ class SamplingStage:
     """
 
     split: str = "train"
+    # sampling from dev or test (the training data of construction) is refused unless this is true
+    allow_held_out_split: bool = False
     n: int = 16
     temperature: float = 0.9
     top_p: float = 1.0
@@ -168,6 +171,12 @@ class SamplingStage:
         )
         if self.shard_size <= 0:
             raise ValueError(f"sampling.shard_size must be > 0, got {self.shard_size}")
+        if self.split in HELD_OUT_SPLITS and not self.allow_held_out_split:
+            raise ValueError(
+                f"sampling.split={self.split}: training data would come from a held-out split, so its scores (and any "
+                "setting chosen on it) would no longer measure generalisation; set sampling.allow_held_out_split=true "
+                "if that is what you want"
+            )
         if self.max_problems is not None and self.max_problems <= 0:
             raise ValueError(f"sampling.max_problems must be > 0, got {self.max_problems}")
 

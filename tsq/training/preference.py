@@ -180,6 +180,12 @@ class TrainSettings:
             )
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ValueError(f"train.warmup_steps={self.warmup_steps} is longer than train.max_steps={self.max_steps}")
         if self.reference not in ("precomputed", "online"):
             raise ValueError(f"train.reference must be precomputed or online, got {self.reference!r}")
         if self.batching not in ("bucket", "packed", "padded"):
@@ -564,6 +570,11 @@ def _train_policy(
         raise ValueError(
             f"training would take 0 optimizer steps: {len(data)} of {len(rows)} pairs of {pairs_path} are left "
             f"after train.overlength={settings.overlength} (train.max_length={settings.max_length})"
+        )
+    if settings.warmup_steps > total:  # the learning rate would never reach its peak: a run that barely trains
+        raise ValueError(
+            f"train.warmup_steps={settings.warmup_steps} is longer than the {total} optimizer steps this training "
+            f"takes ({len(data)} pairs of {pairs_path})"
         )
     if settings.lora is not None and isinstance(trainer_config.get("strategy"), dict):
         raise ValueError("train.lora is not supported with a sharded trainer.strategy (fsdp / deepspeed)")
