@@ -42,9 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTEST_CATEGORIES = {
     "code sandbox": ["tests/test_sandbox.py"],
     "corrupted artifacts": ["tests/test_cache.py", "-k", "damaged or builds_while or temporary_folders"],
-    "bad data rows": ["tests/test_benchmarks.py", "-k", "bad_rows or numeric_answers"],
-    "bad overrides": ["tests/test_configs.py", "-k", "wrong_type"],
-    "resume of a killed training": ["tests/test_preference_training.py", "-k", "resumes"],
+    "manifests and shared caches": ["tests/test_cache.py", "-k", "manifest or umask or group"],
+    "bad data rows": ["tests/test_benchmarks.py", "-k", "bad_rows or numeric_answers or bad_livecodebench"],
+    "grading errors": [
+        "tests/test_benchmarks.py",
+        "-k",
+        "contest_dates or json_list or no_test or unclosed",
+    ],  # fmt: skip
+    "keys that miss a setting": ["tests/test_result_settings.py"],
+    "bad overrides": ["tests/test_configs.py", "-k", "wrong_type or integral_floats"],
+    "exit status": ["tests/test_preference_training.py", "-k", "sigterm"],
+    "resume of a killed training": ["tests/test_preference_training.py", "-k", "resumes or end_of_epoch or truncated"],
 }
 BAD_OVERRIDES = [
     ("train.epochs=1.5", "train.epochs must be an integer, got 1.5"),

@@ -203,3 +203,102 @@ def test_grading_refuses_to_start_without_the_jail_unless_told(tmp_path):
         CodeGrader(bwrap=str(tmp_path / "no-bwrap"))
     weak = CodeGrader(bwrap=str(tmp_path / "no-bwrap"), sandbox="audit_hook")
     assert weak.run("print(6 * 7)").stdout == "42\n"
+
+
+SYSCALLS = {"x86_64": {"add_key": 248, "keyctl": 250}, "aarch64": {"add_key": 217, "keyctl": 219}}
+KEYCTL_READ, KEY_SPEC_SESSION_KEYRING = 11, -3
+
+
+@pytest.mark.skipif(os.uname().machine not in SYSCALLS, reason="syscall numbers known for x86_64 and aarch64 only")
+def test_the_graders_session_keyring_is_out_of_reach(grader):
+    """A program read, changed and cleared the grading user's session keyring (Kerberos tickets live there)."""
+    import ctypes
+
+    numbers = SYSCALLS[os.uname().machine]
+    libc = ctypes.CDLL(None, use_errno=True)
+    secret = b"secret-ticket"
+    key = libc.syscall(numbers["add_key"], b"user", b"tsq-probe", secret, len(secret), KEY_SPEC_SESSION_KEYRING)
+    if key < 0:
+        pytest.skip(f"this session has no usable keyring (add_key: errno {ctypes.get_errno()})")
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nout = []\n"
+        f"buf = ctypes.create_string_buffer(64)\n"
+        f"for args in [(0, -3, 0), ({KEYCTL_READ}, {key}, buf, 64), (7, -3), (1, None), (6, {key})]:\n"
+        f"    r = libc.syscall({numbers['keyctl']}, *args)\n"
+        "    out.append((r, ctypes.get_errno()))\n"
+        f"out.append(libc.syscall({numbers['add_key']}, b'user', b'planted', b'x', 1, -3))\n"
+        "print(out, buf.raw)\n"
+    )
+    result = run(grader, code)
+    assert result.status == "ok", result.stderr
+    calls = eval(result.stdout.split(" b'")[0])  # noqa: S307 - the probe's own list
+    assert all(r == -1 and err == 1 for r, err in calls[:-1]) and calls[-1] == -1  # EPERM, every key call
+    assert "secret-ticket" not in result.stdout
+    buf = ctypes.create_string_buffer(64)
+    assert libc.syscall(numbers["keyctl"], KEYCTL_READ, key, buf, 64) == len(secret) and buf.raw[:13] == secret
+    libc.syscall(numbers["keyctl"], 3, key)  # KEYCTL_REVOKE: leave the session as it was
+
+
+def test_no_nested_user_namespace_so_no_private_mount(grader):
+    """Inside a user namespace of its own a program mounted a tmpfs and wrote 2 GB against disk_mb."""
+    code = (
+        "import ctypes, subprocess\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "r = libc.unshare(0x10000000)\nprint('unshare', r, ctypes.get_errno())\n"
+        "p = subprocess.run(['unshare', '-Urm', 'sh', '-c', 'mount -t tmpfs none /tmp && echo mounted'],"
+        " capture_output=True, text=True)\nprint('tool', p.returncode, p.stdout.strip())\n"
+    )
+    result = run(grader, code)
+    assert "unshare -1 1" in result.stdout  # EPERM
+    assert "mounted" not in result.stdout and "tool 0" not in result.stdout
+
+
+def test_memory_is_bounded_for_the_whole_program_not_per_process(grader):
+    """6 children of 1 GB each once reached 5.4 GB at memory_mb=1024; here 4 children try 200 MB at 512."""
+    child = "b = bytearray(200 * 2**20); import time; time.sleep(1.5); print('held')"
+    code = (
+        "import subprocess, sys\n"
+        f"procs = [subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE) for _ in range(4)]\n"
+        "print('held', sum(p.communicate()[0].strip() == b'held' for p in procs))\n"
+    )
+    result = run(grader, code)
+    held = int(result.stdout.split()[-1]) if result.stdout.startswith("held") else 0
+    assert held <= 2  # 512 MB (+8 MB of /work) for all of them together
+
+
+def test_an_inode_flood_stops_at_the_inode_bound(grader):
+    code = (
+        "n = 0\ntry:\n    while n < 200000:\n        open(f'f{n}', 'w').close(); n += 1\n"
+        "except OSError as e:\n    print('stopped', n, e.errno)\n"
+    )
+    result = run(grader, code)
+    assert result.stdout.startswith("stopped") and int(result.stdout.split()[1]) <= 4096, result.stdout
+
+
+def test_the_process_limit_is_each_programs_own(grader):
+    """The limit counted every uid-65534 process on the host: a correct threaded program was graded wrong
+    while another program held processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    holder = (
+        "import subprocess, sys, time\n"
+        "ps = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(4)']) for _ in range(12)]\n"
+        "print('holding', len(ps)); time.sleep(2.5)\n"
+    )
+    threaded = (  # 10 threads alive at once (a barrier), within its own limit of 16
+        "import threading\nout, meet = [], threading.Barrier(10)\n"
+        "def work(i):\n    meet.wait(); out.append(i)\n"
+        "ts = [threading.Thread(target=work, args=(i,)) for i in range(10)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\nprint(sorted(out) == list(range(10)))\n"
+    )
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(run, grader, holder)
+        time.sleep(1.5)
+        second = run(grader, threaded)
+    assert first.result().stdout.startswith("holding 12")
+    assert second.status == "ok" and second.stdout.strip() == "True", second
+
+
+@pytest.mark.parametrize("limits", [{"memory_mb": 1}, {"timeout_s": 0.001}, {"processes": 1, "memory_mb": 512}])
+def test_limits_too_tight_for_the_smallest_program_are_refused_at_start(limits):
+    with pytest.raises(ValueError, match=r"too tight for `print\(6 \* 7\)` to run"):
+        CodeGrader(**limits)

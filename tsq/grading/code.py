@@ -27,7 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tsq.grading.jail import RUNNER_INSIDE, WORK, JailLimits, interpreter, jail_argv, jail_problem, runner_binds
+from tsq.grading.jail import (
+    RUNNER_INSIDE,
+    SANDBOX,
+    WORK,
+    JailLimits,
+    interpreter,
+    jail_problem,
+    jailed,
+    runner_binds,
+)
 from tsq.grading.sandbox_runner import RESULT_MARKER
 from tsq.text import answer_part
 
@@ -91,6 +100,15 @@ def parse_tests(raw: str | list, where: str = "tests") -> list[TestCase]:
         out.append(TestCase(_test_text(t["input"], kind, "input", f"{where}[{i}]"),
                             _test_text(t["output"], kind, "output", f"{where}[{i}]"), kind))  # fmt: skip
     return out
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int | None, str]:
+    """(exit status, "ok" / "error" / "timeout") of a program given `timeout_s` seconds."""
+    try:
+        returncode = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, "timeout"
+    return returncode, "ok" if returncode == 0 else "error"
 
 
 def outputs_match(got: str, expected: str, rel_tol: float = 1e-6) -> bool:
@@ -164,6 +182,15 @@ class CodeGrader:
             disk_mb=self.disk_mb,
             processes=self.processes,
         )
+        # Limits so tight that the interpreter cannot even start would grade every program wrong: refused here,
+        # before any sampling, by running the smallest program under them.
+        trial = self.run("print(6 * 7)")
+        if trial.status != "ok" or trial.stdout != "42\n":
+            raise ValueError(
+                f"code grader: its limits (timeout_s={self.timeout_s}, memory_mb={self.memory_mb}, processes="
+                f"{self.processes}, disk_mb={self.disk_mb}, file_size_mb={self.file_size_mb}) are too tight for "
+                f"`print(6 * 7)` to run ({trial.status}, exit {trial.returncode}: {trial.stderr.strip()[-300:]!r})"
+            )
 
     def result_settings(self) -> dict:
         """The settings that can change a grade (a limit can fail a correct program); not how many run at once."""
@@ -177,36 +204,32 @@ class CodeGrader:
             (work_dir / "solution.py").write_text(code, encoding="utf-8")
             (work_dir / "stdin.txt").write_text(stdin, encoding="utf-8")
             env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-            tail = [mode, "solution.py"] + ([func_name] if func_name else [])
-            if self.sandbox == "bwrap":
-                binds = runner_binds(RUNNER, {"solution.py": work_dir / "solution.py"})
-                env = {**env, "HOME": WORK, "TMPDIR": WORK}
-                argv = jail_argv(self.bwrap, [interpreter()[0], "-I", RUNNER_INSIDE, *tail], binds, self.limits, env)
-            else:
-                argv = [sys.executable, "-I", str(RUNNER), *tail]
-                env = {**env, "HOME": work, "TMPDIR": work}
             with open(work_dir / "stdin.txt", "rb") as fin, open(work_dir / "stdout.txt", "wb") as fout:
                 with open(work_dir / "stderr.txt", "wb") as ferr:
-                    proc = subprocess.Popen(
-                        argv,
-                        cwd=work,
-                        env=env,
-                        stdin=fin,
-                        stdout=fout,
-                        stderr=ferr,
-                        preexec_fn=self.limits.apply,
-                        start_new_session=True,  # its own process group, so a timeout kills all of it
-                    )
-                    try:
-                        returncode = proc.wait(timeout=self.timeout_s)
-                        status = "ok" if returncode == 0 else "error"
-                    except subprocess.TimeoutExpired:
-                        returncode, status = None, "timeout"
-                    finally:
-                        # the whole group, normal exit included (the jail's PID namespace dies with bwrap)
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+                    streams = {"stdin": fin, "stdout": fout, "stderr": ferr}
+                    if self.sandbox == "bwrap":
+                        binds = runner_binds(RUNNER, {"solution.py": work_dir / "solution.py"})
+                        tail = [mode, f"{SANDBOX}/solution.py"] + ([func_name] if func_name else [])
+                        program = [interpreter()[0], "-I", RUNNER_INSIDE, *tail]
+                        env = {**env, "HOME": WORK, "TMPDIR": WORK}
+                        with jailed(self.bwrap, program, binds, self.limits, env, **streams) as proc:
+                            returncode, status = _wait(proc, self.timeout_s)
+                    else:
+                        tail = [mode, "solution.py"] + ([func_name] if func_name else [])
+                        proc = subprocess.Popen(
+                            [sys.executable, "-I", str(RUNNER), *tail],
+                            cwd=work,
+                            env={**env, "HOME": work, "TMPDIR": work},
+                            preexec_fn=self.limits.apply,
+                            start_new_session=True,  # its own process group, so a timeout kills all of it
+                            **streams,
+                        )
+                        try:
+                            returncode, status = _wait(proc, self.timeout_s)
+                        finally:
+                            with contextlib.suppress(ProcessLookupError):
+                                os.killpg(proc.pid, signal.SIGKILL)
+                            proc.wait()
             read = lambda name: (work_dir / name).read_bytes()[: 1 << 20].decode("utf-8", "replace")  # noqa: E731
             return RunResult(status, read("stdout.txt"), read("stderr.txt"), returncode)
 
