@@ -61,7 +61,10 @@ def test_chunked_logps_and_gradients_equal_the_full_vocabulary_path(micro_model_
     (got * weights).sum().backward()
     assert got.tolist() == pytest.approx(want.tolist(), abs=1e-4)
     for name, param in model.named_parameters():
-        assert torch.allclose(param.grad, want_grads[name], atol=1e-5), name
+        # float32 sums in another order differ by rounding in proportion to the gradients' size (5.7e-5 was
+        # seen at a magnitude of 264 on another machine): the tolerance scales with what is compared
+        scale = max(1.0, float(want_grads[name].abs().max()))
+        assert torch.allclose(param.grad, want_grads[name], rtol=1e-5, atol=1e-5 * scale), name
 
 
 def test_token_logps_never_projects_more_than_one_chunk(micro_model_dir):
