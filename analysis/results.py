@@ -325,6 +325,11 @@ def checkpoint_note(tldr: dict) -> str:
     return f"step {selected.get('step')}" + ("" if met is None or met else " (no checkpoint met the bar)")
 
 
+def number(value: float | None, spec: str = ".2f") -> str:
+    """A table cell's number; a row whose dev samples hold no correct response has no Len-T, shown as such."""
+    return "none correct" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:{spec}}"
+
+
 def dev_table(experiment: str, selected: dict[str, dict], base_acc: float | None) -> pd.DataFrame:
     """Every searched setting's dev Acc and Len-T per row, the selected one marked."""
     layout = LAYOUTS[experiment]
@@ -336,7 +341,7 @@ def dev_table(experiment: str, selected: dict[str, dict], base_acc: float | None
                     "row": layout.labels[row],
                     "setting": ", ".join(f"{k}={v}" for k, v in entry["setting"].items()),
                     "dev Acc (%)": f"{100 * entry['acc']:.2f}",
-                    "dev Len-T": f"{entry['len_t']:.2f}",
+                    "dev Len-T": number(entry["len_t"]),
                     "selected": "yes" if entry["setting"] == choice["setting"] else "",
                 }
             )
@@ -375,7 +380,9 @@ def sign_choice(selected: dict[str, dict], base_acc: float, protocol: Protocol) 
     sign = select_setting(frame, base_acc, protocol.acc_margin)
     default = OmegaConf.load(ROOT / "conf" / "loss" / "dpol.yaml")["length_sign"]
     agree = "agrees" if default == sign else f"**does not agree** (it has s = {default:+d})"
-    shown = "; ".join(f"s = {k:+d}: dev Acc {100 * v['acc']:.2f}%, Len-T {v['len_t']:.2f}" for k, v in found.items())
+    shown = "; ".join(
+        f"s = {k:+d}: dev Acc {100 * v['acc']:.2f}%, Len-T {number(v['len_t'])}" for k, v in found.items()
+    )
     return (
         f"DPO-L's sign, chosen by the same rule on dev: **s = {sign:+d}** ({shown}); the default in "
         f"conf/loss/dpol.yaml {agree}."

@@ -157,7 +157,7 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.02\nn_boot: 200\nlevel: 0.95\n"
     )
     out, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
-    readme.write_text(f"# r\n\n{results.README_BEGIN}\nold\n{results.README_END}\n\nafter\n")
+    readme.write_text(f"# r\n\n{results.README_BEGIN}\nstale-summary\n{results.README_END}\n\nafter\n")
     command = [
         sys.executable, "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
         "--out", str(out), "--figures", str(tmp_path / "figures"), "--protocol", str(protocol),
@@ -189,7 +189,7 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     assert text.count("| yes ") == 3  # one selected setting per row in the dev table
     # the README's summary is the verdict table's, written between its markers
     summary = readme.read_text()
-    assert "old" not in summary and summary.endswith(f"{results.README_END}\n\nafter\n")
+    assert "stale-summary" not in summary and summary.endswith(f"{results.README_END}\n\nafter\n")
     for claim_id, line in verdicts.items():
         verdict = line.split("|")[-2].strip().strip("*")
         assert f"- {claim_id}: " in summary and (verdict in summary if verdict != "–" else True)
