@@ -37,8 +37,7 @@ from analysis.tables import (  # noqa: E402
 )
 from tsq.cache import atomic_write_text  # noqa: E402
 from tsq.construct import REFINED_FILE, read_jsonl  # noqa: E402
-
-ROW_COLUMNS = ["stage", "benchmark", "level", "acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems"]
+from tsq.evaluation.evaluate import display_rows  # noqa: E402
 
 PAGE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -155,10 +154,13 @@ def run_report(run_dir: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = budget_figure(runs, out, f"{name}_budget") + length_figure(runs, out, f"{name}_lengths")
     k_html, k_fig = k_section(runs, out, f"{name}_k")
-    rows = pd.DataFrame(payload["rows"])
-    rows = rows[[c for c in ROW_COLUMNS if c in rows]]
-    rows = rows.assign(acc=100 * rows["acc"], auc=100 * rows["auc"])
-    tables = [("metrics (Acc and AUC in %)", rows.to_html(index=False, float_format=lambda v: f"{v:.2f}"))]
+    rows = display_rows(payload["rows"])
+    tables = [
+        (
+            "metrics (Acc and AUC in %; Acc, Len-T and Len-A with 95% bootstrap intervals over problems)",
+            rows.to_html(index=False, float_format=lambda v: f"{v:.2f}"),
+        )
+    ]
     construction = payload.get("construction")
     if construction:
         scalars = {k: v for k, v in construction.items() if isinstance(v, (int, float, str))}

@@ -7,7 +7,8 @@ The refactor kept them, except the policy's: the trainer's `enable_progress_bar`
 `model.pretrain.batch_size=32`; the first row pins the batch the keys were computed with (64). Since the
 one length convention (a completion's length counts the EOS that ended it), the stages whose artifacts
 hold lengths (samples, eval, refined, pairs, policy) have new versions and so new keys; the base model's
-key, which no length enters, is still the one of 64049a5.
+key, which no length enters, is still the one of 64049a5. World v2 became the default world after them; the
+keys are those of world v1 (`data=synthetic_v1`), which kept its key.
 """
 
 import pytest
@@ -16,7 +17,7 @@ from helpers import compose_config
 from tsq.pipeline import build_parts, planned_keys
 
 BEFORE_REFACTOR = {
-    ("model.pretrain.batch_size=64",): {
+    ("data=synthetic_v1", "model.pretrain.batch_size=64"): {
         "base_model": "aed2bcf7d6ea7227",
         "eval_base": "fefabaf82fdee854",
         "samples": "e065ddeb99e8f899",
@@ -25,7 +26,7 @@ BEFORE_REFACTOR = {
         "ref_logps": "8f3dbb01aacbc56c",
         "policy": "47b01891d3360237",
     },
-    ("debug=smoke",): {
+    ("data=synthetic_v1", "debug=smoke"): {
         "base_model": "0621d3f0a7c1989d",
         "eval_base": "8eca3ff55aa9d10e",
         "samples": "6f903798c5c83ff0",

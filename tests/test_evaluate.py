@@ -53,6 +53,9 @@ def test_summarize_by_level_and_overall_by_hand():
     assert (by["2"]["acc_low"], by["2"]["acc_high"], by["2"]["len_t_low"], by["2"]["len_t_high"]) == (1, 1, 30, 30)
     assert (by["1"]["acc_low"], by["1"]["acc_high"]) == (0.0, 1.0)
     assert by["all"]["acc_low"] <= 0.75 <= by["all"]["acc_high"] and by["all"]["acc_high"] - by["all"]["acc_low"] > 0
+    # the printed table carries them: level 1's accuracy 50.00 [0.00, 100.00], Len-T 10.00 [10.00, 10.00]
+    table = format_table(rows)
+    assert "50.00 [0.00, 100.00]" in table and "10.00 [10.00, 10.00]" in table
 
 
 def test_evaluator_validates_before_anything_runs():

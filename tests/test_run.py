@@ -133,7 +133,7 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     training = [h for h in run["history"] if "rewards/chosen" in h]
     assert training and all("rewards/margins" in h and "len/rejected" in h for h in training)
     assert any(h.get("budget_curve/nrows", 0) > 0 for h in run["history"])
-    assert "trained/synthetic/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
+    assert "trained/synthetic_v2/level_all/len_t" in run["summary"] and "construction/pairs" in run["summary"]
     # tags from the choices; the job's stable id (the same config gives the same id wherever it runs)
     assert {"data=synthetic", "selector=qdyn", "refiner=kl", "loss=tokensqueeze"} <= set(run["tags"])
     assert not [t for t in run["tags"] if t.endswith("=None") or t.startswith("tldr=")]  # unchosen or unused

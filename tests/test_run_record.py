@@ -63,7 +63,7 @@ def test_the_run_policy_folder_is_a_carded_hf_model_directory(smoke_run):
     assert "- **loss**:" in card and "name: tokensqueeze" in card and "- **selector**:" in card
     assert payload["construction"]["pairs_path"] in card and f"| {payload['construction']['pairs']} |" in card
     trained = next(r for r in payload["rows"] if r["stage"] == "trained" and r["level"] == "all")
-    assert f"| trained | synthetic | all | {trained['acc']:.4g} | {trained['len_t']:.4g} |" in card
+    assert f"| trained | {trained['benchmark']} | all | {trained['acc']:.4g} | {trained['len_t']:.4g} |" in card
     assert payload["provenance"]["git"] is None or payload["provenance"]["git"]["commit"] in card
 
 

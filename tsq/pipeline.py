@@ -316,7 +316,7 @@ def run_stages(cfg: DictConfig) -> dict:
         refined = read_jsonl(built.refined.path / REFINED_FILE) if "construct" in cfg.stages else []
         per_problem = cfg.logger.wandb.get("samples_per_problem")
         log_samples(wandb_run, out.samples, refined, ctx.world.step_delimiter, per_problem)
-    print_run_end(out.report["timings"], path)
+    print_run_end(out.report["timings"], path, out.report)
     return {"rows": out.rows, "curves": out.curves, **out.report, "metrics_path": str(path)}
 
 

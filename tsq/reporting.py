@@ -295,9 +295,24 @@ def print_construction(selector, refiner, built) -> None:
         print(f"  for TRL, datasets and LLaMA-Factory: {built.export.path} (README.md there)")
 
 
-def print_run_end(timings: dict[str, float], metrics_path: Path) -> None:
+def print_run_end(timings: dict[str, float], metrics_path: Path, report: dict | None = None) -> None:
+    """Wall times, then what a reader does next with this run's folder."""
+    report = report or {}
     print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    print(f"metrics: {metrics_path}")
+    if "training" in report or "tldr" in report:
+        print(
+            "\nOne run at one fixed setting: intervals above are over problems only, and the learning rate was not"
+            " chosen on dev. The tables' protocol (settings chosen on dev, several seeds, paired differences) is"
+            " `python -m analysis.results`, which writes RESULTS.md."
+        )
+    run_dir = metrics_path.parent
+    print(f"\nrun folder: {run_dir}")
+    print(f"  metrics:   {metrics_path}")
+    print(f"  report:    python -m analysis.report {run_dir}")
+    if "export_path" in report.get("construction", {}):
+        print(f"  pairs:     {report['construction']['export_path']} (TRL, datasets and LLaMA-Factory)")
+    if "policy_path" in report:
+        print(f"  policy:    {report['policy_path']} (AutoModelForCausalLM.from_pretrained)")
 
 
 def print_tldr(summary: dict) -> None:

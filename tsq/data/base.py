@@ -95,6 +95,14 @@ class Teacher(Protocol):
 
     def teacher_response(self, problem: Problem, rng: random.Random, style: Any = None) -> str: ...
 
+    def style(self, name: str) -> Any:
+        """The teacher's named styles (`default`, `concise`, `system1`), as `teacher_response` takes them."""
+        ...
+
+    def vocabulary(self) -> list[str]:
+        """Every word the teacher writes, in a fixed order (the tiny model's word-level tokenizer)."""
+        ...
+
 
 @runtime_checkable
 class ThinkingFormat(Protocol):

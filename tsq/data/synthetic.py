@@ -144,6 +144,15 @@ class SyntheticWorld:
     def levels(self) -> list[int]:
         return list(range(1, len(self.operands) + 1))
 
+    @staticmethod
+    def vocabulary() -> list[str]:
+        """Every word this world writes (the tiny model's tokenizer)."""
+        return vocabulary()
+
+    def style(self, name: str) -> TeacherStyle:
+        """The teacher's named styles: default (this world's), concise, system1."""
+        return {"default": self.teacher, "concise": TeacherStyle.concise(), "system1": TeacherStyle.system1()}[name]
+
     def fingerprint(self) -> dict:
         return {
             "world": self.name,

@@ -233,10 +233,17 @@ def write_metrics(out_dir: Path, rows: list[dict], curves: list[dict], extra: di
     return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(payload, indent=2) + "\n")
 
 
-def format_table(rows: list[dict]) -> str:
-    """The metric rows as an aligned text table (percentages for acc and auc)."""
+def display_rows(rows: list[dict]) -> pd.DataFrame:
+    """The metric rows as shown to a reader (console and HTML report): Acc and AUC in %, and Acc, Len-T and Len-A
+    with their 95% bootstrap intervals over problems where the rows have them (`<metric>_low`, `<metric>_high`)."""
     df = pd.DataFrame(rows)
-    df = df.assign(acc=100 * df["acc"], auc=100 * df["auc"])
+    df = df.assign(auc=100 * df["auc"])
+    for col, factor in (("acc", 100.0), ("len_t", 1.0), ("len_a", 1.0)):
+        if col in df and f"{col}_low" in df:
+            bounds = zip(df[col], df[f"{col}_low"], df[f"{col}_high"], strict=True)
+            df[col] = [_with_interval(v, lo, hi, factor) for v, lo, hi in bounds]
+        elif col in df:
+            df[col] = factor * df[col]
     cols = [
         "stage",
         "benchmark",
@@ -244,4 +251,18 @@ def format_table(rows: list[dict]) -> str:
         *[c for c in METRIC_COLUMNS if c in df],
         *(["compressible"] if "compressible" in df else []),
     ]
-    return df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+    return df[cols]
+
+
+def format_table(rows: list[dict]) -> str:
+    """`display_rows` as an aligned text table."""
+    return display_rows(rows).to_string(index=False, float_format=lambda v: f"{v:.2f}")
+
+
+def _with_interval(value, low, high, factor: float) -> str:
+    """`95.40 [94.51, 96.12]`; a value that is undefined (no correct response: no Len-T) shows as `-`."""
+    if value is None or pd.isna(value):
+        return "-"
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{factor * value:.2f}"
+    return f"{factor * value:.2f} [{factor * low:.2f}, {factor * high:.2f}]"

@@ -120,12 +120,8 @@ class TinyReasoningModel:
     # -----------------------------------------------------------------------
     def corpus(self, world) -> tuple[list[str], list[str]]:
         """Teacher traces on fresh problems, never on a dev or test prompt."""
-        from tsq.data.synthetic import TeacherStyle
-
         rng = random.Random(self.pretrain.seed)
-        style = {"default": None, "concise": TeacherStyle.concise(), "system1": TeacherStyle.system1()}[
-            self.teacher_style
-        ]
+        style = world.style(self.teacher_style)
         held_out = world.held_out_prompts()
         prompts, responses = [], []
         for _ in range(self.pretrain.steps * self.pretrain.batch_size):
@@ -135,11 +131,9 @@ class TinyReasoningModel:
         return prompts, responses
 
     def _pretrain(self, world, out_dir: Path) -> None:
-        from tsq.data.synthetic import vocabulary
-
         start = time.perf_counter()
         L.seed_everything(self.pretrain.seed, verbose=False)
-        tokenizer = build_word_tokenizer(vocabulary())
+        tokenizer = build_word_tokenizer(world.vocabulary())
         arch = self.architecture
         config = LlamaConfig(
             vocab_size=len(tokenizer),
