@@ -8,7 +8,8 @@ It builds (or loads from the cache) the base model and its dev evaluation exactl
 (same config, same cached stages), then reads every sampled response with the world's anatomy: tokens by kind
 (necessary, redundant-useful, redundant-useless, cue, noise, structure), slips, how often a check right after a
 slip caught it, and the share of correct answers a check saved (a correct response that holds a fix). The same
-traces are then shortened by `refiner=text_rewrite` to show which tokens a text-only compressor drops.
+traces are then shortened by `refiner=text_rewrite` to show which tokens a text-only compressor drops, and the
+default job's chosen training traces are compared as KL refinement and as the text-only rewriter leave them.
 """
 
 from __future__ import annotations
@@ -116,12 +117,40 @@ def rewrite_table(world, refiner, problems: dict, frame: pd.DataFrame) -> pd.Dat
     )
 
 
+def refinement_table(world, text_refiner, problems: dict, records: list[dict]) -> pd.DataFrame:
+    """Tokens by kind in the chosen training traces, after KL refinement (the run's refined artifact) and after
+    the text-only rewriter on the same traces."""
+    kinds = ["necessary", "useful", "useless", "cue", "noise", "structure"]
+    totals = {"chosen": dict.fromkeys(kinds, 0), "kl": dict.fromkeys(kinds, 0), "text": dict.fromkeys(kinds, 0)}
+    for r in records:
+        problem = problems[r["problem_id"]]
+        texts = {"chosen": r["original"], "kl": r["text"], "text": text_refiner.rewrite(r["original"], ";")[0]}
+        for name, text in texts.items():
+            a = world.anatomy(problem, text)
+            for k in kinds:
+                totals[name][k] += getattr(a, k)
+    names = {"useful": "redundant-useful", "useless": "redundant-useless"}
+
+    def kept(name: str, k: str) -> float | None:
+        return 100 * totals[name][k] / totals["chosen"][k] if totals["chosen"][k] else None
+
+    return pd.DataFrame(
+        {
+            "kind": [names.get(k, k) for k in kinds],
+            "tokens in the chosen traces": [totals["chosen"][k] for k in kinds],
+            "kept by KL refinement (%)": [kept("kl", k) for k in kinds],
+            "kept by text_rewrite (%)": [kept("text", k) for k in kinds],
+        }
+    )
+
+
 def card(overrides: list[str]) -> str:
     from hydra.utils import instantiate
 
+    from tsq.construct import REFINED_FILE, construct, read_jsonl
     from tsq.pipeline import base_model, build_parts
 
-    cfg = compose_config(["stages=[base_eval]", "eval.split=dev", "paths.output_dir=.", *overrides])
+    cfg = compose_config(["stages=[base_eval,construct]", "eval.split=dev", "paths.output_dir=.", *overrides])
     ctx, parts = build_parts(cfg)
     ctx, model = base_model(ctx, parts)
     frame, _, eval_key = parts.evaluator.samples(ctx, model)
@@ -130,6 +159,10 @@ def card(overrides: list[str]) -> str:
     table = per_level(anatomy_frame(world, problems, frame))
     refiner = instantiate(compose_config(["refiner=text_rewrite"]).refiner)
     rewrite = rewrite_table(world, refiner, problems, frame)
+    # the default job's construction (cached stages: a hit after `python run.py` with the same settings)
+    built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
+    train = {p.id: p for p in world.split(parts.sampling.split)}
+    refined = refinement_table(world, refiner, train, read_jsonl(built.refined.path / REFINED_FILE))
     ev = parts.evaluator
     lines = [
         f"# World card: `data={cfg.data.name}`",
@@ -157,6 +190,16 @@ def card(overrides: list[str]) -> str:
         " the model's next tokens.",
         "",
         rewrite.to_markdown(index=False, floatfmt=".1f"),
+        "",
+        "## KL refinement and the text-only rewriter on the same traces",
+        "",
+        f"The default job's chosen positives ({len(read_jsonl(built.refined.path / REFINED_FILE))} traces of the"
+        f" training split, selector `{cfg.selector._target_.rsplit('.', 1)[-1]}`, N = {parts.sampling.n}; refined"
+        f" artifact `{built.refined.key}`), as KL refinement (`refiner=kl`, epsilon {cfg.refiner.epsilon}, K ="
+        f" {cfg.refiner.k}) left them and as `refiner=text_rewrite` leaves them, by kind: the share of each kind's"
+        " tokens each one keeps.",
+        "",
+        refined.to_markdown(index=False, floatfmt=".1f"),
         "",
         BY_CONSTRUCTION,
     ]

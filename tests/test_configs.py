@@ -125,7 +125,7 @@ def test_paper_preset_carries_the_papers_settings(preset, eval_temperature, tmp_
     assert (evaluator.temperature, evaluator.max_new_tokens, evaluator.b_max) == (eval_temperature, 32768, 32768)
 
 
-@pytest.mark.parametrize("refiner", ["none", "kl", "rewrite", "prompt_rewrite"])
+@pytest.mark.parametrize("refiner", ["none", "kl", "rewrite", "prompt_rewrite", "text_rewrite"])
 @pytest.mark.parametrize("size", ["debug=smoke", "preset=paper"])
 def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
     """debug= and preset= set the refinement budget apart from the method, so refiner=none composes."""
