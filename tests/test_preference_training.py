@@ -111,23 +111,36 @@ class StopAt(Callback):
             raise Crash(f"killed at step {self.step}")
 
 
+def resumable_training(micro_model_dir, tmp_path, settings: TrainSettings):
+    """`train(store, callbacks)` on 16 micro pairs (batch 2: 8 steps an epoch), and the weights of one
+    uninterrupted run, which a killed and resumed run must end with bit for bit."""
+    from safetensors.torch import load_file
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
+    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
+    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+    def train(store, callbacks):
+        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs),
+                            PreferenceLoss(), settings, callbacks=callbacks)  # fmt: skip
+
+    whole = load_file(train(ArtifactStore(tmp_path / "whole"), []).path / "model.safetensors")
+    return train, whole
+
+
+def same_weights(policy, expected: dict) -> bool:
+    from safetensors.torch import load_file
+
+    got = load_file(policy.path / "model.safetensors")
+    return expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 def test_killed_training_resumes_to_the_weights_of_an_uninterrupted_run(micro_model_dir, tmp_path):
     """Killed mid-epoch (step 7 of 8 in epoch 1, last checkpoint at step 6) and started again: the resumed run
     trains on the remaining batches of that epoch in the same order, with the optimizer, scheduler and RNG
     of step 6, and ends with exactly the uninterrupted run's weights."""
-    from safetensors.torch import load_file
-
-    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)  # 16 pairs, batch 2 -> 8 steps an epoch
-    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
-    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=3)
-    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
-    loss = PreferenceLoss()
-
-    def train(store, callbacks):
-        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs), loss,
-                            settings, callbacks=callbacks)  # fmt: skip
-
-    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    train, whole = resumable_training(micro_model_dir, tmp_path, TrainSettings(epochs=2, batch_size=2,
+                                                                               checkpoint_every=3))  # fmt: skip
     store = ArtifactStore(tmp_path / "cache")
     with pytest.raises(Crash):
         train(store, [StopAt(step=7)])
@@ -136,9 +149,7 @@ def test_killed_training_resumes_to_the_weights_of_an_uninterrupted_run(micro_mo
     policy = train(store, [resumed])
     assert resumed.first == 6  # the checkpoint written after step 6, not a fresh start
     assert json.loads((policy.path / "train_summary.json").read_text())["steps"] == 16
-    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
-    assert expected.keys() == got.keys()
-    assert all(torch.equal(expected[k], got[k]) for k in expected)  # bit for bit
+    assert same_weights(policy, whole)  # bit for bit
 
 
 def test_online_reference_gives_the_same_loss_as_precomputed(micro_model_dir):
@@ -295,18 +306,8 @@ def test_killed_right_after_an_end_of_epoch_checkpoint_resumes_exactly(micro_mod
     step 9, Lightning goes on with epoch 1, and the loader used to carry epoch 0's "8 batches already done" into
     it, skipping epoch 1's batches: every rerun then failed ("training took 8 optimizer steps, 16 were
     planned")."""
-    from safetensors.torch import load_file
-
-    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)  # 16 pairs, batch 2 -> 8 steps an epoch
-    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
-    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=4)
-    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
-
-    def train(store, callbacks):
-        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs),
-                            PreferenceLoss(), settings, callbacks=callbacks)  # fmt: skip
-
-    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    train, whole = resumable_training(micro_model_dir, tmp_path, TrainSettings(epochs=2, batch_size=2,
+                                                                               checkpoint_every=4))  # fmt: skip
     store = ArtifactStore(tmp_path / "cache")
     with pytest.raises(Crash):
         train(store, [StopAt(step=8)])
@@ -314,8 +315,7 @@ def test_killed_right_after_an_end_of_epoch_checkpoint_resumes_exactly(micro_mod
     policy = train(store, [resumed])
     assert resumed.first == 8
     assert json.loads((policy.path / "train_summary.json").read_text())["steps"] == 16
-    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert same_weights(policy, whole)
 
 
 @pytest.mark.parametrize("damaged", [["last.ckpt"], ["last.ckpt", "epoch=0-step=6.ckpt"]])
@@ -325,18 +325,8 @@ def test_a_truncated_checkpoint_is_named_set_aside_and_the_newest_intact_one_use
     """A `last.ckpt` cut short (a kill or a full disk mid-write) used to kill every rerun with a zip error naming
     no file. Now it is named and moved aside, and the run resumes from the intact step checkpoint beside it,
     or starts afresh when none is intact; either way it ends with the uninterrupted run's weights."""
-    from safetensors.torch import load_file
-
-    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
-    handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")
-    settings = TrainSettings(epochs=2, batch_size=2, checkpoint_every=3)
-    trainer_cfg = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
-
-    def train(store, callbacks):
-        return train_policy(run_context(None, store, trainer=trainer_cfg), handle, pairs_artifact(pairs),
-                            PreferenceLoss(), settings, callbacks=callbacks)  # fmt: skip
-
-    whole = train(ArtifactStore(tmp_path / "whole"), [])
+    train, whole = resumable_training(micro_model_dir, tmp_path, TrainSettings(epochs=2, batch_size=2,
+                                                                               checkpoint_every=3))  # fmt: skip
     store = ArtifactStore(tmp_path / "cache")
     with pytest.raises(Crash):
         train(store, [StopAt(step=7)])
@@ -351,8 +341,7 @@ def test_a_truncated_checkpoint_is_named_set_aside_and_the_newest_intact_one_use
     assert resumed.first == (6 if len(damaged) == 1 else 0)
     for name in damaged:
         assert any(str(scratch / name) in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
-    expected, got = load_file(whole.path / "model.safetensors"), load_file(policy.path / "model.safetensors")
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert same_weights(policy, whole)
 
 
 class SendSigterm(Callback):

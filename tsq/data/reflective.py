@@ -36,6 +36,7 @@ from tsq.data.synthetic import (
     STRUCTURE,
     SyntheticWorld,
     apply_op,
+    thinking_steps,
 )
 from tsq.data.synthetic import vocabulary as vocabulary_v1
 from tsq.text import THINK_CLOSE, THINK_OPEN
@@ -190,17 +191,9 @@ class ReflectiveWorld(SyntheticWorld):
         (both steps useful) and a false fix when it is not (a model's error: both useless, and the state follows
         it); every other check, ``again`` step or stray text inside the thinking block is useless.
         """
-        words = response.split()
+        words, structure, steps = thinking_steps(response)
         counts = dict.fromkeys(KINDS, 0)
-        start = words.index(THINK_OPEN) + 1 if THINK_OPEN in words else 0
-        end = words.index(THINK_CLOSE) if THINK_CLOSE in words[start:] else len(words)
-        counts[STRUCTURE] += start + (len(words) - end)
-        steps: list[list[str]] = [[]]
-        for w in words[start:end]:
-            steps[-1].append(w)
-            if w == STEP_DELIMITER:
-                steps.append([])
-        steps = [s for s in steps if s]
+        counts[STRUCTURE] = structure
         state = self.chain_of(problem)
         slips = checks = slips_checked = catches = false_fixes = 0
         slipped = False  # the last necessary step slipped and no check has looked at it yet

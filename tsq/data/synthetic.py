@@ -58,6 +58,20 @@ def vocabulary() -> list[str]:
     return words
 
 
+def thinking_steps(response: str) -> tuple[list[str], int, list[list[str]]]:
+    """(the response's words, how many lie outside the thinking block, its non-empty steps as word lists, each
+    with its closing `;` when it has one)."""
+    words = response.split()
+    start = words.index(THINK_OPEN) + 1 if THINK_OPEN in words else 0
+    end = words.index(THINK_CLOSE) if THINK_CLOSE in words[start:] else len(words)
+    steps: list[list[str]] = [[]]
+    for w in words[start:end]:
+        steps[-1].append(w)
+        if w == STEP_DELIMITER:
+            steps.append([])
+    return words, start + (len(words) - end), [step for step in steps if step]
+
+
 def apply_op(total: str, op: str) -> str:
     """``apply_op("3", "+4") == "7"``; arithmetic is mod 10."""
     value = int(op[1:]) if op[0] == "+" else -int(op[1:])
@@ -296,20 +310,10 @@ class SyntheticWorld:
         inside ``<think>`` are redundant; filler words are filler wherever they stand. Right or wrong
         arithmetic does not matter: this measures what a perfect compressor could drop.
         """
-        words = response.split()
-        counts = {NECESSARY: 0, REDUNDANT: 0, FILLER: 0, STRUCTURE: 0}
+        words, structure, steps = thinking_steps(response)
+        counts = {NECESSARY: 0, REDUNDANT: 0, FILLER: 0, STRUCTURE: structure}
         chain_len = len(self.chain_of(problem))
-        start = words.index(THINK_OPEN) + 1 if THINK_OPEN in words else 0
-        end = words.index(THINK_CLOSE) if THINK_CLOSE in words[start:] else len(words)
-        counts[STRUCTURE] += start + (len(words) - end)
-        steps: list[list[str]] = [[]]
-        for w in words[start:end]:
-            steps[-1].append(w)
-            if w == STEP_DELIMITER:
-                steps.append([])
         for step in steps:
-            if not step:
-                continue
             core = [x for x in step if x not in FILLER_WORDS and x != STEP_DELIMITER]
             counts[FILLER] += sum(x in FILLER_WORDS for x in step)
             is_step = (
