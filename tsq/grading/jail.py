@@ -101,14 +101,6 @@ class JailCgroup:
         for folder in self.dirs:
             (folder / "cgroup.procs").write_text(str(os.getpid()))
 
-    def peak_memory(self) -> int | None:
-        """Most bytes the program held at once (None where the hierarchy does not say)."""
-        for folder in self.dirs:
-            for file in ("memory.max_usage_in_bytes", "memory.peak"):
-                if (folder / file).exists():
-                    return int((folder / file).read_text())
-        return None
-
     def close(self) -> None:
         """Kill whatever is left in the groups and remove them."""
         for folder in reversed(self.dirs):
