@@ -149,14 +149,16 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write a file by writing a sibling temp file and renaming it over the target."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[Any]:
+    """An open sibling temp file that is fsync'd and renamed over `path` on a clean exit (removed otherwise), so a
+    reader never sees a half-written file. `mode` is "w" (UTF-8 text) or "wb"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a group-shared cache needs the umask's mode
@@ -164,7 +166,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a file by writing a sibling temp file and renaming it over the target."""
+    with atomic_file(path) as fh:
+        fh.write(text)
+    return Path(path)
 
 
 def current_umask() -> int:

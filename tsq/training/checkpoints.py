@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from tsq.cache import atomic_file
+
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
@@ -27,23 +28,14 @@ STEP = re.compile(r"step=(\d+)")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` into a temporary file in the checkpoint's own folder, fsync'd, then renamed over it."""
+    """`torch.save` into a temporary file in the checkpoint's own folder, fsync'd, then renamed over it
+    (`tsq.cache.atomic_file`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb") as fh:
+            torch.save(checkpoint, fh)
 
 
 def checkpoint_problem(path: Path) -> str | None:
