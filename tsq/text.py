@@ -47,3 +47,13 @@ def step_edits(original: str, refined: str, delimiter: str) -> list[dict[str, st
         for k in range(max(len(old), len(new))):
             edits.append({"before": old[k] if k < len(old) else "", "after": new[k] if k < len(new) else ""})
     return edits
+
+
+def utf8_text(text: str, what: str) -> str:
+    """`text` unchanged, or a ValueError naming `what` when it cannot be written as UTF-8 (a lone surrogate from a
+    JSON escape): refused where it is read, not where a program or a tokenizer later trips on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} cannot be written as UTF-8 ({err.reason} at character {err.start})") from None
+    return text

@@ -31,7 +31,7 @@ from tsq.data.base import Conversation, Problem
 from tsq.data.templates import PromptTemplate
 from tsq.grading.code import CodeGrader, parse_tests
 from tsq.grading.math import MathGrader
-from tsq.text import THINK_CLOSE
+from tsq.text import THINK_CLOSE, utf8_text
 
 FILES = Path(__file__).with_name("files")
 log = logging.getLogger(__name__)
@@ -183,15 +183,6 @@ def contest_date(value: object) -> str:
     raise ValueError(f"contest_date {value!r} is not an ISO date (YYYY-MM-DD, optionally with a time)")
 
 
-def check_encodable(text: str, field: str) -> str:
-    """`text` unchanged, or an error when it cannot be written as UTF-8 (a lone surrogate from a JSON escape)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"{field!r} cannot be written as UTF-8 ({err.reason} at character {err.start})") from None
-    return text
-
-
 def gsm8k_answer(solution: str) -> str:
     """The number after GSM8K's `####`, without thousands separators."""
     head, sep, tail = solution.rpartition("####")
@@ -271,10 +262,10 @@ class SplitEntry:
             raise ValueError(f"{where} row {n}: {spec.question!r} must be non-empty text, got {question!r}")
         rid = f"{self.benchmark}/{row[spec.id] if spec.id else n - 1}"
         try:
-            check_encodable(question, spec.question)
+            utf8_text(question, repr(spec.question))
             if spec.kind == "code":
                 return self._code_item(spec, row, rid, question)
-            answer = check_encodable(answer_text(row[spec.answer]), spec.answer)
+            answer = utf8_text(answer_text(row[spec.answer]), repr(spec.answer))
             answer = gsm8k_answer(answer) if self.benchmark == "gsm8k" else answer
         except (ValueError, KeyError, TypeError, AttributeError, zlib.error, pickle.UnpicklingError) as e:
             raise ValueError(f"{where} row {n}: {e}") from None
@@ -302,7 +293,7 @@ class SplitEntry:
             raise ValueError("functional tests but no metadata.func_name")
         spec_json = json.dumps({"tests": tests, "func_name": func_name})
         level = CODE_LEVELS.get(str(row.get(spec.level or "", "")).lower(), 0)
-        starter = check_encodable(str(row.get("starter_code") or ""), "starter_code")
+        starter = utf8_text(str(row.get("starter_code") or ""), "'starter_code'")
         return BenchmarkItem(rid, self.benchmark, "code", question, spec_json, level, starter)
 
 

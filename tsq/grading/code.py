@@ -38,7 +38,7 @@ from tsq.grading.jail import (
     runner_binds,
 )
 from tsq.grading.sandbox_runner import RESULT_MARKER
-from tsq.text import answer_part
+from tsq.text import answer_part, utf8_text
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,7 @@ def _test_text(value: object, testtype: str, field: str, where: str) -> str:
         text = json.dumps(value)
     else:
         raise ValueError(f"{where}: {field} of a {testtype} test must be text, got {type(value).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"{where}: {field} cannot be written as UTF-8 ({err.reason} at {err.start})") from None
-    return text
+    return utf8_text(text, f"{where}: {field}")
 
 
 def parse_tests(raw: str | list, where: str = "tests") -> list[TestCase]:
