@@ -169,10 +169,11 @@ def cgroup_problem() -> str | None:
     return None
 
 
+@functools.cache
 def seccomp_filter() -> bytes:
-    """The jail's seccomp program (BPF, built by libseccomp): the kernel keyring calls and every way to a new
-    user namespace fail with EPERM; clone3 fails with ENOSYS (its flags sit in memory a filter cannot read), so
-    the C library falls back to clone, whose flags it can."""
+    """The jail's seccomp program (BPF, built by libseccomp once per process, not once per program graded): the
+    kernel keyring calls and every way to a new user namespace fail with EPERM; clone3 fails with ENOSYS (its
+    flags sit in memory a filter cannot read), so the C library falls back to clone, whose flags it can."""
     import pyseccomp as seccomp
 
     rules = seccomp.SyscallFilter(seccomp.ALLOW)
@@ -244,7 +245,7 @@ def jail_argv(
         argv += ["--perms", "0777", "--size", str(limits.disk_mb * 2**20), "--tmpfs", WORK]
     for host, inside in binds.items():
         argv += ["--ro-bind", host, inside]
-    argv += ["--chdir", "/", "--clearenv"]
+    argv += ["--chdir", "/" if root else WORK, "--clearenv"]  # as root, /work exists once mounted (below)
     for key, value in env.items():
         argv += ["--setenv", key, value]
     if seccomp_fd is not None:
@@ -256,8 +257,6 @@ def jail_argv(
         # then drop to an unprivileged uid with no capabilities inside the namespaces
         argv += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
         argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    else:
-        argv += ["/bin/sh", "-c", f'cd {WORK} && exec "$@"', "tsq-jail"]
     return argv + program
 
 
