@@ -25,7 +25,7 @@ Everything is plain Python and seeded, so a world is a pure function of its conf
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from tsq.data.synthetic import (
     AGAIN,
@@ -77,14 +77,12 @@ class ReflectiveStyle:
 
     @classmethod
     def concise(cls) -> ReflectiveStyle:
-        return cls(p_shortcut=0.0, slip=0.0, p_cue=0.0, p_check_after_cue=0.0, p_check_without_cue=0.0,
-                   catch=0.0, p_again=0.0, p_noise=0.0)  # fmt: skip
+        return cls(**dict.fromkeys((f.name for f in fields(cls)), 0.0))
 
     @classmethod
     def system1(cls) -> ReflectiveStyle:
         """A fast thinker: a glance half the time, otherwise only the necessary steps (TL;DR's short model)."""
-        return cls(p_shortcut=0.5, slip=0.0, p_cue=0.0, p_check_after_cue=0.0, p_check_without_cue=0.0,
-                   catch=0.0, p_again=0.0, p_noise=0.0)  # fmt: skip
+        return replace(cls.concise(), p_shortcut=0.5)
 
     def slip_probability(self, chain_length: int) -> float:
         return min(1.0, self.slip * (chain_length - 1) ** 2)
@@ -139,12 +137,6 @@ class ReflectiveWorld(SyntheticWorld):
     @staticmethod
     def vocabulary() -> list[str]:
         return vocabulary()
-
-    def style(self, name: str) -> ReflectiveStyle:
-        """The teacher's named styles: default (this world's), concise, system1."""
-        return {"default": self.teacher, "concise": ReflectiveStyle.concise(), "system1": ReflectiveStyle.system1()}[
-            name
-        ]
 
     # ------------------------------------------------------------------ teacher
     def teacher_trace(self, problem, rng: random.Random, style: ReflectiveStyle | None = None) -> list[tuple[str, str]]:

@@ -163,9 +163,11 @@ class SyntheticWorld:
         """Every word this world writes (the tiny model's tokenizer)."""
         return vocabulary()
 
-    def style(self, name: str) -> TeacherStyle:
-        """The teacher's named styles: default (this world's), concise, system1."""
-        return {"default": self.teacher, "concise": TeacherStyle.concise(), "system1": TeacherStyle.system1()}[name]
+    def style(self, name: str):
+        """The teacher's named styles: default (this world's), concise, system1 (from the teacher's own style class,
+        so a world with another teacher gets its presets)."""
+        kind = type(self.teacher)
+        return {"default": self.teacher, "concise": kind.concise(), "system1": kind.system1()}[name]
 
     def fingerprint(self) -> dict:
         return {
