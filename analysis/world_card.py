@@ -124,7 +124,8 @@ def refinement_table(world, text_refiner, problems: dict, records: list[dict]) -
     totals = {"chosen": dict.fromkeys(kinds, 0), "kl": dict.fromkeys(kinds, 0), "text": dict.fromkeys(kinds, 0)}
     for r in records:
         problem = problems[r["problem_id"]]
-        texts = {"chosen": r["original"], "kl": r["text"], "text": text_refiner.rewrite(r["original"], ";")[0]}
+        shortened = text_refiner.rewrite(r["original"], world.step_delimiter)[0]
+        texts = {"chosen": r["original"], "kl": r["text"], "text": shortened}
         for name, text in texts.items():
             a = world.anatomy(problem, text)
             for k in kinds:
@@ -162,7 +163,8 @@ def card(overrides: list[str]) -> str:
     # the default job's construction (cached stages: a hit after `python run.py` with the same settings)
     built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
     train = {p.id: p for p in world.split(parts.sampling.split)}
-    refined = refinement_table(world, refiner, train, read_jsonl(built.refined.path / REFINED_FILE))
+    chosen = read_jsonl(built.refined.path / REFINED_FILE)
+    refined = refinement_table(world, refiner, train, chosen)
     ev = parts.evaluator
     lines = [
         f"# World card: `data={cfg.data.name}`",
@@ -193,7 +195,7 @@ def card(overrides: list[str]) -> str:
         "",
         "## KL refinement and the text-only rewriter on the same traces",
         "",
-        f"The default job's chosen positives ({len(read_jsonl(built.refined.path / REFINED_FILE))} traces of the"
+        f"The default job's chosen positives ({len(chosen)} traces of the"
         f" training split, selector `{cfg.selector._target_.rsplit('.', 1)[-1]}`, N = {parts.sampling.n}; refined"
         f" artifact `{built.refined.key}`), as KL refinement (`refiner=kl`, epsilon {cfg.refiner.epsilon}, K ="
         f" {cfg.refiner.k}) left them and as `refiner=text_rewrite` leaves them, by kind: the share of each kind's"
