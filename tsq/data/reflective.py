@@ -25,7 +25,7 @@ Everything is plain Python and seeded, so a world is a pure function of its conf
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from tsq.data.synthetic import (
     AGAIN,
@@ -36,6 +36,7 @@ from tsq.data.synthetic import (
     STRUCTURE,
     SyntheticWorld,
     apply_op,
+    check_probabilities,
     thinking_steps,
 )
 from tsq.data.synthetic import vocabulary as vocabulary_v1
@@ -71,9 +72,7 @@ class ReflectiveStyle:
     p_noise: float = 0.6  # a noise phrase before a step
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"data.teacher.{name} must lie in [0, 1], got {value}")
+        check_probabilities(self)
 
     @classmethod
     def concise(cls) -> ReflectiveStyle:

@@ -78,6 +78,13 @@ def apply_op(total: str, op: str) -> str:
     return str((int(total) + value) % 10)
 
 
+def check_probabilities(style) -> None:
+    """Every field of a teacher's style (a dataclass of probabilities) lies in [0, 1], or a ValueError names it."""
+    for name, value in asdict(style).items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"data.teacher.{name} must lie in [0, 1], got {value}")
+
+
 @dataclass(frozen=True)
 class TeacherStyle:
     """How the teacher writes. The default overthinks; `concise()` writes only necessary steps."""
@@ -91,9 +98,7 @@ class TeacherStyle:
     p_slip: float = 0.03
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"data.teacher.{name} must lie in [0, 1], got {value}")
+        check_probabilities(self)
 
     @classmethod
     def concise(cls) -> TeacherStyle:
