@@ -11,7 +11,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from tsq.pipeline import run
+    from tsq.stages.recipe import run
 
     run(cfg)
 

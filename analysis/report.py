@@ -35,9 +35,12 @@ from analysis.tables import (  # noqa: E402
     styled,
     write_experiment,
 )
-from tsq.cache import atomic_write_text  # noqa: E402
-from tsq.construct import REFINED_FILE, read_jsonl  # noqa: E402
+from tsq.cache import (
+    atomic_write_text,  # noqa: E402
+    read_jsonl,  # noqa: E402
+)
 from tsq.evaluation.evaluate import display_rows  # noqa: E402
+from tsq.stages.refined import REFINED_FILE  # noqa: E402
 
 PAGE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>

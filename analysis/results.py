@@ -48,11 +48,14 @@ from analysis.protocol import (  # noqa: E402
     select_setting,
 )
 from analysis.tables import LAYOUTS, Layout, k_figure, k_table, run_choice, save_figure  # noqa: E402
-from tsq.cache import atomic_write_text  # noqa: E402
-from tsq.construct import read_jsonl  # noqa: E402
+from tsq.cache import (
+    atomic_write_text,  # noqa: E402
+    read_jsonl,  # noqa: E402
+)
 from tsq.evaluation import metrics as M  # noqa: E402
-from tsq.evaluation.evaluate import read_forced  # noqa: E402
-from tsq.sampling.stage import SAMPLES_FILE, read_samples  # noqa: E402
+from tsq.stages.forced_budget import read_forced  # noqa: E402
+from tsq.sampling.graded import read_samples  # noqa: E402
+from tsq.stages.samples import SAMPLES_FILE  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -148,22 +148,24 @@ def refinement_table(world, text_refiner, problems: dict, records: list[dict]) -
 def card(overrides: list[str]) -> str:
     from hydra.utils import instantiate
 
-    from tsq.construct import REFINED_FILE, construct, read_jsonl
-    from tsq.pipeline import base_model, build_parts
+    from tsq.stages.eval import evaluation
+    from tsq.stages.recipe import base_model_step, build_parts, construct_step
+    from tsq.stages.refined import read_refined
 
-    cfg = compose_config(["stages=[base_eval,construct]", "eval.split=dev", "paths.output_dir=.", *overrides])
+    cfg = compose_config(["steps=[base_eval,construct]", "eval.split=dev", "paths.output_dir=.", *overrides])
     ctx, parts = build_parts(cfg)
-    ctx, model = base_model(ctx, parts)
-    frame, _, eval_key = parts.evaluator.samples(ctx, model)
+    ctx, model = base_model_step(ctx, parts)
+    evaluated = evaluation(ctx, model, parts.evaluator)
+    frame, eval_key = evaluated.frame, evaluated.key
     world = ctx.world
     problems = {p.id: p for p in world.split("dev")}
     table = per_level(anatomy_frame(world, problems, frame))
     refiner = instantiate(compose_config(["refiner=text_rewrite"]).refiner)
     rewrite = rewrite_table(world, refiner, problems, frame)
     # the default job's construction (cached stages: a hit after `python run.py` with the same settings)
-    built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
+    built = construct_step(ctx, model, parts)
     train = {p.id: p for p in world.split(parts.sampling.split)}
-    chosen = read_jsonl(built.refined.path / REFINED_FILE)
+    chosen = read_refined(built.refined)
     refined = refinement_table(world, refiner, train, chosen)
     ev = parts.evaluator
     lines = [

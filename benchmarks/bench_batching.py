@@ -24,22 +24,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tsq.construct import construct  # noqa: E402
-from tsq.pipeline import base_model, build_parts, quiet_libraries  # noqa: E402
+from tsq.stages.recipe import base_model_step, build_parts, construct_step, quiet_libraries  # noqa: E402
 from tsq.training.logps import MODES, sequence_logps  # noqa: E402
-from tsq.training.preference import read_pairs, tokenize_pairs  # noqa: E402
+from tsq.training.pairs_data import read_pairs, tokenize_pairs  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     ctx, parts = build_parts(cfg)
-    ctx, handle = base_model(ctx, parts)
+    ctx, handle = base_model_step(ctx, parts)
     settings = parts.train
-    result = construct(ctx, handle, parts.sampling, parts.selector, parts.refiner, parts.pairs)
+    result = construct_step(ctx, handle, parts)
     tok = AutoTokenizer.from_pretrained(handle.path)
     model = AutoModelForCausalLM.from_pretrained(handle.path)
-    data = tokenize_pairs(tok, read_pairs(result.pairs_path), settings.max_length)
+    data = tokenize_pairs(tok, read_pairs(result.pairs.path), settings.max_length)
     batches = [data[i : i + settings.batch_size] for i in range(0, len(data), settings.batch_size)]
     tokens = sum(len(d["chosen"]) + len(d["rejected"]) for d in data)
     rows, reference = [], None

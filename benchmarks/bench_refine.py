@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tsq.cache import ArtifactStore  # noqa: E402
-from tsq.pipeline import quiet_libraries  # noqa: E402
 from tsq.refinement.kl import trace_step_spans  # noqa: E402
+from tsq.stages.recipe import quiet_libraries  # noqa: E402
 
 
 def candidate_work(refiner, sampler, world, problems, seed: int):

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import median_and_range  # noqa: E402
 from tsq.cache import ArtifactStore  # noqa: E402
-from tsq.pipeline import quiet_libraries  # noqa: E402
 from tsq.sampling.base import SamplingParams  # noqa: E402
 from tsq.sampling.hf import HFSampler  # noqa: E402
+from tsq.stages.recipe import quiet_libraries  # noqa: E402
 
 
 @torch.inference_mode()

@@ -256,7 +256,9 @@ def run_tsq(args) -> dict:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from tsq.training.preference import PreferenceModule, TrainSettings, collate, tokenize_pairs
+    from tsq.training.module import PreferenceModule
+    from tsq.training.pairs_data import collate, tokenize_pairs
+    from tsq.training.settings import TrainSettings
 
     model, tok = load_model(args)
     pairs = bench_pairs(args, tok, args.pairs)

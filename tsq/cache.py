@@ -52,14 +52,39 @@ class KeyMaterial(Protocol):
     def key_material(self) -> dict: ...
 
 
+# Every swappable part's registered name -> its class. A part's cache keys hold this name, never its module
+# path, so moving or renaming a file keeps every artifact built with the part.
+PARTS: dict[str, type] = {}
+
+
 class ConfiguredPart:
-    """Mixin for a swappable part chosen by `_target_` (a selector, refiner, loss): its key material is
-    its class path and its dataclass fields, i.e. the config it was instantiated from."""
+    """Mixin for a swappable part chosen by `_target_` (a selector, refiner, loss): its key material is its
+    registered name and its dataclass fields, i.e. the config it was instantiated from.
+
+    A concrete part registers a stable name in its class statement, ``class QDyn(Selector, part="selector/qdyn")``;
+    the name, not the class's module path, enters the keys.
+    """
+
+    def __init_subclass__(cls, part: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if part is None:
+            return
+        known = PARTS.get(part)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"part name {part!r} is taken by {known.__module__}.{known.__qualname__}")
+        PARTS[part] = cls
+        cls._part_name = part
 
     def key_material(self) -> dict:
         cls = type(self)
+        part = cls.__dict__.get("_part_name")
+        if part is None:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} has no registered part name, so no stable cache key: declare "
+                f'one in its class statement, e.g. class {cls.__name__}(..., part="<group>/<name>")'
+            )
         own = {f.name: getattr(self, f.name) for f in fields(self)} if is_dataclass(self) else {}
-        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **own}
+        return {"part": part, **own}
 
 
 def _canonical(obj: Any) -> Any:
@@ -201,6 +226,11 @@ def apply_umask_modes(folder: Path) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSON-lines artifact file."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 VERIFY = ("hash", "size")

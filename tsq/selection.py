@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import pandas as pd
+
 from tsq.cache import ConfiguredPart
 
 
@@ -50,7 +52,7 @@ class Selection:
 class Selector(ConfiguredPart):
     """Base: subclasses give k for a group; `select` returns the k shortest correct as positives."""
 
-    name: ClassVar[str] = "selector"  # a label; the class and its fields are what enter cache keys
+    name: ClassVar[str] = "selector"  # a label; the registered part name and the fields are what enter cache keys
 
     def k(self, c: int, n: int) -> int:
         raise NotImplementedError
@@ -63,7 +65,7 @@ class Selector(ConfiguredPart):
 
 
 @dataclass
-class Shortest(Selector):
+class Shortest(Selector, part="selector/shortest"):
     """Only the shortest correct response."""
 
     name: ClassVar[str] = "shortest"
@@ -73,7 +75,7 @@ class Shortest(Selector):
 
 
 @dataclass
-class QFix(Selector):
+class QFix(Selector, part="selector/qfix"):
     """k = ceil(q * c) for a fixed quantile q. The paper does not give q; the default 0.1 is Q-DYN's
     q = 0.2 (1 - p) averaged over pass rates p uniform on [0, 1]."""
 
@@ -89,7 +91,7 @@ class QFix(Selector):
 
 
 @dataclass
-class QDyn(Selector):
+class QDyn(Selector, part="selector/qdyn"):
     """TokenSqueeze's adaptive depth: q = alpha (1 - p), k = ceil(q c), alpha = 0.2."""
 
     alpha: float = 0.2
@@ -132,7 +134,7 @@ class LongCorrectNegatives:
 
 
 @dataclass
-class QDynExtraNeg(LongCorrectNegatives, QDyn):
+class QDynExtraNeg(LongCorrectNegatives, QDyn, part="selector/qdyn_extra_neg"):
     """Q-DYN plus, as in Kimi-k1.5's DPO, every correct response at least `ratio` times as long as the
     positive as an extra negative (TokenSqueeze Table 2, "w/ extra pos")."""
 
@@ -140,7 +142,7 @@ class QDynExtraNeg(LongCorrectNegatives, QDyn):
 
 
 @dataclass
-class KimiDPO(LongCorrectNegatives, Shortest):
+class KimiDPO(LongCorrectNegatives, Shortest, part="selector/kimi"):
     """Kimi-k1.5's DPO data: the shortest correct response is chosen; longer incorrect responses and
     correct ones at least `ratio` times as long are rejected (the TokenSqueeze Table 1 baseline)."""
 
@@ -148,7 +150,7 @@ class KimiDPO(LongCorrectNegatives, Shortest):
 
 
 @dataclass
-class SkyT1Flash(Shortest):
+class SkyT1Flash(Shortest, part="selector/sky_t1_flash"):
     """Sky-T1-Flash's SimPO data (NovaSky's Sky-T1-Flash release): the shortest correct response against the longest
     correct one (no incorrect negatives); a problem with one correct length gives no pair."""
 
@@ -160,7 +162,7 @@ class SkyT1Flash(Shortest):
 
 
 @dataclass
-class Overthink(Shortest):
+class Overthink(Shortest, part="selector/overthink"):
     """Overthink ("Do NOT think that much for 2+3=?", SimPO-shortest as run by TL;DR): the shortest
     correct response against the longest response of the group, correct or not."""
 
@@ -210,3 +212,21 @@ def build_pairs(
         return [pair for g in groups for pair in (rng.sample(g, max_pairs) if len(g) > max_pairs else g)]
     pairs = [pair for g in groups for pair in g]
     return sorted(rng.sample(pairs, max_pairs), key=pairs.index) if len(pairs) > max_pairs else pairs
+
+
+def select_all(frame: pd.DataFrame, selector: Selector) -> dict[str, tuple[pd.DataFrame, Selection]]:
+    """Per problem of a samples frame: its samples (in sample order) and the selector's Selection."""
+    out = {}
+    for pid, group in frame.groupby("problem_id", sort=True):
+        group = group.sort_values("sample").reset_index(drop=True)
+        out[pid] = (group, selector.select(group["n_tokens"].tolist(), group["correct"].tolist()))
+    return out
+
+
+def positives_with_negatives(selected: dict[str, tuple[pd.DataFrame, Selection]]) -> list[tuple[str, int]]:
+    """(problem_id, row) of every positive that some negative could pair with: refining others is waste."""
+    keep = []
+    for pid, (group, selection) in selected.items():
+        lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
+        keep += [(pid, p) for p in selection.positives if rejected_for(lengths, correct, selection, p)]
+    return keep

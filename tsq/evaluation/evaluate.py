@@ -1,35 +1,26 @@
-"""`eval=default`: sample n responses per problem, grade them, and reduce to the papers' metrics.
+"""`eval=default`: how a model is evaluated (n responses per problem of a split), and the reduction of its graded
+responses to the papers' metrics.
 
-The sampled and graded responses are a content-addressed artifact (model key + world + split +
-sampling settings), so re-evaluating an unchanged model only re-reads them.
+The sampled and graded responses are the `eval` stage's artifact (`tsq.stages.eval`), keyed on the model,
+the world, the split and these settings, so re-evaluating an unchanged model only re-reads them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tsq.cache import Artifact, Build, Stage, atomic_write_text, json_ready, world_key
-from tsq.context import RunContext
-from tsq.data.base import ShortcutProbe
+from tsq.data.base import ProblemSource
 from tsq.evaluation import metrics as M
-from tsq.evaluation.forced import forced_budget_samples
 from tsq.evaluation.intervals import metric_intervals
-from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.sampling.stage import sample_graded
 from tsq.text import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage("eval", 3)  # 3: n_tokens counts the EOS
-FORCED = Stage("forced_budget", 1)
-FORCED_FILE = "forced.jsonl"
 ALL_LEVELS = "all"
 READ_OUTS = ("budgets", "curve_points", "b_max", "forced_budgets", "forced_samples", "forced_answer_tokens")
 METRIC_COLUMNS = ["acc", "len_t", "len_a", "auc", "steps", "step_len", "n_problems", "n_samples"]
@@ -97,7 +88,7 @@ class Evaluator:
             return sorted(set(self.budgets))
         return sorted({max(1, round(x)) for x in np.linspace(0, self.b_max, self.curve_points + 1)[1:]})
 
-    def problems(self, world) -> list:
+    def problems(self, world: ProblemSource) -> list:
         problems = world.split(self.split)
         if not problems:
             raise ValueError(f"eval.split={self.split!r} of data={world.name} is empty")
@@ -108,67 +99,7 @@ class Evaluator:
         are their own stage)."""
         return {k: v for k, v in asdict(self).items() if k not in READ_OUTS}
 
-    def key(self, ctx: RunContext, model: ModelHandle) -> str:
-        return STAGE.key(*self._key_parts(ctx, model))
-
-    def _key_parts(self, ctx: RunContext, model: ModelHandle) -> tuple[dict, dict]:
-        config = {"eval": self.key_material(), "sampler": ctx.sampler.key_material()}
-        return config, {"model": model.key, "world": world_key(ctx.world)}
-
-    # ------------------------------------------------------------------ sampling
-    def samples(self, ctx: RunContext, model: ModelHandle) -> tuple[pd.DataFrame, dict, str]:
-        """One row per sampled response (graded, with token and step counts), diagnostics, and the key of their
-        artifact (`<cache>/eval/<key>/samples.jsonl`); cached."""
-        world = ctx.world
-        probe = self.shortcut_probe and isinstance(world, ShortcutProbe)
-        return sample_graded(
-            ctx,
-            model,
-            self.problems(world),
-            self.params,
-            STAGE,
-            *self._key_parts(ctx, model),
-            description={"model": model.key, "split": self.split},
-            extra=(lambda sampler: {"shortcut_acc_by_level": self.probe_shortcut(world, sampler)}) if probe else None,
-        )
-
-    def forced(self, ctx: RunContext, model: ModelHandle, frame: pd.DataFrame, samples_key: str) -> Artifact | None:
-        """The forced-budget rows of the first `forced_samples` responses per problem (cached); None when off."""
-        if not self.forced_budgets:
-            return None
-        config = {
-            "budgets": self.forced_budgets,
-            "samples": self.forced_samples,
-            "answer_tokens": self.forced_answer_tokens,
-            "sampler": ctx.sampler.key_material(),
-        }
-        chosen = frame[frame["sample"] < self.forced_samples]
-
-        def build(job: Build) -> None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
-            params = SamplingParams(
-                n=1,
-                max_new_tokens=self.forced_answer_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                seed=self.seed,
-            )
-            problems = {p.id: p for p in self.problems(ctx.world)}
-            sampler, budgets = ctx.sampler(model), self.forced_budgets
-            rows = forced_budget_samples(ctx.world, sampler, tokenizer, problems, chosen, budgets, params)
-            rows.to_json(job.dir / FORCED_FILE, orient="records", lines=True)
-
-        return ctx.store.cached(
-            FORCED,
-            config,
-            {"samples": samples_key, "model": model.key},
-            build,
-            doing=f"forcing budgets {self.forced_budgets} on {len(chosen)} responses",
-        )
-
-    def probe_shortcut(self, world, sampler: Sampler) -> dict[str, float]:
+    def probe_shortcut(self, world: ProblemSource, sampler: Sampler) -> dict[str, float]:
         """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""
         problems = self.problems(world)
         prefix = f" {THINK_OPEN} {THINK_CLOSE}"
@@ -180,8 +111,9 @@ class Evaluator:
         return {str(level): float(np.mean(v)) for level, v in sorted(hits.items())}
 
     # ------------------------------------------------------------------ metrics
-    def summarize(self, frame: pd.DataFrame, stage: str, model: str) -> tuple[list[dict], list[dict]]:
-        """Metric rows per (benchmark, level) plus an `all` row per benchmark, and budget curves."""
+    def summarize(self, frame: pd.DataFrame, role: str, model: str) -> tuple[list[dict], list[dict]]:
+        """Metric rows per (benchmark, level) plus an `all` row per benchmark, and budget curves; `role` says which
+        model of the run they are of (`base` or `trained`)."""
         rows, curves = [], []
         grid = self.curve_grid()
         for benchmark, bench in frame.groupby("benchmark", sort=True):
@@ -190,7 +122,7 @@ class Evaluator:
                 lens, ok = g["n_tokens"].to_numpy(), g["correct"].to_numpy(dtype=bool)
                 steps, step_len = M.step_stats(g["n_steps"], g["step_tokens"], ok)
                 row = {
-                    "stage": stage,
+                    "role": role,
                     "model": model,
                     "benchmark": benchmark,
                     "level": str(level),
@@ -210,27 +142,16 @@ class Evaluator:
                 rows.append(row)
                 curve = M.budget_curve(lens, ok, grid)
                 curves += [
-                    {"stage": stage, "benchmark": benchmark, "level": str(level), "budget": b, "acc": float(a)}
+                    {"role": role, "benchmark": benchmark, "level": str(level), "budget": b, "acc": float(a)}
                     for b, a in zip(grid, curve, strict=True)
                 ]
         return rows, curves
 
 
-def read_forced(path: Path) -> pd.DataFrame:
-    """The forced-budget rows of a `forced_budget` artifact folder."""
-    return pd.read_json(Path(path) / FORCED_FILE, lines=True, dtype={"problem_id": str, "level": str})
-
-
-def length_histogram(frame: pd.DataFrame, stage: str, b_max: int, bins: int = 32) -> dict:
+def length_histogram(frame: pd.DataFrame, role: str, b_max: int, bins: int = 32) -> dict:
     """Counts of response lengths (all samples) on `bins` equal bins over [0, b_max]."""
     counts, edges = np.histogram(frame["n_tokens"].clip(upper=b_max), bins=bins, range=(0, b_max))
-    return {"stage": stage, "edges": edges.tolist(), "counts": counts.tolist()}
-
-
-def write_metrics(out_dir: Path, rows: list[dict], curves: list[dict], extra: dict | None = None) -> Path:
-    """`metrics.json` in the run's output dir: rows, budget curves and anything stage-specific."""
-    payload = json_ready({"rows": rows, "curves": curves, **(extra or {})})
-    return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    return {"role": role, "edges": edges.tolist(), "counts": counts.tolist()}
 
 
 def display_rows(rows: list[dict]) -> pd.DataFrame:
@@ -245,7 +166,7 @@ def display_rows(rows: list[dict]) -> pd.DataFrame:
         elif col in df:
             df[col] = factor * df[col]
     cols = [
-        "stage",
+        "role",
         "benchmark",
         "level",
         *[c for c in METRIC_COLUMNS if c in df],

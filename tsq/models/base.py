@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from tsq.cache import ArtifactStore
+from tsq.data.base import ProblemSource
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,21 @@ class ModelHandle:
 
 
 class ModelSource(Protocol):
-    """The interface of a `model=` config group. `key` is the handle's key, known without building."""
+    """The interface of a `model=` config group: a model that exists already (`artifact` None: a hub id or a
+    directory, `existing` gives its handle) or one built into the artifact store by the stage that `artifact`
+    names (`tsq.stages.base_model`), from `key_material` and the input keys `key_inputs(world)` by `build`."""
 
     name: str
+    trust_remote_code: bool
+    artifact: str | None
 
-    def key(self, world) -> str: ...
+    def existing(self) -> ModelHandle: ...
 
-    def materialize(self, world, store: ArtifactStore) -> ModelHandle: ...
+    def key_material(self) -> dict: ...
+
+    def key_inputs(self, world: ProblemSource) -> dict[str, str]: ...
+
+    def build(self, world: ProblemSource, out_dir: Path) -> None: ...
 
 
 @dataclass
@@ -48,9 +56,17 @@ class PretrainedModel:
     path: str
     revision: str | None = None
     trust_remote_code: bool = False
+    artifact: ClassVar[None] = None
 
-    def key(self, world=None) -> str:
-        return f"{self.path}@{self.revision or 'main'}"
+    def existing(self) -> ModelHandle:
+        key = f"{self.path}@{self.revision or 'main'}"
+        return ModelHandle(self.name, Path(self.path), key, self.revision, self.trust_remote_code)
 
-    def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        return ModelHandle(self.name, Path(self.path), self.key(world), self.revision, self.trust_remote_code)
+    def key_material(self) -> dict:
+        return {"path": self.path, "revision": self.revision}
+
+    def key_inputs(self, world: ProblemSource) -> dict[str, str]:
+        return {}
+
+    def build(self, world: ProblemSource, out_dir: Path) -> None:
+        raise TypeError(f"model={self.name} is an existing model ({self.path}); nothing builds it")

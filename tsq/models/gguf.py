@@ -11,13 +11,13 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from tsq.cache import ArtifactStore, Stage, file_sha256
+from tsq.cache import file_sha256
+from tsq.data.base import ProblemSource
 from tsq.models.base import ModelHandle
 
 log = logging.getLogger(__name__)
-
-STAGE = Stage("gguf", 1)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class GGUFModel:
     path: str | None = None
     install_hint: str = ""
     trust_remote_code: bool = False
+    artifact: ClassVar[str] = "gguf"  # (tsq.stages.base_model)
 
     def __post_init__(self) -> None:
         self.gguf_path()  # a missing package or file fails here, before any compute
@@ -53,19 +54,14 @@ class GGUFModel:
         """The file's name and content hash (a re-released file with the same name is another model)."""
         return {"file": self.file, "sha256": file_sha256(self.gguf_path())}
 
-    def key(self, world=None) -> str:
-        return STAGE.key(self.key_material())
+    def key_inputs(self, world: ProblemSource | None) -> dict[str, str]:
+        return {}  # the file alone (its hash is key material)
 
-    def materialize(self, world, store: ArtifactStore) -> ModelHandle:
-        artifact = store.cached(
-            STAGE,
-            self.key_material(),
-            None,
-            lambda job: convert_gguf(self.gguf_path(), job.dir, self.trust_remote_code),
-            doing=f"converting {self.file}",
-            description={"file": self.file},
-        )
-        return ModelHandle(self.name, artifact.path, artifact.key, trust_remote_code=self.trust_remote_code)
+    def existing(self) -> ModelHandle:
+        raise TypeError(f"model={self.name} is built (converted from {self.file}) by the gguf stage, not found")
+
+    def build(self, world: ProblemSource | None, out_dir: Path) -> None:
+        convert_gguf(self.gguf_path(), out_dir, self.trust_remote_code)
 
 
 def convert_gguf(file: Path, out_dir: Path, trust_remote_code: bool = False) -> None:

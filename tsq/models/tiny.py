@@ -14,20 +14,20 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from tsq.cache import ArtifactStore, Stage, world_key
-from tsq.data.base import Teacher
+from tsq.cache import world_key
+from tsq.data.base import ProblemSource, Teacher
 from tsq.models.base import ModelHandle
 from tsq.training.lm import CausalLMModule, LengthBucketBatchSampler, StepLog, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
-STAGE = Stage("base_model", 3)  # bump the version whenever a code change alters the trained weights
 SPECIAL_TOKENS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>"}
 
 
@@ -72,6 +72,7 @@ class TinyReasoningModel:
     """`model=tiny`: builds the base model for a synthetic world (or loads it from the cache)."""
 
     name: str = "tiny"
+    artifact: ClassVar[str] = "base_model"  # (tsq.stages.base_model)
     architecture: Architecture = field(default_factory=Architecture)
     pretrain: Pretraining = field(default_factory=Pretraining)
     accelerator: str = "cpu"
@@ -101,21 +102,17 @@ class TinyReasoningModel:
             own["teacher_style"] = self.teacher_style
         return own
 
-    def key(self, world) -> str:
-        return STAGE.key(self.key_material(), {"world": world_key(world)})
-
-    def materialize(self, world, store: ArtifactStore) -> ModelHandle:
+    def key_inputs(self, world: ProblemSource) -> dict[str, str]:
         if not isinstance(world, Teacher):
             raise ValueError(f"model=tiny is trained on a synthetic world's teacher; data={world.name} has none")
-        artifact = store.cached(
-            STAGE,
-            self.key_material(),
-            {"world": world_key(world)},
-            lambda job: self._pretrain(world, job.dir),
-            doing="pretraining",
-            description={"architecture": asdict(self.architecture)},
-        )
-        return ModelHandle(self.name, artifact.path, artifact.key, trust_remote_code=self.trust_remote_code)
+        return {"world": world_key(world)}
+
+    def existing(self) -> ModelHandle:
+        raise TypeError("model=tiny is built (pretrained) by the base_model stage, not found")
+
+    def build(self, world: ProblemSource, out_dir: Path) -> None:
+        """Pretrain on the world's teacher traces and save an HF directory into `out_dir`."""
+        self._pretrain(world, out_dir)
 
     # -----------------------------------------------------------------------
     def corpus(self, world) -> tuple[list[str], list[str]]:

@@ -1,8 +1,9 @@
 """The interface of a `refiner=` config group: what data construction hands a refiner and gets back.
 
 A refiner rewrites chosen (positive) traces before they become preference pairs. `Refiner` is what
-`tsq.construct` calls; `ModelRefiner` is the base of refiners that rewrite steps with a model (they
-get a `ScoringSampler` over the policy); `NoRefiner` keeps every trace as sampled and loads nothing.
+the `refined` stage (`tsq.stages.refined`) calls; `ModelRefiner` is the base of refiners that rewrite steps
+with a model (they get a `ScoringSampler` over the policy); `NoRefiner` keeps every trace as sampled and
+loads nothing.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class ModelRefiner(ConfiguredPart):
 
 
 @dataclass
-class NoRefiner(ConfiguredPart):
+class NoRefiner(ConfiguredPart, part="refiner/none"):
     """`refiner=none`: chosen traces are used as sampled (no model is loaded)."""
 
     name: str = "none"

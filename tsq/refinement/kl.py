@@ -101,7 +101,7 @@ def think_bounds(response_ids: list[int], open_id: int | None, close_id: int | N
 
 
 @dataclass
-class StepRefiner(ModelRefiner):
+class StepRefiner(ModelRefiner, part="refiner/kl"):
     """`refiner=kl` (accept="kl": the shortest candidate under epsilon) or `refiner=rewrite`
     (accept="shortest": the shortest candidate, no check)."""
 

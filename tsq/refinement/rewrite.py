@@ -16,7 +16,7 @@ from tsq.sampling.base import SamplingParams
 
 
 @dataclass
-class PromptRewriter(ModelRefiner):
+class PromptRewriter(ModelRefiner, part="refiner/prompt_rewrite"):
     """`model_path`: the instruct model that rewrites (null: the model being compressed)."""
 
     name: str = "prompt_rewrite"

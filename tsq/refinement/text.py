@@ -18,7 +18,7 @@ from tsq.text import THINK_CLOSE, THINK_OPEN
 
 
 @dataclass
-class TextRewriter(ModelRefiner):
+class TextRewriter(ModelRefiner, part="refiner/text_rewrite"):
     """Drops `drop_words` everywhere in the thinking block, and the steps whose first remaining word is in
     `drop_steps`. Text outside the thinking block (the answer) is never touched."""
 

@@ -62,7 +62,7 @@ def simpo(chosen_logps, rejected_logps, chosen_len, rejected_len, beta: float, g
 
 
 @dataclass
-class PreferenceLoss(ConfiguredPart):
+class PreferenceLoss(ConfiguredPart, part="loss/preference"):
     """One `loss=` choice. `kind` is the preference term (dpo, dpol, simpo or none); `eta` weighs it
     against the chosen-response SFT term: loss = eta * preference + (1 - eta) * sft."""
 

@@ -8,6 +8,7 @@ reference model is resident on any rank.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -41,3 +42,16 @@ def build_strategy(config, model: nn.Module, gradient_checkpointing: bool = Fals
     raise ValueError(
         f"trainer.strategy.name must be fsdp or deepspeed (or give a Lightning strategy name), got {name!r}"
     )
+
+
+def world_size(trainer_config: dict) -> int:
+    """Processes a Lightning Trainer with these arguments trains in (`devices` x `num_nodes`)."""
+    devices = trainer_config.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        gpu = trainer_config.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if gpu else 1
+    else:
+        count = int(devices)
+    return count * int(trainer_config.get("num_nodes", 1))

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from tsq.stages.run_metrics import RunMetrics
+
 log = logging.getLogger(__name__)
 
 
@@ -92,9 +94,9 @@ TSQ_WANDB_KEYS = ("samples_per_problem",)
 def run_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
     """The run's `tags` and one `group=choice` tag per config group that shaped this run (W&B, model card)."""
     groups = list(TAG_GROUPS)
-    if {"construct", "train"} & set(cfg.stages):
+    if {"construct", "train"} & set(cfg.steps):
         groups += PREFERENCE_TAG_GROUPS
-    if "tldr" in cfg.stages:
+    if "tldr" in cfg.steps:
         groups += TLDR_TAG_GROUPS
     tags = [str(t) for t in cfg.get("tags") or []]
     tags += [f"{g}={choices[g]}" for g in groups if choices.get(g) not in (None, "None", "null")]
@@ -145,28 +147,28 @@ def start_wandb(cfg: DictConfig, choices: dict[str, str | None]):
     return run
 
 
-def log_payload(run, payload: dict) -> None:
+def log_payload(run, record: RunMetrics) -> None:
     """Metric rows as summary values, budget curves as a table and a line plot, construction stats."""
     if run is None:
         return
     import wandb
 
-    for row in payload["rows"]:
-        prefix = f"{row['stage']}/{row['benchmark']}/level_{row['level']}"
+    for row in record.rows:
+        prefix = f"{row['role']}/{row['benchmark']}/level_{row['level']}"
         for key, value in row.items():
             if isinstance(value, (int, float)) and value is not None:
                 run.summary[f"{prefix}/{key}"] = value
-    curves = pd.DataFrame(payload["curves"])
+    curves = pd.DataFrame(record.curves)
     if not curves.empty:
-        overall = curves[curves["level"] == "all"][["stage", "budget", "acc"]]
+        overall = curves[curves["level"] == "all"][["role", "budget", "acc"]]
         table = wandb.Table(dataframe=overall)
         run.log(
             {
                 "budget_curve": table,
-                "budget_curve_plot": wandb.plot.line(table, "budget", "acc", stroke="stage", title="acc vs budget"),
+                "budget_curve_plot": wandb.plot.line(table, "budget", "acc", stroke="role", title="acc vs budget"),
             }
         )
-    for key, value in (payload.get("construction") or {}).items():
+    for key, value in (record.construction or {}).items():
         if isinstance(value, (int, float)):
             run.summary[f"construction/{key}"] = value
 
@@ -174,9 +176,9 @@ def log_payload(run, payload: dict) -> None:
 def log_samples(
     run, frames: dict[str, pd.DataFrame], refined: list[dict], delimiter: str, per_problem: int | None
 ) -> None:
-    """The tables a user opens first: evaluation responses (problem, response, correct, tokens) of each
-    stage, the first `per_problem` samples of every problem (None: all), and every refined chosen trace
-    with its accepted step edits."""
+    """The tables a user opens first: evaluation responses (problem, response, correct, tokens) of each evaluated
+    model (by role), the first `per_problem` samples of every problem (None: all), and every refined chosen
+    trace with its accepted step edits."""
     if run is None:
         return
     import json
@@ -185,10 +187,10 @@ def log_samples(
 
     from tsq.text import step_edits
 
-    columns = ["stage", "problem_id", "level", "sample", "text", "correct", "n_tokens", "finish_reason"]
+    columns = ["role", "problem_id", "level", "sample", "text", "correct", "n_tokens", "finish_reason"]
     shown = [frame[frame["sample"] < per_problem] if per_problem is not None else frame for frame in frames.values()]
     if shown:
-        table = pd.concat([f.assign(stage=stage) for stage, f in zip(frames, shown, strict=True)])[columns]
+        table = pd.concat([f.assign(role=role) for role, f in zip(frames, shown, strict=True)])[columns]
         run.log({"samples": wandb.Table(dataframe=table.rename(columns={"text": "response", "n_tokens": "tokens"}))})
     if refined:
         rows = [
@@ -272,34 +274,33 @@ def read_offline_run(path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- console
-def print_evaluation(world, evaluator, model, stage: str, rows: list[dict], diagnostics: dict) -> None:
+def print_evaluation(world, evaluator, model, role: str, rows: list[dict], diagnostics: dict) -> None:
     """The base model's metric table, or base against trained on the `all` rows."""
     from tsq.evaluation.evaluate import format_table
 
     where = f"{world.name}/{evaluator.split}"
-    if stage == "base":
+    if role == "base":
         print(f"\nbase model {model.name} on {where} ({evaluator.n_samples} samples per problem)")
-        print(format_table([r for r in rows if r["stage"] == "base"]))
+        print(format_table([r for r in rows if r["role"] == "base"]))
     else:
-        print(f"\nbase versus {stage} ({model.name}) on {where}")
+        print(f"\nbase versus {role} ({model.name}) on {where}")
         print(format_table([r for r in rows if r["level"] == "all"]))
     if diagnostics.get("shortcut_acc_by_level"):
         shortcut = ", ".join(f"L{k} {100 * v:.1f}%" for k, v in diagnostics["shortcut_acc_by_level"].items())
         print(f"shortcut-only accuracy by level: {shortcut}")
 
 
-def print_construction(selector, refiner, built) -> None:
-    print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {built.pairs_path}")
-    print(format_construction(built.stats))
-    if built.export is not None:
-        print(f"  for TRL, datasets and LLaMA-Factory: {built.export.path} (README.md there)")
+def print_construction(selector, refiner, stats: dict, pairs_path: Path, export_path: Path | None) -> None:
+    print(f"\npreference data ({type(selector).__name__}, refiner={refiner.name}): {pairs_path}")
+    print(format_construction(stats))
+    if export_path is not None:
+        print(f"  for TRL, datasets and LLaMA-Factory: {export_path} (README.md there)")
 
 
-def print_run_end(timings: dict[str, float], metrics_path: Path, report: dict | None = None) -> None:
+def print_run_end(record: RunMetrics, metrics_path: Path) -> None:
     """Wall times, then what a reader does next with this run's folder."""
-    report = report or {}
-    print("stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    if "training" in report or "tldr" in report:
+    print("step wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in record.timings.items()))
+    if record.training is not None or record.tldr is not None:
         print(
             "\nOne run at one fixed setting: intervals above are over problems only, and the learning rate was not"
             " chosen on dev. The tables' protocol (settings chosen on dev, several seeds, paired differences) is"
@@ -309,10 +310,10 @@ def print_run_end(timings: dict[str, float], metrics_path: Path, report: dict | 
     print(f"\nrun folder: {run_dir}")
     print(f"  metrics:   {metrics_path}")
     print(f"  report:    python -m analysis.report {run_dir}")
-    if "export_path" in report.get("construction", {}):
-        print(f"  pairs:     {report['construction']['export_path']} (TRL, datasets and LLaMA-Factory)")
-    if "policy_path" in report:
-        print(f"  policy:    {report['policy_path']} (AutoModelForCausalLM.from_pretrained)")
+    if "export_path" in (record.construction or {}):
+        print(f"  pairs:     {record.construction['export_path']} (TRL, datasets and LLaMA-Factory)")
+    if record.policy_path is not None:
+        print(f"  policy:    {record.policy_path} (AutoModelForCausalLM.from_pretrained)")
 
 
 def print_tldr(summary: dict) -> None:

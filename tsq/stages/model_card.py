@@ -22,7 +22,7 @@ import yaml
 from tsq.cache import META_FILE, atomic_write_text
 
 CARD_FILE = "README.md"
-ROW_COLUMNS = ("stage", "benchmark", "level", "acc", "len_t", "len_a", "auc", "n_problems", "n_samples")
+ROW_COLUMNS = ("role", "benchmark", "level", "acc", "len_t", "len_a", "auc", "n_problems", "n_samples")
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -1,4 +1,5 @@
-"""The preference pairs for other trainers: a `datasets` dataset, a parquet file and a LLaMA-Factory entry.
+"""Stage `pairs_export`: the preference pairs for other trainers, a `datasets` dataset, a parquet file and a
+LLaMA-Factory entry.
 
 `pairs_export/<key>/` (keyed on the pairs and the world) holds
 
@@ -24,9 +25,10 @@ from __future__ import annotations
 import json
 
 from tsq.cache import Artifact, Build, Stage, world_key
-from tsq.context import RunContext
-from tsq.data.base import Problem
-from tsq.training.preference import PAIRS_FILE, read_pairs
+from tsq.data.base import Problem, ProblemSource
+from tsq.stages.context import RunContext
+from tsq.stages.pairs import Pairs
+from tsq.training.pairs_data import read_pairs
 
 EXPORT = Stage("pairs_export", 1)
 LLAMA_FACTORY_NAME = "tsq_pairs"
@@ -34,7 +36,7 @@ PARQUET_FILE = "pairs.parquet"
 DATASET_DIR = "dataset"
 
 
-def export_rows(world, problems: dict[str, Problem], pairs: list[dict], where: str) -> list[dict]:
+def export_rows(world: ProblemSource, problems: dict[str, Problem], pairs: list[dict], where: str) -> list[dict]:
     """The exported rows of `pairs` (rows of a pairs file at `where`; problems by id)."""
     out, chats = [], {}  # (a problem has up to pairs.max_pairs pairs: its chat template is rendered once)
     for n, row in enumerate(pairs, start=1):
@@ -86,14 +88,13 @@ def llama_factory_entry(file_name: str = PARQUET_FILE) -> dict:
     }
 
 
-def export_pairs(ctx: RunContext, pairs: Artifact, problems: dict[str, Problem]) -> Artifact:
+def pairs_export(ctx: RunContext, pairs: Pairs, problems: dict[str, Problem]) -> Artifact:
     """The export of a pairs artifact (cached; built in a second for the synthetic world)."""
 
     def build(job: Build) -> None:
         import datasets
 
-        where = pairs.path / PAIRS_FILE
-        rows = export_rows(ctx.world, problems, read_pairs(where), str(where))
+        rows = export_rows(ctx.world, problems, read_pairs(pairs.path), str(pairs.path))
         table = datasets.Dataset.from_list(rows)
         table.save_to_disk(str(job.dir / DATASET_DIR))
         table.to_parquet(str(job.dir / PARQUET_FILE))
@@ -110,11 +111,11 @@ def export_pairs(ctx: RunContext, pairs: Artifact, problems: dict[str, Problem])
     )
 
 
-def dataset_card(world_name: str, pairs: Artifact, n_rows: int) -> str:
+def dataset_card(world_name: str, pairs: Pairs, n_rows: int) -> str:
     """A short dataset card: where the rows come from and how to load them."""
     return f"""# tsq preference pairs ({world_name})
 
-{n_rows} preference pairs built by tsq from its pairs artifact `{pairs.key}` ({pairs.path / PAIRS_FILE}).
+{n_rows} preference pairs built by tsq from its pairs artifact `{pairs.key}` ({pairs.path}).
 
 - `prompt`, `chosen`, `rejected`: TRL's conversational preference format (the messages before any chat
   template; one assistant message per completion).

@@ -1,18 +1,10 @@
-"""TokenSqueeze data construction: samples -> selection -> refinement of chosen traces -> pairs.
-
-Stages and their artifacts (all content-addressed, each keyed on its inputs' keys):
-* `samples/<key>`   N graded responses per training problem (tsq.sampling.stage.SamplingStage);
-* `refined/<key>`   the refined text of every positive that has at least one negative;
-* `pairs/<key>`     `pairs.jsonl` in TRL's preference format (prompt, chosen, rejected) plus lengths
-                    and ids, and `stats.json` (pass-rate histogram, positives, pairs, drops, refinement);
-* `pairs_export/<key>` the pairs as a `datasets` dataset and parquet file for other trainers (tsq.export).
-A sweep over the loss therefore samples and refines once; a sweep over the pair cap refines once.
-"""
+"""Stage `pairs`: the preference pairs of data construction, `pairs.jsonl` in TRL's preference format (prompt,
+chosen, rejected) plus lengths and ids, and `stats.json` (pass-rate histogram, positives, pairs, drops,
+refinement); keyed on the refined traces and the `pairs=` settings (a sweep over the pair cap refines once)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -22,20 +14,14 @@ import numpy as np
 import pandas as pd
 
 from tsq.cache import Artifact, Build, Stage, json_ready
-from tsq.context import RunContext
-from tsq.export import export_pairs
-from tsq.models.base import ModelHandle
-from tsq.refinement.base import ChosenTrace, Refiner
-from tsq.sampling.stage import SamplingStage
-from tsq.selection import Selector, build_pairs, pass_rate, rejected_for
-from tsq.training.preference import PAIRS_FILE
+from tsq.data.base import Problem
+from tsq.selection import Selection, build_pairs, pass_rate
+from tsq.stages.context import RunContext
+from tsq.stages.refined import read_refined
+from tsq.stages.samples import GradedSamples
+from tsq.training.pairs_data import PAIRS_FILE
 
-log = logging.getLogger(__name__)
-
-REFINED = Stage("refined", 3)  # 3: lengths count the EOS
 PAIRS = Stage("pairs", 3)  # 3: positives_per_problem in stats.json
-PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
-REFINED_FILE = "refined.jsonl"
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
 PASS_RATE_LABELS = ["0", "(0,.25]", "(.25,.5]", "(.5,.75]", "(.75,1)", "1"]
 
@@ -58,106 +44,48 @@ class PairSettings:
             raise ValueError(f"pairs.per must be 'problem' or 'positive', got {self.per!r}")
 
 
-@dataclass
-class ConstructionResult:
-    """The pairs artifact (`pairs.jsonl`, `stats.json`), its statistics, the samples' key and the pairs'
-    export for other trainers (`tsq.export`)."""
+@dataclass(frozen=True)
+class Pairs:
+    """What the `pairs` stage returns: its artifact and its statistics (`stats.json`)."""
 
-    pairs: Artifact
+    artifact: Artifact
     stats: dict
-    samples_key: str
-    export: Artifact | None
-    refined: Artifact
 
     @property
-    def pairs_path(self) -> Path:
-        return self.pairs.path / PAIRS_FILE
+    def key(self) -> str:
+        return self.artifact.key
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines artifact file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    @property
+    def path(self) -> Path:
+        """The pairs file (`pairs.jsonl`)."""
+        return self.artifact.path / PAIRS_FILE
 
 
 def _problem_seed(seed: int, problem_id: str) -> int:
     return seed * 1_000_003 + zlib.crc32(problem_id.encode())
 
 
-def select_all(frame: pd.DataFrame, selector: Selector) -> dict[str, tuple[pd.DataFrame, object]]:
-    """Per problem: its samples (in sample order) and the selector's Selection."""
-    out = {}
-    for pid, group in frame.groupby("problem_id", sort=True):
-        group = group.sort_values("sample").reset_index(drop=True)
-        out[pid] = (group, selector.select(group["n_tokens"].tolist(), group["correct"].tolist()))
-    return out
-
-
-def positives_with_negatives(selected) -> list[tuple[str, int]]:
-    """(problem_id, row) of every positive that some negative could pair with: refining others is waste."""
-    keep = []
-    for pid, (group, selection) in selected.items():
-        lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
-        keep += [(pid, p) for p in selection.positives if rejected_for(lengths, correct, selection, p)]
-    return keep
-
-
-def refined_key_parts(selector: Selector, refiner: Refiner, samples_key: str) -> tuple[dict, dict]:
-    return {"selector": selector.key_material(), "refiner": refiner.key_material()}, {"samples": samples_key}
-
-
 def pairs_key_parts(pair_settings: PairSettings, refined_key: str) -> tuple[dict, dict]:
     return pair_settings.key_material(), {"refined": refined_key}
 
 
-def construct(
+def pairs(
     ctx: RunContext,
-    model: ModelHandle,
-    sampling: SamplingStage,
-    selector: Selector,
-    refiner: Refiner,
+    samples: GradedSamples,
+    selected: dict[str, tuple[pd.DataFrame, Selection]],
+    refined_traces: Artifact,
+    problems: dict[str, Problem],
     pair_settings: PairSettings,
-) -> ConstructionResult:
-    """Sample (cached), select, refine the chosen traces (cached) and build the pairs (cached)."""
-    frame, samples_key = sampling.run(ctx, model)
-    problems = {p.id: p for p in sampling.problems(ctx.world)}
-    selected = select_all(frame, selector)
-    todo = positives_with_negatives(selected)
-
-    def refine(job: Build) -> None:
-        chosen = [(pid, selected[pid][0].loc[row]) for pid, row in todo]
-        traces = [
-            ChosenTrace(
-                prompt=problems[pid].prompt,
-                text=sample["text"],
-                n_tokens=int(sample["n_tokens"]),
-                ended_with_eos=sample["finish_reason"] == "eos",
-                n_steps=int(sample["n_steps"]),
-                step_tokens=int(sample["step_tokens"]),
-            )
-            for pid, sample in chosen
-        ]
-        policy = ctx.sampler(model) if refiner.needs_policy else None
-        results = refiner.refine_chosen(policy, traces, ctx.world.step_delimiter)
-        with open(job.dir / REFINED_FILE, "w", encoding="utf-8") as fh:
-            for (pid, sample), trace, res in zip(chosen, traces, results, strict=True):
-                record = {"problem_id": pid, "sample": int(sample["sample"]), "original": trace.text}
-                record.update({k: v for k, v in asdict(res).items() if k != "token_ids"})
-                fh.write(json.dumps(record) + "\n")
-
-    refined_art = ctx.store.cached(
-        REFINED,
-        *refined_key_parts(selector, refiner, samples_key),
-        refine,
-        doing=f"refining {len(todo)} chosen traces with refiner={refiner.name}",
-        description={"samples": samples_key, "refiner": refiner.name},
-    )
-    refined = {(r["problem_id"], r["sample"]): r for r in read_jsonl(refined_art.path / REFINED_FILE)}
+) -> Pairs:
+    """Pair each selected positive (its refined text) with negatives of its problem (cached)."""
+    frame = samples.frame
+    refined = {(r["problem_id"], r["sample"]): r for r in read_refined(refined_traces)}
 
     def pair_up(job: Build) -> None:
         rows = []
         for pid, (group, selection) in selected.items():
             lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
-            pairs = build_pairs(
+            problem_pairs = build_pairs(
                 lengths,
                 correct,
                 selection,
@@ -165,7 +93,7 @@ def construct(
                 pair_settings.per,
                 _problem_seed(pair_settings.seed, pid),
             )
-            for pair in pairs:
+            for pair in problem_pairs:
                 chosen = refined[(pid, int(group.loc[pair.chosen, "sample"]))]
                 rows.append(
                     {
@@ -187,20 +115,18 @@ def construct(
             fh.writelines(json.dumps(r) + "\n" for r in rows)
         (job.dir / "stats.json").write_text(json.dumps(stats, indent=2))
 
-    pairs_art = ctx.store.cached(
+    artifact = ctx.store.cached(
         PAIRS,
-        *pairs_key_parts(pair_settings, refined_art.key),
+        *pairs_key_parts(pair_settings, refined_traces.key),
         pair_up,
         doing="building pairs",
-        description={"refined": refined_art.key},
+        description={"refined": refined_traces.key},
     )
-    stats = json.loads((pairs_art.path / "stats.json").read_text())
-    export = export_pairs(ctx, pairs_art, problems) if stats["pairs"] else None  # (no rows, no dataset)
-    return ConstructionResult(pairs_art, stats, samples_key, export, refined_art)
+    return Pairs(artifact, json.loads((artifact.path / "stats.json").read_text()))
 
 
 def construction_stats(frame: pd.DataFrame, selected, refined: dict, rows: list[dict]) -> dict:
-    """What the stages did: pass rates, positives, pairs, dropped problems, refinement acceptance."""
+    """What construction did: pass rates, positives, pairs, dropped problems, refinement acceptance."""
     rates = pd.Series({pid: pass_rate(g["correct"].tolist()) for pid, (g, _) in selected.items()})
     hist = pd.cut(rates, PASS_RATE_BINS, labels=PASS_RATE_LABELS, include_lowest=True).value_counts(sort=False)
     paired = Counter(r["problem_id"] for r in rows)

@@ -15,12 +15,11 @@ bare answer) are not System-1 data, and how many were left out is in the summary
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -29,19 +28,13 @@ import pandas as pd
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tsq.cache import ArtifactStore, Build, Stage, world_key
-from tsq.context import RunContext
-from tsq.evaluation.evaluate import Evaluator
-from tsq.models.base import ModelHandle, ModelSource, PretrainedModel
-from tsq.models.tiny import TinyReasoningModel
+from tsq.data.base import ProblemSource
+from tsq.models.base import ModelHandle
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
-from tsq.sampling.stage import SamplingStage
 from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
-
-STAGE = Stage("tldr_policy", 2)  # 2: short-CoT System-1 data, base dev row, met_bar
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -186,16 +179,6 @@ class TLDRSettings:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def short_model(settings: TLDRSettings, model_source: ModelSource, world, store: ArtifactStore) -> ModelHandle:
-    """The System-1 model: a configured path, or the tiny base architecture pretrained on short traces."""
-    if settings.short_model_path:
-        return PretrainedModel(name="short", path=settings.short_model_path).materialize(world, store)
-    if not isinstance(model_source, TinyReasoningModel):
-        raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
-    twin = replace(model_source, name=f"{model_source.name}_short", teacher_style=settings.short_model_style)
-    return twin.materialize(world, store)
-
-
 def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], min_steps: int = 0) -> list[dict]:
     """The first correct short-model response with at least `min_steps` reasoning steps of each easy problem."""
     rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels)) & (frame["n_steps"] >= min_steps)]
@@ -273,77 +256,18 @@ class DevReweighting(L.Callback):
             self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
 
 
-def train_tldr(
-    ctx: RunContext,
-    model_source: ModelSource,
-    model: ModelHandle,
-    sampling: SamplingStage,
+def train_mixture(
     settings: TLDRSettings,
-) -> tuple[ModelHandle, dict]:
-    """Build both data sources and the bounds (cached stages), then train with dynamic re-weighting."""
-    world = ctx.world
-    short = short_model(settings, model_source, world, ctx.store)
-    prompts = {p.id: p.prompt for p in world.split(sampling.split)}
-    short_sampling = replace(sampling, n=settings.system1_samples)
-    bound_eval = Evaluator(
-        split="dev",
-        n_samples=settings.bound_samples,
-        temperature=settings.bound_temperature,
-        top_p=settings.bound_top_p,
-        max_new_tokens=settings.max_new_tokens,
-        shortcut_probe=False,
-    )
-    # all sampling of one model before the other's, the base model's first (its sampler, a vLLM engine, is
-    # still live from the base evaluation)
-    long_frame, long_key = sampling.run(ctx, model)
-    t_long, acc_long = dev_stats(bound_eval.samples(ctx, model)[0])
-    short_frame, short_key = short_sampling.run(ctx, short)
-    t_short, acc_short = dev_stats(bound_eval.samples(ctx, short)[0])
-    ctx.sampler.release()  # training needs the memory; dev evaluation samples the policy in memory (HF)
-    sources = [
-        system1_data(short_frame, prompts, settings.easy_levels, settings.system1_min_steps),
-        system2_data(long_frame, prompts, settings.hard_levels, settings.system2_pick),
-    ]
-    easy_correct = short_frame[short_frame["correct"] & short_frame["level"].astype(int).isin(settings.easy_levels)]
-    # easy problems the short model answers correctly only without reasoning: left out of System-1 by the setting
-    bare_only = easy_correct["problem_id"].nunique() - len(sources[0])
-    bounds = Bounds(t_short, acc_short, t_long, acc_long)
-    own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
-    inputs = {
-        "model": model.key,
-        "short": short.key,
-        "system1": short_key,
-        "system2": long_key,
-        "world": world_key(world),
-    }
-    summary_file = "tldr_summary.json"
-
-    def build(job: Build) -> None:
-        loggers = ctx.make_loggers() if ctx.make_loggers else []  # created only when training runs
-        summary = _train(settings, world, model, sources, bounds, ctx.trainer, job.dir, loggers)
-        (job.dir / summary_file).write_text(json.dumps(summary, indent=2))
-
-    sizes = f"System-1 {len(sources[0])}, System-2 {len(sources[1])} examples; bounds {bounds}"
-    artifact = ctx.store.cached(
-        STAGE, own, inputs, build, doing=sizes, description={"model": model.key, "rule": settings.rule}
-    )
-    summary = json.loads((artifact.path / summary_file).read_text())
-    summary["system1_problems_without_reasoning"] = bare_only
-    if ctx.output_dir is not None:
-        plot_weights(summary["history"], Path(ctx.output_dir) / "tldr_weights.png")
-    return model.derived(f"{model.name}+{settings.name}", artifact.path, artifact.key), summary
-
-
-def _train(
-    settings: TLDRSettings,
-    world,
+    world: ProblemSource,
     handle: ModelHandle,
     sources,
     bounds: Bounds,
     trainer_config: dict,
     out: Path,
     loggers: list | None = None,
-):
+) -> dict:
+    """SFT from `handle` on the System-1 / System-2 mixture `sources` with dev re-weighting; saves the kept
+    checkpoint into `out` and returns the summary (bounds, weight history, the kept checkpoint)."""
     L.seed_everything(settings.seed, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(handle.path, **handle.load_kwargs())
     policy = AutoModelForCausalLM.from_pretrained(handle.path, **handle.load_kwargs()).train()

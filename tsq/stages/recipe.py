@@ -1,7 +1,9 @@
-"""The pipeline behind `run.py`: every stage is built from its config group, then run in order.
+"""The recipe behind `run.py`: every config group is instantiated, then the steps of `cfg.steps` run in order.
 
-Config objects are all instantiated (and so validated) before the first expensive stage, so a bad
-value fails in seconds with the offending key named, and no computed artifact is lost to it.
+A *step* is one job of the recipe (`base_model`, `base_eval`, `construct`, `train` or `tldr`, `trained_eval`);
+it calls the cached stages it needs (`tsq.stages.*`, one module per artifact). Config objects are all
+instantiated (and so validated) before the first expensive step, so a bad value fails in seconds with the
+offending key named, and no computed artifact is lost to it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -24,27 +26,26 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from tsq.cache import ArtifactStore, atomic_write_text
-from tsq.construct import (
-    PAIRS,
-    REFINED,
-    REFINED_FILE,
-    PairSettings,
-    construct,
-    pairs_key_parts,
-    read_jsonl,
-    refined_key_parts,
-)
-from tsq.context import RunContext, SamplerChoice
+from tsq.cache import Artifact, ArtifactStore, atomic_write_text
 from tsq.data.base import ChatTemplated
-from tsq.evaluation.evaluate import STAGE as EVAL
-from tsq.evaluation.evaluate import Evaluator, length_histogram, read_forced, write_metrics
+from tsq.evaluation.evaluate import Evaluator, length_histogram
 from tsq.evaluation.forced import forced_curve
 from tsq.evaluation.metrics import relative_change
-from tsq.model_card import model_card, publish_policy
 from tsq.models.base import ModelHandle, ModelSource
 from tsq.refinement.base import Refiner
-from tsq.reporting import (
+from tsq.sampling.settings import SamplingSettings
+from tsq.selection import Selector, select_all
+from tsq.stages.base_model import base_model, base_model_key
+from tsq.stages.context import RunContext, SamplerChoice
+from tsq.stages.eval import EVAL, eval_key_parts, evaluation
+from tsq.stages.forced_budget import forced_budget, read_forced
+from tsq.stages.model_card import model_card, publish_policy
+from tsq.stages.pairs import PAIRS, Pairs, PairSettings, pairs, pairs_key_parts
+from tsq.stages.pairs_export import pairs_export
+from tsq.stages.policy import POLICY, policy_key_parts, train_policy
+from tsq.stages.ref_logps import REF_LOGPS, ref_logps_key_parts
+from tsq.stages.refined import REFINED, read_refined, refined, refined_key_parts
+from tsq.stages.reporting import (
     TSQ_WANDB_KEYS,
     log_payload,
     log_samples,
@@ -56,19 +57,13 @@ from tsq.reporting import (
     run_tags,
     start_wandb,
 )
-from tsq.sampling.stage import SamplingStage
-from tsq.selection import Selector
-from tsq.tldr import TLDRSettings, train_tldr
+from tsq.stages.run_metrics import RunMetrics
+from tsq.stages.samples import SAMPLES, samples, samples_key_parts
+from tsq.stages.tldr_policy import train_tldr
 from tsq.training.losses import PreferenceLoss
-from tsq.training.preference import (
-    POLICY,
-    REF_LOGPS,
-    TrainSettings,
-    policy_key_parts,
-    ref_logps_key_parts,
-    train_policy,
-    world_size,
-)
+from tsq.training.settings import TrainSettings
+from tsq.training.strategy import world_size
+from tsq.training.tldr import TLDRSettings
 from tsq.validate import check_group
 
 log = logging.getLogger(__name__)
@@ -84,7 +79,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-STAGES = ("base_eval", "construct", "train", "tldr")
+# The steps `cfg.steps` may list; `base_model` always runs first and `trained_eval` after a training step.
+STEPS = ("base_eval", "construct", "train", "tldr")
 
 
 SIGTERM_STATUS = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
@@ -112,11 +108,11 @@ def exit_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Build the world and base model, then run `cfg.stages` in order; return what they produced."""
+def run(cfg: DictConfig) -> RunResult:
+    """Build the world and base model, then run `cfg.steps` in order; return what they produced."""
     try:
         with exit_on_sigterm():
-            return run_stages(cfg)
+            return run_steps(cfg)
     except SystemExit as stop:
         if stop.code == SIGTERM_STATUS:
             log.error("run terminated by SIGTERM (exit status %d); a rerun resumes from the cached work", stop.code)
@@ -133,7 +129,7 @@ class Parts:
 
     model_source: ModelSource
     evaluator: Evaluator
-    sampling: SamplingStage
+    sampling: SamplingSettings
     selector: Selector
     refiner: Refiner
     pairs: PairSettings
@@ -143,17 +139,27 @@ class Parts:
 
 
 @dataclass
-class Outcome:
-    """What the stages produced, in the order they ran; `report` is the metrics.json payload."""
+class RunResult:
+    """What `run` returns: the run's record (what metrics.json holds) and where it was written; on a rank other
+    than 0 of a data-parallel training, which writes nothing, `metrics_path` is None."""
 
-    rows: list[dict] = field(default_factory=list)
-    curves: list[dict] = field(default_factory=list)
-    report: dict = field(default_factory=lambda: {"diagnostics": {}, "timings": {}})
-    samples: dict[str, pd.DataFrame] = field(default_factory=dict)  # each evaluated stage's graded samples
+    metrics: RunMetrics
+    metrics_path: Path | None
+    rank: int = 0
 
 
-class StageClock:
-    """Times each stage (wall seconds, cache hits included) into the report and logs it."""
+@dataclass
+class Construction:
+    """What the construct step built: the samples' key, the refined traces, the pairs and their export."""
+
+    samples_key: str
+    refined: Artifact
+    pairs: Pairs
+    export: Artifact | None
+
+
+class StepClock:
+    """Times each step (wall seconds, cache hits included) into the record and logs it."""
 
     def __init__(self, timings: dict[str, float]) -> None:
         self.timings = timings
@@ -167,19 +173,19 @@ class StageClock:
         log.info("%s: %.1f s", name, self.timings[name])
 
 
-def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
-    """The run context and every config object, validated; raises naming the key on a bad value."""
-    unknown = [s for s in cfg.stages if s not in STAGES]
+def check_steps(cfg: DictConfig) -> None:
+    """Refuse a step list the recipe cannot run, naming `steps`."""
+    unknown = [s for s in cfg.steps if s not in STEPS]
     if unknown:
-        raise ValueError(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
-    if "train" in cfg.stages and "construct" not in cfg.stages:
-        raise ValueError("stages: train needs construct before it (its pairs)")
-    if "train" in cfg.stages and "tldr" in cfg.stages:
-        raise ValueError("stages: train and tldr both train a policy; choose one")
+        raise ValueError(f"steps: unknown step(s) {unknown}; known: {list(STEPS)}")
+    if "train" in cfg.steps and "construct" not in cfg.steps:
+        raise ValueError("steps: train needs construct before it (its pairs)")
+    if "train" in cfg.steps and "tldr" in cfg.steps:
+        raise ValueError("steps: train and tldr both train a policy; choose one")
     processes = world_size(OmegaConf.to_container(cfg.trainer, resolve=True))
-    if "tldr" in cfg.stages and processes > 1:
+    if "tldr" in cfg.steps and processes > 1:
         raise ValueError(
-            f"stages: tldr trains in one process (its dev re-weighting samples the policy in memory), but trainer= "
+            f"steps: tldr trains in one process (its dev re-weighting samples the policy in memory), but trainer= "
             f"plans {processes} processes; use trainer=default"
         )
     if processes > 1 and multirun_without_cluster():
@@ -187,6 +193,11 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
             f"trainer= plans {processes} processes inside a -m sweep: Lightning's launcher would start the whole "
             "sweep again for each rank; sweep with launcher=slurm, or run each job on its own"
         )
+
+
+def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
+    """The run context and every config object, validated; raises naming the key on a bad value."""
+    check_steps(cfg)
     for group in (
         "data",
         "model",
@@ -214,7 +225,7 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         tldr=instantiate(cfg.tldr, _convert_="all"),
     )
     parts.evaluator.problems(world)  # fail on an empty or unknown split before any training
-    if "construct" in cfg.stages:
+    if "construct" in cfg.steps:
         parts.sampling.problems(world)
     ctx = RunContext(
         world=world,
@@ -231,10 +242,10 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
     return ctx, parts
 
 
-def base_model(ctx: RunContext, parts: Parts) -> tuple[RunContext, ModelHandle]:
+def base_model_step(ctx: RunContext, parts: Parts) -> tuple[RunContext, ModelHandle]:
     """The base model (built or loaded), and the context with prompts rendered for it where the world's
     prompts go through the model's chat template."""
-    model = parts.model_source.materialize(ctx.world, ctx.store)
+    model = base_model(ctx.world, ctx.store, parts.model_source)
     if isinstance(ctx.world, ChatTemplated):
         ctx = replace(ctx, world=ctx.world.bind(model))
     return ctx, model
@@ -259,121 +270,144 @@ def multirun_without_cluster() -> bool:
     return not ({"SLURM_NTASKS", "WORLD_SIZE"} & set(os.environ))
 
 
-def run_stages(cfg: DictConfig) -> dict:
+def run_steps(cfg: DictConfig) -> RunResult:
     quiet_libraries()
     ctx, parts = build_parts(cfg)
     rank = process_rank()
     # Ranks other than 0 only take part in the training: every artifact before it is a cache hit (rank 0
     # built it before training started, and a rank that finds one missing waits on its build lock), and
     # rank 0 alone saves, evaluates, writes metrics and logs to W&B.
-    out = Outcome()
-    out.report["run"] = run_description(cfg)
+    record = RunMetrics(run=run_description(cfg))
+    graded: dict[str, pd.DataFrame] = {}  # each evaluated model's graded samples, by role
     # before training, so Lightning's WandbLogger joins this run
-    wandb_run = start_wandb(cfg, out.report["run"].get("choices", {})) if rank == 0 else None
-    stage = StageClock(out.report["timings"])
-    with stage("model"):
-        ctx, model = base_model(ctx, parts)
-    if {"base_eval", "train", "tldr"} & set(cfg.stages):
-        with stage("base_eval"):
-            evaluate(ctx, parts.evaluator, model, "base", out)
-    if "construct" in cfg.stages:
-        with stage("construct"):
-            built = construct(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
-            out.report["construction"] = {**built.stats, "pairs_path": str(built.pairs_path)}
+    wandb_run = start_wandb(cfg, record.run.get("choices", {})) if rank == 0 else None
+    step = StepClock(record.timings)
+    with step("base_model"):
+        ctx, model = base_model_step(ctx, parts)
+    if {"base_eval", "train", "tldr"} & set(cfg.steps):
+        with step("base_eval"):
+            evaluate_step(ctx, parts.evaluator, model, "base", record, graded)
+    built = None
+    if "construct" in cfg.steps:
+        with step("construct"):
+            built = construct_step(ctx, model, parts)
+            record.construction = {**built.pairs.stats, "pairs_path": str(built.pairs.path)}
             if built.export is not None:
-                out.report["construction"]["export_path"] = str(built.export.path)
-            print_construction(parts.selector, parts.refiner, built)
+                record.construction["export_path"] = str(built.export.path)
+            export_path = built.export.path if built.export is not None else None
+            print_construction(parts.selector, parts.refiner, built.pairs.stats, built.pairs.path, export_path)
     policy = None
-    if "train" in cfg.stages:
-        with stage("train"):
-            if not built.stats["pairs"]:
+    if "train" in cfg.steps:
+        with step("train"):
+            if not built.pairs.stats["pairs"]:
                 raise RuntimeError(
-                    f"construction produced no preference pairs ({built.pairs_path}); nothing to train on"
+                    f"construction produced no preference pairs ({built.pairs.path}); nothing to train on"
                 )
             policy = train_policy(ctx, model, built.pairs, parts.loss, parts.train)
         if rank != 0:
             log.info("rank %d: training done; rank 0 saves and evaluates the policy", rank)
-            return {"rank": rank}
+            return RunResult(record, None, rank)
         # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
-        out.report["training"] = json.loads((policy.path / "train_summary.json").read_text())
-    if "tldr" in cfg.stages:
-        with stage("train"):
-            policy, out.report["tldr"] = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
-            print_tldr(out.report["tldr"])
+        record.training = json.loads((policy.path / "train_summary.json").read_text())
+    if "tldr" in cfg.steps:
+        with step("train"):
+            trained = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
+            policy, record.tldr = trained.model, trained.summary
+            print_tldr(record.tldr)
     if policy is not None:
-        with stage("trained_eval"):
-            evaluate(ctx, parts.evaluator, policy, "trained", out)
+        with step("trained_eval"):
+            evaluate_step(ctx, parts.evaluator, policy, "trained", record, graded)
     ctx.sampler.release()
-    out.report["artifacts"] = ctx.store.served  # every artifact this run used or built: stage, key, path
-    out.report["provenance"] = provenance()
+    record.artifacts = ctx.store.served  # every artifact this run used or built: stage, key, path
+    record.provenance = provenance()
     if policy is not None:
-        card = policy_card(cfg, ctx.world.name, model, policy, out)
-        out.report["policy_path"] = str(publish_policy(policy.path, ctx.output_dir / "policy", card))
+        card = policy_card(cfg, ctx.world.name, model, policy, record)
+        record.policy_path = str(publish_policy(policy.path, ctx.output_dir / "policy", card))
     atomic_write_text(ctx.output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    path = write_metrics(ctx.output_dir, out.rows, out.curves, out.report)
-    log_payload(wandb_run, {"rows": out.rows, "curves": out.curves, **out.report})
+    path = record.write(ctx.output_dir)
+    log_payload(wandb_run, record)
     if wandb_run is not None:
-        refined = read_jsonl(built.refined.path / REFINED_FILE) if "construct" in cfg.stages else []
+        refined_traces = read_refined(built.refined) if built is not None else []
         per_problem = cfg.logger.wandb.get("samples_per_problem")
-        log_samples(wandb_run, out.samples, refined, ctx.world.step_delimiter, per_problem)
-    print_run_end(out.report["timings"], path, out.report)
-    return {"rows": out.rows, "curves": out.curves, **out.report, "metrics_path": str(path)}
+        log_samples(wandb_run, graded, refined_traces, ctx.world.step_delimiter, per_problem)
+    print_run_end(record, path)
+    return RunResult(record, path, rank)
+
+
+def construct_step(ctx: RunContext, model: ModelHandle, parts: Parts) -> Construction:
+    """TokenSqueeze's data construction: sample (cached), select, refine the chosen traces (cached), build the pairs
+    (cached) and export them for other trainers (cached)."""
+    sampled = samples(ctx, model, parts.sampling)
+    problems = {p.id: p for p in parts.sampling.problems(ctx.world)}
+    selected = select_all(sampled.frame, parts.selector)
+    traces = refined(ctx, model, sampled, selected, problems, parts.selector, parts.refiner)
+    built = pairs(ctx, sampled, selected, traces, problems, parts.pairs)
+    export = pairs_export(ctx, built, problems) if built.stats["pairs"] else None  # (no rows, no dataset)
+    return Construction(sampled.key, traces, built, export)
 
 
 def planned_keys(ctx: RunContext, parts: Parts) -> dict[str, str]:
-    """The cache key of every artifact of the preference pipeline (base_eval, construct, train), computed
-    from the settings alone, as the stages compute them (no model is built or loaded)."""
-    model_key = parts.model_source.key(ctx.world)
+    """The cache key of every artifact of the preference recipe (base_eval, construct, train), computed from the
+    settings alone, as the stages compute them (no model is built or loaded)."""
+    model_key = base_model_key(parts.model_source, ctx.world)
     model = ModelHandle(name=parts.model_source.name, path=Path("."), key=model_key)
-    keys = {"base_model": model_key, "eval_base": parts.evaluator.key(ctx, model)}
-    keys["samples"] = parts.sampling.key(ctx, model)
+    keys = {"base_model": model_key, "eval_base": EVAL.key(*eval_key_parts(ctx, model, parts.evaluator))}
+    keys["samples"] = SAMPLES.key(*samples_key_parts(ctx, model, parts.sampling))
     keys["refined"] = REFINED.key(*refined_key_parts(parts.selector, parts.refiner, keys["samples"]))
     keys["pairs"] = PAIRS.key(*pairs_key_parts(parts.pairs, keys["refined"]))
     keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train))
     keys["policy"] = POLICY.key(*policy_key_parts(ctx, model, keys["pairs"], parts.loss, parts.train))
     policy = replace(model, key=keys["policy"])
-    keys["eval_trained"] = parts.evaluator.key(ctx, policy)
+    keys["eval_trained"] = EVAL.key(*eval_key_parts(ctx, policy, parts.evaluator))
     return keys
 
 
-def evaluate(ctx: RunContext, evaluator: Evaluator, model: ModelHandle, stage: str, out: Outcome) -> None:
-    """Evaluate `model` (cached samples), add its metric rows (relative to the base rows for a trained
-    model), curves, diagnostics and length histogram to `out`, and print its table."""
-    frame, diagnostics, key = evaluator.samples(ctx, model)
-    out.samples[stage] = frame
+def evaluate_step(
+    ctx: RunContext,
+    evaluator: Evaluator,
+    model: ModelHandle,
+    role: str,
+    record: RunMetrics,
+    graded: dict[str, pd.DataFrame],
+) -> None:
+    """Evaluate `model` (cached samples), add its metric rows (relative to the base rows for a trained model),
+    curves, diagnostics and length histogram to `record`, and print its table."""
+    evaluated = evaluation(ctx, model, evaluator)
+    frame, diagnostics = evaluated.frame, evaluated.diagnostics
+    graded[role] = frame
     # where the graded samples are: the tables pool them across seeds for intervals over problems
-    where = {"split": evaluator.split, "path": str(ctx.store.path(EVAL.name, key))}
-    out.report.setdefault("evaluations", {})[stage] = where
-    forced = evaluator.forced(ctx, model, frame, key)
+    where = {"split": evaluator.split, "path": str(evaluated.artifact.path)}
+    record.evaluations[role] = where
+    forced = forced_budget(ctx, model, evaluator, evaluated)
     if forced is not None:
         where["forced_path"] = str(forced.path)
         curve = forced_curve(read_forced(forced.path))
-        out.report.setdefault("forced_budget", []).extend({"stage": stage, **point} for point in curve)
-    rows, curves = evaluator.summarize(frame, stage=stage, model=model.name)
-    if stage != "base":
-        rows = with_relative_change(rows, [r for r in out.rows if r["stage"] == "base"])
-    out.rows += rows
-    out.curves += curves
-    out.report["diagnostics"][stage] = diagnostics
-    out.report.setdefault("length_histograms", []).append(length_histogram(frame, stage, evaluator.b_max))
-    print_evaluation(ctx.world, evaluator, model, stage, out.rows, diagnostics)
+        record.forced_budget.extend({"role": role, **point} for point in curve)
+    rows, curves = evaluator.summarize(frame, role=role, model=model.name)
+    if role != "base":
+        rows = with_relative_change(rows, record.role_rows("base"))
+    record.rows += rows
+    record.curves += curves
+    record.diagnostics[role] = diagnostics
+    record.length_histograms.append(length_histogram(frame, role, evaluator.b_max))
+    print_evaluation(ctx.world, evaluator, model, role, record.rows, diagnostics)
 
 
-def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHandle, out: Outcome) -> str:
-    """The trained policy's model card from the run's config and what its stages reported."""
-    groups = ("tldr",) if "tldr" in cfg.stages else ("selector", "refiner", "pairs", "loss", "train")
+def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHandle, record: RunMetrics) -> str:
+    """The trained policy's model card from the run's config and what its steps reported."""
+    groups = ("tldr",) if "tldr" in cfg.steps else ("selector", "refiner", "pairs", "loss", "train")
     method = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups}
-    if "tldr" in cfg.stages:
-        summary = out.report["tldr"]
+    if "tldr" in cfg.steps:
+        summary = record.tldr
         data = {"system1_examples": summary["system1_examples"], "system2_examples": summary["system2_examples"]}
         training = {f"selected_{k}": v for k, v in summary["selected"].items()}
     else:
-        construction = out.report["construction"]
+        construction = record.construction
         data = {k: construction.get(k) for k in ("problems", "pairs", "chosen_len_mean", "rejected_len_mean")}
         data.update(pairs_file=construction["pairs_path"], export=construction.get("export_path"))
-        training = {k: v for k, v in out.report["training"].items() if not isinstance(v, (dict, list))}
+        training = {k: v for k, v in record.training.items() if not isinstance(v, (dict, list))}
     source = cfg.model.get("path")
-    choices = out.report["run"].get("choices", {})
+    choices = record.run.get("choices", {})
     return model_card(
         title=f"{policy.name} trained on {world}",
         base_model=str(source or f"{base.name} ({base.key})"),
@@ -381,8 +415,8 @@ def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHan
         method=method,
         data=data,
         training=training,
-        rows=out.rows,
-        provenance=out.report["provenance"],
+        rows=record.rows,
+        provenance=record.provenance,
         tags=run_tags(cfg, choices),
     )
 

@@ -1,7 +1,8 @@
 """What every stage function receives besides its own settings: the run's world, store and sampler.
 
-Stages are functions of (`RunContext`, their input artifacts, their settings); the context is built
-once by `tsq.pipeline` from the config, so stages never see raw config dicts.
+Stages are functions of (`RunContext`, their input artifacts, their settings objects); the context is built
+once by `tsq.stages.recipe` from the config, so stages never see the Hydra config. (The `trainer=` and
+`sampler=` groups travel as plain dicts: Lightning's Trainer arguments and the sampler's settings.)
 """
 
 from __future__ import annotations

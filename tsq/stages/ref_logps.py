@@ -1,0 +1,67 @@
+"""Stage `ref_logps`: the summed log-probs of every pair's chosen and rejected completion under the frozen base
+model, computed once per pair set and keyed on (pairs, base model, train.max_length, train.overlength), so no
+reference model sits in memory while training and a sweep over losses computes them once."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tsq.cache import Build, Stage
+from tsq.models.base import ModelHandle
+from tsq.progress import StageProgress
+from tsq.stages.context import RunContext
+from tsq.stages.pairs import Pairs
+from tsq.training.logps import sequence_logps
+from tsq.training.pairs_data import read_pairs, tokenize_pairs
+from tsq.training.settings import TrainSettings
+
+REF_LOGPS = Stage("ref_logps", 2)
+REF_LOGPS_FILE = "ref_logps.json"
+
+
+def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
+    own = {"max_length": settings.max_length, "overlength": settings.overlength}
+    return own, {"pairs": pairs_key, "model": model.key}
+
+
+def reference_logps(
+    ctx: RunContext, model: ModelHandle, pairs: Pairs, settings: TrainSettings
+) -> dict[str, tuple[float, float]]:
+    """Summed log-probs of (chosen, rejected) under the frozen base model, by the pair's row index in the pairs
+    file (cached)."""
+    pairs_path = pairs.path
+
+    def build(job: Build) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
+        policy = AutoModelForCausalLM.from_pretrained(model.path, **model.load_kwargs()).eval()
+        data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
+        if not data:
+            raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
+        values = {}
+        with torch.inference_mode(), StageProgress("ref_logps: scoring pairs", len(data), "pairs") as progress:
+            for s in range(0, len(data), 64):
+                chunk = data[s : s + 64]
+                prompts = [d["prompt"] for d in chunk] * 2
+                completions = [d["chosen"] for d in chunk] + [d["rejected"] for d in chunk]
+                logps = sequence_logps(
+                    policy,
+                    prompts,
+                    completions,
+                    "bucket",
+                    settings.rows_per_forward,
+                    pad_id=tokenizer.pad_token_id,
+                    chunk_tokens=settings.logit_chunk_tokens,
+                )
+                for j, d in enumerate(chunk):
+                    values[d["index"]] = (float(logps[j]), float(logps[len(chunk) + j]))
+                progress.update(len(chunk))
+        (job.dir / REF_LOGPS_FILE).write_text(json.dumps({str(k): v for k, v in values.items()}))
+
+    own, inputs = ref_logps_key_parts(model, pairs.key, settings)
+    artifact = ctx.store.cached(
+        REF_LOGPS, own, inputs, build, doing="scoring pairs under the base model", description=inputs
+    )
+    return {k: tuple(v) for k, v in json.loads((artifact.path / REF_LOGPS_FILE).read_text()).items()}
