@@ -53,8 +53,8 @@ from tsq.cache import (
     read_jsonl,  # noqa: E402
 )
 from tsq.evaluation import metrics as M  # noqa: E402
-from tsq.stages.forced_budget import read_forced  # noqa: E402
 from tsq.sampling.graded import read_samples  # noqa: E402
+from tsq.stages.forced_budget import read_forced  # noqa: E402
 from tsq.stages.samples import SAMPLES_FILE  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -163,7 +163,7 @@ def card(overrides: list[str]) -> str:
     refiner = instantiate(compose_config(["refiner=text_rewrite"]).refiner)
     rewrite = rewrite_table(world, refiner, problems, frame)
     # the default job's construction (cached stages: a hit after `python run.py` with the same settings)
-    built = construct_step(ctx, model, parts)
+    built = construct_step(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
     train = {p.id: p for p in world.split(parts.sampling.split)}
     chosen = read_refined(built.refined)
     refined = refinement_table(world, refiner, train, chosen)

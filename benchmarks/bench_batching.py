@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     ctx, parts = build_parts(cfg)
     ctx, handle = base_model_step(ctx, parts)
     settings = parts.train
-    result = construct_step(ctx, handle, parts)
+    result = construct_step(ctx, handle, parts.sampling, parts.selector, parts.refiner, parts.pairs)
     tok = AutoTokenizer.from_pretrained(handle.path)
     model = AutoModelForCausalLM.from_pretrained(handle.path)
     data = tokenize_pairs(tok, read_pairs(result.pairs.path), settings.max_length)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tsq.cache import ArtifactStore  # noqa: E402
 from tsq.refinement.kl import trace_step_spans  # noqa: E402
+from tsq.stages.base_model import base_model  # noqa: E402
 from tsq.stages.recipe import quiet_libraries  # noqa: E402
 
 
@@ -68,7 +69,7 @@ def main(cfg: DictConfig) -> None:
         bench = cfg.get("bench", {})
     n_traces = int(bench.get("traces", 48))
     world = instantiate(cfg.data, _convert_="all")
-    handle = instantiate(cfg.model, _convert_="all").materialize(world, ArtifactStore(cfg.paths.cache_dir))
+    handle = base_model(world, ArtifactStore(cfg.paths.cache_dir), instantiate(cfg.model, _convert_="all"))
     sampler = instantiate(cfg.sampler)(model_path=handle.path)
     refiner = instantiate(cfg.refiner, _convert_="all")
     train = world.split("train")

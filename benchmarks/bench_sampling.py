@@ -37,6 +37,7 @@ from benchmarks.common import median_and_range  # noqa: E402
 from tsq.cache import ArtifactStore  # noqa: E402
 from tsq.sampling.base import SamplingParams  # noqa: E402
 from tsq.sampling.hf import HFSampler  # noqa: E402
+from tsq.stages.base_model import base_model  # noqa: E402
 from tsq.stages.recipe import quiet_libraries  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def backend_workloads(cfg: DictConfig, bench, store: ArtifactStore) -> list[dict
     out = []
     if "tiny" in models:
         world = instantiate(cfg.data, _convert_="all")
-        handle = instantiate(cfg.model, _convert_="all").materialize(world, store)
+        handle = base_model(world, store, instantiate(cfg.model, _convert_="all"))
         tests = world.split("test")[:problems]
         params = SamplingParams(n=16, max_new_tokens=int(bench.get("tiny_tokens", 128)), temperature=0.9)
         out.append({"model": "tiny", "path": handle.path, "prompts": [p.prompt for p in tests], "params": params,
@@ -159,7 +160,7 @@ def main(cfg: DictConfig) -> None:
         return compare_backends(cfg, bench)
     store = ArtifactStore(cfg.paths.cache_dir)
     world = instantiate(cfg.data, _convert_="all")
-    handle = instantiate(cfg.model, _convert_="all").materialize(world, store)
+    handle = base_model(world, store, instantiate(cfg.model, _convert_="all"))
     evaluator = instantiate(cfg.eval, _convert_="all")
     prompts = [p.prompt for p in world.split(evaluator.split)][: int(bench.get("problems", 100))]
     params = SamplingParams(

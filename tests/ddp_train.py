@@ -15,8 +15,9 @@ from helpers import pairs_artifact, run_context
 
 from tsq.cache import ArtifactStore
 from tsq.models.base import ModelHandle
+from tsq.stages.policy import train_policy
 from tsq.training.losses import PreferenceLoss
-from tsq.training.preference import TrainSettings, train_policy
+from tsq.training.settings import TrainSettings
 
 
 class LossCurve(L.Callback):

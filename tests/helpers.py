@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tsq.cache import Artifact, ArtifactStore
-from tsq.context import RunContext, SamplerChoice
 from tsq.data.synthetic import vocabulary
 from tsq.models.tiny import build_word_tokenizer
+from tsq.stages.context import RunContext, SamplerChoice
+from tsq.stages.pairs import Pairs
 from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
 
 
@@ -84,10 +85,10 @@ def run_context(world, store: ArtifactStore, sampler=None, trainer: dict | None 
     return RunContext(world=world, store=store, sampler=choice, trainer=trainer or {"accelerator": "cpu", "devices": 1})
 
 
-def pairs_artifact(path: Path, key: str = "p") -> Artifact:
-    """A pairs file (named pairs.jsonl) as the pairs artifact the training stage takes."""
+def pairs_artifact(path: Path, key: str = "p") -> Pairs:
+    """A pairs file (named pairs.jsonl) as the pairs stage's result the training stage takes (no statistics)."""
     assert path.name == "pairs.jsonl", path
-    return Artifact("pairs", key, path.parent, built=False)
+    return Pairs(Artifact("pairs", key, path.parent, built=False), {})
 
 
 # Preference pairs in the synthetic world's words (the micro models' tokenizers know them): a short correct

@@ -9,7 +9,7 @@ def test_collect_reads_every_run_below_a_folder(tmp_path):
     for i, acc in enumerate([0.5, 0.75]):
         run = tmp_path / "multiruns" / "x" / str(i)
         run.mkdir(parents=True)
-        rows = [{"stage": "base", "level": "all", "acc": acc}, {"stage": "base", "level": "1", "acc": 1.0}]
+        rows = [{"role": "base", "level": "all", "acc": acc}, {"role": "base", "level": "1", "acc": 1.0}]
         (run / "metrics.json").write_text(json.dumps({"rows": rows, "curves": []}))
     frame = collect_metrics(tmp_path)
     assert len(frame) == 4

@@ -1,55 +1,108 @@
-"""What a stage's cache key is made of, checked on the composed default configs.
+"""Golden cache keys: every stage's key for the default, smoke and TL;DR configs, pinned.
 
-The expected keys below were computed at commit 64049a5 (before stages went through
-`ArtifactStore.cached`) with that commit's own key formulas, for `python run.py` and `debug=smoke`.
-The refactor kept them, except the policy's: the trainer's `enable_progress_bar` no longer enters it
-(`tsq.cache.NON_RESULT_SETTINGS`). The default base model has since moved to
-`model.pretrain.batch_size=32`; the first row pins the batch the keys were computed with (64). Since the
-one length convention (a completion's length counts the EOS that ended it), the stages whose artifacts
-hold lengths (samples, eval, refined, pairs, policy) have new versions and so new keys; the base model's
-key, which no length enters, is still the one of 64049a5. World v2 became the default world after them; the
-keys are those of world v1 (`data=synthetic_v1`), which kept its key.
+A key names an artifact on disk; a change that moves one silently rebuilds (or orphans) everything after it.
+These keys are the ones the stages compute from the composed configs (`tsq.stages.recipe.planned_keys`,
+checked against the artifacts a real run builds in tests/test_run.py). A change that moves a key fails here
+until it is deliberate: then bump the stage's version or say in the commit why the key moved, and update the
+table. Keys last moved when swappable parts were keyed by registered names (`tsq.cache.ConfiguredPart`) instead
+of their module paths: refined, pairs and everything after them; base_model, eval_base and samples kept theirs.
 """
 
 import pytest
 from helpers import compose_config
 
-from tsq.pipeline import build_parts, planned_keys
+from tsq.stages.recipe import build_parts, planned_keys
 
-BEFORE_REFACTOR = {
-    ("data=synthetic_v1", "model.pretrain.batch_size=64"): {
-        "base_model": "aed2bcf7d6ea7227",
-        "eval_base": "fefabaf82fdee854",
-        "samples": "e065ddeb99e8f899",
-        "refined": "1130fd736b4a3fa2",
-        "pairs": "53a26ee45f5f928a",
-        "ref_logps": "8f3dbb01aacbc56c",
-        "policy": "47b01891d3360237",
+GOLDEN = {
+    (): {
+        "base_model": "1dd27f0d3c18acf3",
+        "eval_base": "71328278021b785e",
+        "samples": "add026a9aa26e16a",
+        "refined": "c476dfff1045cec8",
+        "pairs": "8767bd575a3fa789",
+        "pairs_export": "b8c2f568ba6b7b8a",
+        "ref_logps": "654b9811b9e56c92",
+        "policy": "2ba4befd7fac5e0b",
+        "eval_trained": "f6fa62f955d5bb13",
     },
-    ("data=synthetic_v1", "debug=smoke"): {
-        "base_model": "0621d3f0a7c1989d",
-        "eval_base": "8eca3ff55aa9d10e",
-        "samples": "6f903798c5c83ff0",
-        "refined": "0f702d9bcf01ece0",
-        "pairs": "18232e88cddb29d3",
-        "ref_logps": "c077dba48931feb8",
-        "policy": "d8145ecc4ba4f1ef",
+    ("debug=smoke",): {
+        "base_model": "d4fcb8c3491c57f6",
+        "eval_base": "6a6737f567202bb6",
+        "samples": "826f6dca3ffc302e",
+        "refined": "796b9fc719f4a533",
+        "pairs": "24f681fd0bd6ad5e",
+        "pairs_export": "d2405ddc4dc3336d",
+        "ref_logps": "05f56b2cc8c4907b",
+        "policy": "6a433fac37520c12",
+        "eval_trained": "cd8ac60205771628",
+    },
+    ("method=tldr",): {
+        "base_model": "1dd27f0d3c18acf3",
+        "eval_base": "71328278021b785e",
+        "samples": "add026a9aa26e16a",
+        "short_model": "be241d697b09780f",
+        "system1_samples": "23b5ff58f2306881",
+        "eval_bound_long": "42a5445ebfae2cea",
+        "eval_bound_short": "056b5a53c3cfc9a2",
+        "tldr_policy": "e502a5bfcb85ce7a",
+        "eval_trained": "6078188af16db02c",
+    },
+    ("method=tldr", "debug=smoke"): {
+        "base_model": "d4fcb8c3491c57f6",
+        "eval_base": "6a6737f567202bb6",
+        "samples": "826f6dca3ffc302e",
+        "short_model": "7b5ee82f7c681086",
+        "system1_samples": "d84cfb5ae29f669e",
+        "eval_bound_long": "ab5ccff268801a04",
+        "eval_bound_short": "c28d16924b652f81",
+        "tldr_policy": "6d195e12e0a2f84e",
+        "eval_trained": "b07ef234c7762d8e",
     },
 }
-KEPT = {"base_model"}  # every later stage's version changed with the length convention
 
 
 def keys(tmp_path, *overrides: str) -> dict[str, str]:
     cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
-    return planned_keys(*build_parts(cfg))
+    return planned_keys(*build_parts(cfg), tldr="tldr" in cfg.steps)
 
 
-@pytest.mark.parametrize("overrides", list(BEFORE_REFACTOR))
-def test_base_model_keys_are_the_ones_before_the_cache_helper(overrides, tmp_path):
-    now = keys(tmp_path, *overrides)
-    before = BEFORE_REFACTOR[overrides]
-    assert {k: now[k] for k in KEPT} == {k: before[k] for k in KEPT}
-    assert all(now[k] != before[k] for k in before if k not in KEPT)
+@pytest.mark.parametrize("overrides", list(GOLDEN), ids=lambda o: " ".join(o) or "default")
+def test_every_stage_key_is_the_pinned_one(overrides, tmp_path):
+    assert keys(tmp_path, *overrides) == GOLDEN[overrides]
+
+
+def test_a_part_moved_to_another_module_keeps_its_key_and_an_unregistered_part_has_none():
+    import types
+    from dataclasses import dataclass
+
+    from tsq.cache import PARTS
+    from tsq.selection import Selector
+
+    def define(module: str) -> type:
+        """The class statement `class Mover(Selector, part="selector/test_mover"): alpha: float = 0.5` in `module`."""
+
+        def body(ns: dict) -> None:
+            ns.update({"__module__": module, "__annotations__": {"alpha": float}, "alpha": 0.5})
+
+        return dataclass(types.new_class("Mover", (Selector,), {"part": "selector/test_mover"}, body))
+
+    try:
+        before = define("tsq.old_home")(alpha=0.3).key_material()
+        with pytest.raises(ValueError, match="taken by tsq.old_home.Mover"):
+            define("tsq.new_home")  # two classes cannot claim one name in one process
+        del PARTS["selector/test_mover"]  # a fresh process after the file moved
+        after = define("tsq.new_home")(alpha=0.3).key_material()
+    finally:
+        PARTS.pop("selector/test_mover", None)
+    assert before == after == {"part": "selector/test_mover", "alpha": 0.3}
+
+    @dataclass
+    class Unnamed(Selector):
+        def k(self, c: int, n: int) -> int:
+            return 1
+
+    with pytest.raises(TypeError, match="no registered part name"):
+        Unnamed().key_material()
 
 
 def test_progress_bars_change_no_key_and_result_settings_change_only_their_stages(tmp_path):
@@ -58,8 +111,9 @@ def test_progress_bars_change_no_key_and_result_settings_change_only_their_stage
     lr = keys(tmp_path, "debug=smoke", "train.lr=1e-3")
     assert {k for k in base if lr[k] != base[k]} == {"policy", "eval_trained"}
     cap = keys(tmp_path, "debug=smoke", "pairs.max_pairs=2")
-    assert {k for k in base if cap[k] != base[k]} == {"pairs", "ref_logps", "policy", "eval_trained"}
+    assert {k for k in base if cap[k] != base[k]} == {"pairs", "pairs_export", "ref_logps", "policy", "eval_trained"}
     epsilon = keys(tmp_path, "debug=smoke", "refiner.epsilon=0.01")
-    assert {k for k in base if epsilon[k] != base[k]} == {"refined", "pairs", "ref_logps", "policy", "eval_trained"}
+    after_refined = {"refined", "pairs", "pairs_export", "ref_logps", "policy", "eval_trained"}
+    assert {k for k in base if epsilon[k] != base[k]} == after_refined
     temperature = keys(tmp_path, "debug=smoke", "eval.temperature=1.0")
     assert {k for k in base if temperature[k] != base[k]} == {"eval_base", "eval_trained"}

@@ -110,7 +110,7 @@ def test_methods_set_selector_refiner_and_loss_together(tmp_path):
 def test_paper_preset_carries_the_papers_settings(preset, eval_temperature, tmp_path):
     """The values of TokenSqueeze's text (Sec. 4.1, App. A); a global batch of 128 on 8 GPUs with one pair
     per micro-batch is 16 accumulated micro-batches per optimizer step."""
-    from tsq.training.preference import world_size
+    from tsq.training.strategy import world_size
 
     cfg = compose_cfg([f"preset={preset}", "trainer=fsdp", "trainer.devices=8", f"hydra.run.dir={tmp_path}"])
     HydraConfig.instance().set_config(cfg)
@@ -167,7 +167,7 @@ def test_run_sizes_compose_with_every_refiner(refiner, size, tmp_path):
     ],
 )
 def test_a_value_of_the_wrong_type_names_its_key_before_anything_is_built(override, message, tmp_path):
-    from tsq.pipeline import build_parts
+    from tsq.stages.recipe import build_parts
 
     cfg = compose_config([*override.split(), f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
     with pytest.raises((ValueError, InstantiationException), match=message):
@@ -176,7 +176,7 @@ def test_a_value_of_the_wrong_type_names_its_key_before_anything_is_built(overri
 
 
 def test_integral_floats_become_integers_and_the_split_guards_can_be_lifted(tmp_path):
-    from tsq.pipeline import build_parts
+    from tsq.stages.recipe import build_parts
 
     paths = [f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"]
     _, parts = build_parts(compose_config(["eval.n_samples=4.0", "train.epochs=2.0", *paths]))

@@ -5,14 +5,16 @@ import pytest
 from helpers import run_context
 
 from tsq.cache import ArtifactStore
-from tsq.construct import PAIR_FIELDS, PairSettings, construct
 from tsq.data.synthetic import SyntheticWorld, TeacherStyle
 from tsq.models.base import ModelHandle
 from tsq.refinement.base import NoRefiner
 from tsq.refinement.kl import StepRefiner
 from tsq.sampling.hf import HFSampler
-from tsq.sampling.stage import SAMPLES_FILE, SamplingStage
+from tsq.sampling.settings import SamplingSettings
 from tsq.selection import QDyn
+from tsq.stages.pairs import PAIR_FIELDS, PairSettings
+from tsq.stages.recipe import construct_step
+from tsq.stages.samples import SAMPLES, SAMPLES_FILE, samples_key_parts
 from tsq.text import split_steps
 
 SLIPPY = TeacherStyle(p_shortcut=0.0, p_slip=0.5)
@@ -41,7 +43,7 @@ def write_samples(ctx, handle, sampling) -> None:
                     "step_tokens": sum(len(s.split()) for s in steps),
                 }
             )
-    with ctx.store.build(SamplingStage.STAGE.name, sampling.key(ctx, handle)) as tmp:
+    with ctx.store.build(SAMPLES.name, SAMPLES.key(*samples_key_parts(ctx, handle, sampling))) as tmp:
         (tmp / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
         (tmp / "diagnostics.json").write_text("{}")
 
@@ -51,21 +53,21 @@ def setup(tmp_path, copy_model_dir):
     world = SyntheticWorld(operands=[3, 4], split_sizes={"test": 2, "dev": 1, "train": 6})
     handle = ModelHandle(name="copy", path=copy_model_dir, key="copy-model")
     ctx = run_context(world, ArtifactStore(tmp_path), HFSampler(handle.path, batch_size=64, progress=False))
-    sampling = SamplingStage(n=8)
+    sampling = SamplingSettings(n=8)
     write_samples(ctx, handle, sampling)
     return world, ctx, handle, sampling
 
 
 def run(setup, refiner, max_pairs=64):
     world, ctx, handle, sampling = setup
-    return construct(ctx, handle, sampling, QDyn(alpha=0.2), refiner, PairSettings(max_pairs=max_pairs))
+    return construct_step(ctx, handle, sampling, QDyn(alpha=0.2), refiner, PairSettings(max_pairs=max_pairs))
 
 
 def test_pairs_follow_the_rules_and_trl_format(setup):
     world = setup[0]
     result = run(setup, NoRefiner())
-    rows = [json.loads(line) for line in result.pairs_path.read_text().splitlines()]
-    assert rows and result.stats["pairs"] == len(rows)
+    rows = [json.loads(line) for line in result.pairs.path.read_text().splitlines()]
+    assert rows and result.pairs.stats["pairs"] == len(rows)
     problems = {p.id: p for p in world.split("train")}
     for r in rows:
         assert set(PAIR_FIELDS) <= set(r)
@@ -73,20 +75,20 @@ def test_pairs_follow_the_rules_and_trl_format(setup):
         assert world.grade(problems[r["problem_id"]], r["chosen"])
         assert not world.grade(problems[r["problem_id"]], r["rejected"])
         assert r["rejected_len"] > r["chosen_original_len"] == r["chosen_len"]  # refiner none
-    hist = result.stats["pass_rate_histogram"]
-    assert sum(hist.values()) == result.stats["problems"] == 12
+    hist = result.pairs.stats["pass_rate_histogram"]
+    assert sum(hist.values()) == result.pairs.stats["problems"] == 12
 
 
 def test_kl_refinement_shortens_chosen_only_and_keeps_answers(setup):
     world = setup[0]
     problems = {p.id: p for p in world.split("train")}
     result = run(setup, StepRefiner(accept="kl", k=8, epsilon=0.05, max_step_tokens=12))
-    rows = [json.loads(line) for line in result.pairs_path.read_text().splitlines()]
+    rows = [json.loads(line) for line in result.pairs.path.read_text().splitlines()]
     assert rows
     for r in rows:
         assert r["chosen_len"] <= r["chosen_original_len"]
         assert world.grade(problems[r["problem_id"]], r["chosen"])
-    s = result.stats
+    s = result.pairs.stats
     assert 0 <= s["refine_acceptance"] <= 1 and s["step_len_after"] <= s["step_len_before"]
 
 
@@ -95,7 +97,10 @@ def test_a_second_construction_is_a_cache_hit(setup, caplog):
     first = run(setup, refiner)
     caplog.set_level("INFO")
     second = run(setup, refiner)
-    assert second.pairs_path == first.pairs_path and second.stats == first.stats
+    assert second.pairs.path == first.pairs.path and second.pairs.stats == first.pairs.stats
     assert "stage pairs: cache hit" in caplog.text and "stage samples: cache hit" in caplog.text
     capped = run(setup, refiner, max_pairs=1)  # only the pair stage reruns
-    assert capped.stats["pairs"] == capped.stats["problems_with_pairs"] and "stage refined: cache hit" in caplog.text
+    assert (
+        capped.pairs.stats["pairs"] == capped.pairs.stats["problems_with_pairs"]
+        and "stage refined: cache hit" in caplog.text
+    )

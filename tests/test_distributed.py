@@ -84,13 +84,13 @@ def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_p
     assert "trained_eval" not in rank1
     metrics = json.loads(next(logs.rglob("metrics.json")).read_text())
     assert metrics["training"]["processes"] == 2
-    assert {r["stage"] for r in metrics["rows"]} == {"base", "trained"}
+    assert {r["role"] for r in metrics["rows"]} == {"base", "trained"}
 
 
 def test_a_ddp_trainer_is_refused_for_tldr_and_inside_a_local_sweep(tmp_path):
-    from tsq.pipeline import build_parts
+    from tsq.stages.recipe import build_parts
 
-    cfg = compose_config(["debug=smoke", "trainer=ddp_cpu", "stages=[base_eval,tldr]"])
+    cfg = compose_config(["debug=smoke", "trainer=ddp_cpu", "steps=[base_eval,tldr]"])
     with pytest.raises(ValueError, match="tldr trains in one process"):
         build_parts(cfg)
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "debug=smoke", "trainer=ddp_cpu",

@@ -36,7 +36,7 @@ def frame() -> pd.DataFrame:
 
 def test_summarize_by_level_and_overall_by_hand():
     ev = Evaluator(n_samples=2, max_new_tokens=40)
-    rows, curves = ev.summarize(frame(), stage="base", model="m")
+    rows, curves = ev.summarize(frame(), role="base", model="m")
     by = {r["level"]: r for r in rows}
     assert set(by) == {"1", "2", "all"}
     assert by["1"]["acc"] == 0.5 and by["1"]["len_t"] == 10 and by["1"]["len_a"] == 20

@@ -10,7 +10,7 @@ import torch
 from tsq.data.benchmarks import BenchmarkSource
 from tsq.data.synthetic import SyntheticWorld
 from tsq.data.templates import PromptTemplate
-from tsq.export import export_rows, llama_factory_entry
+from tsq.stages.pairs_export import export_rows, llama_factory_entry
 
 
 def test_synthetic_rows_keep_the_question_and_the_exact_texts():

@@ -13,16 +13,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tsq.cache import ArtifactStore
 from tsq.models.base import ModelHandle
+from tsq.stages.policy import train_policy
 from tsq.training.logps import sequence_logps
 from tsq.training.losses import PreferenceLoss
-from tsq.training.preference import (
-    PreferenceModule,
-    TrainSettings,
-    collate,
-    read_pairs,
-    tokenize_pairs,
-    train_policy,
-)
+from tsq.training.module import PreferenceModule
+from tsq.training.pairs_data import collate, read_pairs, tokenize_pairs
+from tsq.training.settings import TrainSettings
 
 
 def write_pairs(path, rows):
@@ -352,7 +348,7 @@ class SendSigterm(Callback):
 
 def test_sigterm_during_training_ends_the_run_with_a_failure_status(micro_model_dir, tmp_path):
     """Lightning turns a SIGTERM into a SystemExit without a code (status 0: a scheduler records success)."""
-    from tsq.pipeline import SIGTERM_STATUS, exit_on_sigterm
+    from tsq.stages.recipe import SIGTERM_STATUS, exit_on_sigterm
 
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS * 4)
     handle = ModelHandle(name="micro", path=micro_model_dir, key="micro")

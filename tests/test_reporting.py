@@ -1,6 +1,6 @@
 import pytest
 
-from tsq.reporting import _records
+from tsq.stages.reporting import _records
 
 
 def leveldb_record(payload: bytes, kind: int) -> bytes:

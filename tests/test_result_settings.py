@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from tsq.cache import NON_RESULT_SETTINGS, world_key
 from tsq.data.benchmarks import BenchmarkSource
-from tsq.pipeline import build_parts, planned_keys
+from tsq.stages.recipe import build_parts, planned_keys
 
 GROUPS = ("data", "model", "sampling", "sampler", "selector", "refiner", "pairs", "loss", "train", "trainer", "eval")
 NOT_IN_THESE_KEYS = {

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from helpers import compose_config, run_py
 
-from tsq.reporting import read_offline_run, wandb_run_id
+from tsq.stages.reporting import read_offline_run, wandb_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
-    "stage",
+    "role",
     "model",
     "benchmark",
     "level",
@@ -37,9 +37,9 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
     rows = payload["rows"]
     assert METRIC_KEYS <= set(rows[0])
     assert {r["level"] for r in rows} == {"1", "2", "all"}  # smoke world: two levels
-    base = next(r for r in rows if r["level"] == "all" and r["stage"] == "base")
+    base = next(r for r in rows if r["level"] == "all" and r["role"] == "base")
     assert base["n_problems"] == 8 and base["n_samples"] == 16
-    trained = next(r for r in rows if r["level"] == "all" and r["stage"] == "trained")
+    trained = next(r for r in rows if r["level"] == "all" and r["role"] == "trained")
     assert trained["n_samples"] == 16 and "len_a_rel" in trained and "acc_delta" in trained
     assert trained["len_a_rel"] == pytest.approx((trained["len_a"] - base["len_a"]) / base["len_a"])
     # training did something: every weight tensor moved, and the policy now writes other responses
@@ -49,7 +49,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
     assert (trained["len_a"], trained["acc"]) != (base["len_a"], base["acc"])
     assert payload["curves"] and "shortcut_acc_by_level" in payload["diagnostics"]["base"]
     hists = payload["length_histograms"]
-    assert [h["stage"] for h in hists] == ["base", "trained"] and all(sum(h["counts"]) == 16 for h in hists)
+    assert [h["role"] for h in hists] == ["base", "trained"] and all(sum(h["counts"]) == 16 for h in hists)
     construction = payload["construction"]
     assert construction["problems"] == 24 and construction["samples"] == 24 * 6 and construction["pairs"] > 0
     assert Path(construction["pairs_path"]).is_file()
@@ -75,7 +75,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
         assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
     # every artifact sits under the key that the settings alone give (tsq.pipeline.planned_keys)
-    from tsq.pipeline import build_parts, planned_keys
+    from tsq.stages.recipe import build_parts, planned_keys
 
     cfg = compose_config(["debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"])
     planned = planned_keys(*build_parts(cfg))
@@ -124,7 +124,7 @@ def test_batching_benchmark_runs_at_smoke_size(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_logger_writes_an_offline_run(tmp_path):
-    result = run_py(tmp_path, "debug=smoke", "logger=wandb", "stages=[construct,train]", run_dir="w")
+    result = run_py(tmp_path, "debug=smoke", "logger=wandb", "steps=[construct,train]", run_dir="w")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "w" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1  # offline by default: nothing left the machine
@@ -137,7 +137,7 @@ def test_wandb_logger_writes_an_offline_run(tmp_path):
     # tags from the choices; the job's stable id (the same config gives the same id wherever it runs)
     assert {"data=synthetic", "selector=qdyn", "refiner=kl", "loss=tokensqueeze"} <= set(run["tags"])
     assert not [t for t in run["tags"] if t.endswith("=None") or t.startswith("tldr=")]  # unchosen or unused
-    cfg = compose_config(["debug=smoke", "logger=wandb", "stages=[construct,train]"])  # no run folder, no cache
+    cfg = compose_config(["debug=smoke", "logger=wandb", "steps=[construct,train]"])  # no run folder, no cache
     assert run["id"] == wandb_run_id(cfg) and runs[0].parent.name.endswith(run["id"])
     assert wandb_run_id(compose_config(["debug=smoke", "logger=wandb", "loss=dpo"])) != run["id"]
     # the tables a user opens first: one response per problem and stage, the refined traces with their edits

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsq.model_card import markdown_table
+from tsq.stages.model_card import markdown_table
 
 
 def test_markdown_table_escapes_pipes_and_leaves_missing_cells_blank():
@@ -62,7 +62,7 @@ def test_the_run_policy_folder_is_a_carded_hf_model_directory(smoke_run):
     assert card.startswith("---\n") and "library_name: transformers" in card
     assert "- **loss**:" in card and "name: tokensqueeze" in card and "- **selector**:" in card
     assert payload["construction"]["pairs_path"] in card and f"| {payload['construction']['pairs']} |" in card
-    trained = next(r for r in payload["rows"] if r["stage"] == "trained" and r["level"] == "all")
+    trained = next(r for r in payload["rows"] if r["role"] == "trained" and r["level"] == "all")
     assert f"| trained | {trained['benchmark']} | all | {trained['acc']:.4g} | {trained['len_t']:.4g} |" in card
     assert payload["provenance"]["git"] is None or payload["provenance"]["git"]["commit"] in card
 

@@ -6,7 +6,7 @@ from tsq.data.synthetic import SyntheticWorld
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
-from tsq.sampling.stage import sample_graded
+from tsq.stages.samples import graded_samples
 
 
 class Killed(Exception):
@@ -39,12 +39,13 @@ def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_
     stage, settings = Stage("samples", 1), ({"n": 3}, {"model": "micro"})
 
     def sample(store, sampler):
-        return sample_graded(
+        return graded_samples(
             run_context(world, store, sampler), model, problems, params, stage, *settings, shard_size=4
         )
 
     whole_store = ArtifactStore(tmp_path / "whole")
-    whole, _, key = sample(whole_store, sampler)
+    built = sample(whole_store, sampler)
+    whole, key = built.frame, built.key
     assert key == stage.key(*settings)
 
     store = ArtifactStore(tmp_path / "resumed")
@@ -54,7 +55,7 @@ def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_
     assert len(list(store.scratch("samples", key).glob("shard-*.jsonl"))) == 2  # finished shards survive
 
     resumed_calls = DiesAfter(sampler, 2)  # exactly the two missing shards may be sampled
-    resumed, _, _ = sample(store, resumed_calls)
+    resumed = sample(store, resumed_calls).frame
     assert resumed_calls.calls == 0
     assert resumed.equals(whole)
     assert len(whole) == 15 * 3 and whole["text"].nunique() > 1
@@ -67,7 +68,7 @@ def test_interrupted_sampling_resumes_to_the_same_artifact(micro_model_dir, tmp_
 def test_most_responses_cut_at_the_cap_is_a_loud_warning(caplog):
     import pandas as pd
 
-    from tsq.sampling.stage import warn_if_cut
+    from tsq.sampling.graded import warn_if_cut
 
     frame = pd.DataFrame({"finish_reason": ["length", "length", "eos", "length"]})
     with caplog.at_level("WARNING"):

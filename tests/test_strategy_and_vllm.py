@@ -7,6 +7,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.vllm import check_max_model_len, import_vllm, request_seed, to_completion, vllm_request
+from tsq.stages.base_model import base_model
 from tsq.training.strategy import block_classes, build_strategy
 
 
@@ -81,8 +82,8 @@ def test_missing_vllm_names_the_install_command(monkeypatch):
 
 
 def test_one_live_sampler_serves_every_stage_of_a_model_and_is_closed_for_another(tmp_path):
-    from tsq.context import SamplerChoice
     from tsq.models.base import ModelHandle
+    from tsq.stages.context import SamplerChoice
 
     made, closed = [], []
 
@@ -109,11 +110,13 @@ def test_model_revision_and_remote_code_trust_reach_every_loader(tmp_path):
     """model.revision and model.trust_remote_code travel with the handle: samplers get the revision, every
     from_pretrained gets both (handle.load_kwargs), and a trained model keeps the trust but not the revision."""
     from tsq.cache import ArtifactStore
-    from tsq.context import SamplerChoice
     from tsq.models.base import PretrainedModel
+    from tsq.stages.context import SamplerChoice
 
-    handle = PretrainedModel(name="m", path="org/model", revision="abc123", trust_remote_code=True).materialize(
-        None, ArtifactStore(tmp_path)
+    handle = base_model(
+        None,
+        ArtifactStore(tmp_path),
+        PretrainedModel(name="m", path="org/model", revision="abc123", trust_remote_code=True),
     )
     assert handle.key == "org/model@abc123"
     assert handle.load_kwargs() == {"revision": "abc123", "trust_remote_code": True}

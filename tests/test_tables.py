@@ -36,15 +36,15 @@ def write_run(root, num, choice, acc, len_t):
     run = root / "multiruns" / "t" / str(num)
     run.mkdir(parents=True)
     rows = [
-        {"stage": "base", "level": "all", "acc": 0.9, "len_t": 40.0, "auc": 0.7},
-        {"stage": "trained", "level": "all", "acc": acc, "len_t": len_t, "auc": 0.8},
+        {"role": "base", "level": "all", "acc": 0.9, "len_t": 40.0, "auc": 0.7},
+        {"role": "trained", "level": "all", "acc": acc, "len_t": len_t, "auc": 0.8},
     ]
     curves = [
-        {"stage": s, "benchmark": "syn", "level": "all", "budget": b, "acc": a}
+        {"role": s, "benchmark": "syn", "level": "all", "budget": b, "acc": a}
         for s in ("base", "trained")
         for b, a in ((10, 0.1), (20, 0.5), (40, 0.9))
     ]
-    hists = [{"stage": s, "edges": [0, 10, 20, 30], "counts": [1, 5, 2]} for s in ("base", "trained")]
+    hists = [{"role": s, "edges": [0, 10, 20, 30], "counts": [1, 5, 2]} for s in ("base", "trained")]
     payload = {
         "rows": rows,
         "curves": curves,
@@ -108,8 +108,8 @@ def test_generated_table_compiles_with_pdflatex(tmp_path):
 
 def test_tldr_layout_by_hand(tmp_path):
     """TL;DR Table 2 from three made-up runs: per-level Acc and Len-A, their means, and A.C.R."""
-    base = [{"stage": "base", "level": lv, "acc": a, "len_a": n} for lv, a, n in (("1", 0.9, 100.0), ("2", 0.5, 200.0))]
-    base.append({"stage": "base", "level": "all", "acc": 0.7, "len_a": 150.0})
+    base = [{"role": "base", "level": lv, "acc": a, "len_a": n} for lv, a, n in (("1", 0.9, 100.0), ("2", 0.5, 200.0))]
+    base.append({"role": "base", "level": "all", "acc": 0.7, "len_a": 150.0})
     trained = {
         "short_only": (("1", 0.8, 40.0), ("2", 0.2, 60.0)),
         "static": (("1", 0.9, 60.0), ("2", 0.4, 150.0)),
@@ -118,8 +118,8 @@ def test_tldr_layout_by_hand(tmp_path):
     for num, (choice, levels) in enumerate(trained.items()):
         run = tmp_path / "multiruns" / "t" / str(num)
         run.mkdir(parents=True)
-        rows = base + [{"stage": "trained", "level": lv, "acc": a, "len_a": n} for lv, a, n in levels]
-        rows.append({"stage": "trained", "level": "all", "acc": 0.0, "len_a": 0.0})
+        rows = base + [{"role": "trained", "level": lv, "acc": a, "len_a": n} for lv, a, n in levels]
+        rows.append({"role": "trained", "level": "all", "acc": 0.0, "len_a": 0.0})
         payload = {"rows": rows, "curves": [], "run": {"tags": ["tldr_table2"], "choices": {"tldr": choice}}}
         (run / "metrics.json").write_text(json.dumps(payload))
     written = write_experiment("tldr_table2", tmp_path, tmp_path / "out")

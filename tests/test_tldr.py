@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tsq.evaluation.metrics import average_compression_ratio
-from tsq.tldr import (
+from tsq.training.tldr import (
     Bounds,
     MixtureStream,
     TLDRSettings,

@@ -66,6 +66,7 @@ def test_pretraining_logs_its_progress_and_spans_whole_epochs(tmp_path, caplog, 
     from hydra.utils import instantiate
 
     from tsq.cache import ArtifactStore
+    from tsq.stages.base_model import base_model
 
     cfg = compose_config(["debug=smoke", "model.pretrain.steps=30"])
     fits = []
@@ -77,7 +78,7 @@ def test_pretraining_logs_its_progress_and_spans_whole_epochs(tmp_path, caplog, 
 
     monkeypatch.setattr(L.Trainer, "fit", recording_fit)
     with caplog.at_level(logging.INFO, logger="tsq.progress"):
-        instantiate(cfg.model).materialize(instantiate(cfg.data), ArtifactStore(tmp_path))
+        base_model(instantiate(cfg.data), ArtifactStore(tmp_path), instantiate(cfg.model))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretraining: step")]
     assert [line.split(" (")[0] for line in lines] == [f"pretraining: step {s}/30" for s in range(3, 31, 3)]
     assert "about 0 s left" in lines[-1] and "loss " in lines[0] and "loss n/a" not in lines[0]

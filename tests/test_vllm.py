@@ -15,6 +15,7 @@ import pytest
 
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
+from tsq.stages.base_model import base_model
 
 if importlib.util.find_spec("vllm") is None:
     if os.environ.get("TSQ_REQUIRE_VLLM") == "1":
@@ -39,7 +40,7 @@ def tiny(tmp_path_factory):
 
     cfg = compose_config(["debug=smoke", "data.split_sizes.test=96"])
     world = instantiate(cfg.data)
-    model = instantiate(cfg.model).materialize(world, ArtifactStore(tmp_path_factory.mktemp("tiny_cache")))
+    model = base_model(world, ArtifactStore(tmp_path_factory.mktemp("tiny_cache")), instantiate(cfg.model))
     return world, model
 
 
@@ -197,8 +198,8 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert payload["run"]["choices"]["sampler"] == "vllm"
-    stages = {(r["stage"], r["benchmark"], r["level"]) for r in payload["rows"]}
-    assert {("base", "gsm8k", "all"), ("trained", "gsm8k", "all")} <= stages
+    evaluated = {(r["role"], r["benchmark"], r["level"]) for r in payload["rows"]}
+    assert {("base", "gsm8k", "all"), ("trained", "gsm8k", "all")} <= evaluated
     assert all(r["n_problems"] == 2 and r["n_samples"] == 4 for r in payload["rows"])
     construction = payload["construction"]
     assert construction["problems"] == 8 and construction["pairs"] > 0

@@ -22,6 +22,8 @@ from tsq.stages.samples import GradedSamples
 from tsq.training.pairs_data import PAIRS_FILE
 
 PAIRS = Stage("pairs", 3)  # 3: positives_per_problem in stats.json
+# the fields every row of the pairs file has (TRL's preference format, lengths and the problem's id), among others
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_len", "rejected_len", "problem_id")
 PASS_RATE_BINS = [0.0, 1e-9, 0.25, 0.5, 0.75, 1.0 - 1e-9, 1.0]
 PASS_RATE_LABELS = ["0", "(0,.25]", "(.25,.5]", "(.5,.75]", "(.75,1)", "1"]
 

@@ -30,7 +30,7 @@ from tsq.stages.context import RunContext
 from tsq.stages.pairs import Pairs
 from tsq.training.pairs_data import read_pairs
 
-EXPORT = Stage("pairs_export", 1)
+PAIRS_EXPORT = Stage("pairs_export", 1)
 LLAMA_FACTORY_NAME = "tsq_pairs"
 PARQUET_FILE = "pairs.parquet"
 DATASET_DIR = "dataset"
@@ -88,6 +88,10 @@ def llama_factory_entry(file_name: str = PARQUET_FILE) -> dict:
     }
 
 
+def pairs_export_key_parts(ctx: RunContext, pairs_key: str) -> tuple[dict, dict]:
+    return {}, {"pairs": pairs_key, "world": world_key(ctx.world)}
+
+
 def pairs_export(ctx: RunContext, pairs: Pairs, problems: dict[str, Problem]) -> Artifact:
     """The export of a pairs artifact (cached; built in a second for the synthetic world)."""
 
@@ -102,9 +106,8 @@ def pairs_export(ctx: RunContext, pairs: Pairs, problems: dict[str, Problem]) ->
         (job.dir / "README.md").write_text(dataset_card(ctx.world.name, pairs, len(rows)))
 
     return ctx.store.cached(
-        EXPORT,
-        {},
-        {"pairs": pairs.key, "world": world_key(ctx.world)},
+        PAIRS_EXPORT,
+        *pairs_export_key_parts(ctx, pairs.key),
         build,
         doing="exporting the pairs (datasets, parquet, LLaMA-Factory)",
         description={"pairs": pairs.key},

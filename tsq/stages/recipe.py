@@ -41,7 +41,7 @@ from tsq.stages.eval import EVAL, eval_key_parts, evaluation
 from tsq.stages.forced_budget import forced_budget, read_forced
 from tsq.stages.model_card import model_card, publish_policy
 from tsq.stages.pairs import PAIRS, Pairs, PairSettings, pairs, pairs_key_parts
-from tsq.stages.pairs_export import pairs_export
+from tsq.stages.pairs_export import PAIRS_EXPORT, pairs_export, pairs_export_key_parts
 from tsq.stages.policy import POLICY, policy_key_parts, train_policy
 from tsq.stages.ref_logps import REF_LOGPS, ref_logps_key_parts
 from tsq.stages.refined import REFINED, read_refined, refined, refined_key_parts
@@ -59,7 +59,14 @@ from tsq.stages.reporting import (
 )
 from tsq.stages.run_metrics import RunMetrics
 from tsq.stages.samples import SAMPLES, samples, samples_key_parts
-from tsq.stages.tldr_policy import train_tldr
+from tsq.stages.tldr_policy import (
+    TLDR_POLICY,
+    bound_evaluator,
+    short_model_source,
+    short_sampling,
+    tldr_key_parts,
+    train_tldr,
+)
 from tsq.training.losses import PreferenceLoss
 from tsq.training.settings import TrainSettings
 from tsq.training.strategy import world_size
@@ -290,7 +297,7 @@ def run_steps(cfg: DictConfig) -> RunResult:
     built = None
     if "construct" in cfg.steps:
         with step("construct"):
-            built = construct_step(ctx, model, parts)
+            built = construct_step(ctx, model, parts.sampling, parts.selector, parts.refiner, parts.pairs)
             record.construction = {**built.pairs.stats, "pairs_path": str(built.pairs.path)}
             if built.export is not None:
                 record.construction["export_path"] = str(built.export.path)
@@ -334,27 +341,51 @@ def run_steps(cfg: DictConfig) -> RunResult:
     return RunResult(record, path, rank)
 
 
-def construct_step(ctx: RunContext, model: ModelHandle, parts: Parts) -> Construction:
+def construct_step(
+    ctx: RunContext,
+    model: ModelHandle,
+    sampling: SamplingSettings,
+    selector: Selector,
+    refiner: Refiner,
+    pair_settings: PairSettings,
+) -> Construction:
     """TokenSqueeze's data construction: sample (cached), select, refine the chosen traces (cached), build the pairs
     (cached) and export them for other trainers (cached)."""
-    sampled = samples(ctx, model, parts.sampling)
-    problems = {p.id: p for p in parts.sampling.problems(ctx.world)}
-    selected = select_all(sampled.frame, parts.selector)
-    traces = refined(ctx, model, sampled, selected, problems, parts.selector, parts.refiner)
-    built = pairs(ctx, sampled, selected, traces, problems, parts.pairs)
+    sampled = samples(ctx, model, sampling)
+    problems = {p.id: p for p in sampling.problems(ctx.world)}
+    selected = select_all(sampled.frame, selector)
+    traces = refined(ctx, model, sampled, selected, problems, selector, refiner)
+    built = pairs(ctx, sampled, selected, traces, problems, pair_settings)
     export = pairs_export(ctx, built, problems) if built.stats["pairs"] else None  # (no rows, no dataset)
     return Construction(sampled.key, traces, built, export)
 
 
-def planned_keys(ctx: RunContext, parts: Parts) -> dict[str, str]:
-    """The cache key of every artifact of the preference recipe (base_eval, construct, train), computed from the
-    settings alone, as the stages compute them (no model is built or loaded)."""
+def planned_keys(ctx: RunContext, parts: Parts, tldr: bool = False) -> dict[str, str]:
+    """The cache key of every artifact of the preference recipe (base_eval, construct, train), or with `tldr` of
+    the TL;DR recipe (base_eval, tldr), computed from the settings alone as the stages compute them (no model is
+    built or loaded; an artifact the world's chat template would change is keyed on the unbound world)."""
     model_key = base_model_key(parts.model_source, ctx.world)
     model = ModelHandle(name=parts.model_source.name, path=Path("."), key=model_key)
     keys = {"base_model": model_key, "eval_base": EVAL.key(*eval_key_parts(ctx, model, parts.evaluator))}
     keys["samples"] = SAMPLES.key(*samples_key_parts(ctx, model, parts.sampling))
+    if tldr:
+        settings = parts.tldr
+        short = base_model_key(short_model_source(settings, parts.model_source), ctx.world)
+        short_handle = replace(model, key=short)
+        keys["short_model"] = short
+        keys["system1_samples"] = SAMPLES.key(
+            *samples_key_parts(ctx, short_handle, short_sampling(settings, parts.sampling))
+        )
+        bounds = bound_evaluator(settings)
+        keys["eval_bound_long"] = EVAL.key(*eval_key_parts(ctx, model, bounds))
+        keys["eval_bound_short"] = EVAL.key(*eval_key_parts(ctx, short_handle, bounds))
+        own, inputs = tldr_key_parts(ctx, settings, model_key, short, keys["system1_samples"], keys["samples"])
+        keys["tldr_policy"] = TLDR_POLICY.key(own, inputs)
+        keys["eval_trained"] = EVAL.key(*eval_key_parts(ctx, replace(model, key=keys["tldr_policy"]), parts.evaluator))
+        return keys
     keys["refined"] = REFINED.key(*refined_key_parts(parts.selector, parts.refiner, keys["samples"]))
     keys["pairs"] = PAIRS.key(*pairs_key_parts(parts.pairs, keys["refined"]))
+    keys["pairs_export"] = PAIRS_EXPORT.key(*pairs_export_key_parts(ctx, keys["pairs"]))
     keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train))
     keys["policy"] = POLICY.key(*policy_key_parts(ctx, model, keys["pairs"], parts.loss, parts.train))
     policy = replace(model, key=keys["policy"])

@@ -40,16 +40,51 @@ class TLDRPolicy:
     summary: dict
 
 
+def short_model_source(settings: TLDRSettings, model_source: ModelSource) -> ModelSource:
+    """The System-1 model: a configured path, or the tiny base architecture pretrained on short traces."""
+    if settings.short_model_path:
+        return PretrainedModel(name="short", path=settings.short_model_path)
+    if not isinstance(model_source, TinyReasoningModel):
+        raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
+    return replace(model_source, name=f"{model_source.name}_short", teacher_style=settings.short_model_style)
+
+
 def short_model(
     settings: TLDRSettings, model_source: ModelSource, world: ProblemSource, store: ArtifactStore
 ) -> ModelHandle:
-    """The System-1 model: a configured path, or the tiny base architecture pretrained on short traces."""
-    if settings.short_model_path:
-        return PretrainedModel(name="short", path=settings.short_model_path).existing()
-    if not isinstance(model_source, TinyReasoningModel):
-        raise ValueError("tldr.short_model_path is required unless model=tiny (which can train a concise twin)")
-    twin = replace(model_source, name=f"{model_source.name}_short", teacher_style=settings.short_model_style)
-    return base_model(world, store, twin)
+    """The System-1 model's handle (built or loaded)."""
+    return base_model(world, store, short_model_source(settings, model_source))
+
+
+def short_sampling(settings: TLDRSettings, sampling: SamplingSettings) -> SamplingSettings:
+    """How the System-1 model's responses are sampled: `sampling=` with `tldr.system1_samples` per problem."""
+    return replace(sampling, n=settings.system1_samples)
+
+
+def bound_evaluator(settings: TLDRSettings) -> Evaluator:
+    """The dev evaluation that measures the bounds (T, Acc) of the short and the long model."""
+    return Evaluator(
+        split="dev",
+        n_samples=settings.bound_samples,
+        temperature=settings.bound_temperature,
+        top_p=settings.bound_top_p,
+        max_new_tokens=settings.max_new_tokens,
+        shortcut_probe=False,
+    )
+
+
+def tldr_key_parts(
+    ctx: RunContext, settings: TLDRSettings, model_key: str, short_key: str, system1_key: str, system2_key: str
+) -> tuple[dict, dict]:
+    own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
+    inputs = {
+        "model": model_key,
+        "short": short_key,
+        "system1": system1_key,
+        "system2": system2_key,
+        "world": world_key(ctx.world),
+    }
+    return own, inputs
 
 
 def train_tldr(
@@ -63,20 +98,12 @@ def train_tldr(
     world = ctx.world
     short = short_model(settings, model_source, world, ctx.store)
     prompts = {p.id: p.prompt for p in world.split(sampling.split)}
-    short_sampling = replace(sampling, n=settings.system1_samples)
-    bound_eval = Evaluator(
-        split="dev",
-        n_samples=settings.bound_samples,
-        temperature=settings.bound_temperature,
-        top_p=settings.bound_top_p,
-        max_new_tokens=settings.max_new_tokens,
-        shortcut_probe=False,
-    )
+    bound_eval = bound_evaluator(settings)
     # all sampling of one model before the other's, the base model's first (its sampler, a vLLM engine, is
     # still live from the base evaluation)
     long_samples = samples(ctx, model, sampling)
     t_long, acc_long = dev_stats(evaluation(ctx, model, bound_eval).frame)
-    short_samples = samples(ctx, short, short_sampling)
+    short_samples = samples(ctx, short, short_sampling(settings, sampling))
     t_short, acc_short = dev_stats(evaluation(ctx, short, bound_eval).frame)
     long_frame, short_frame = long_samples.frame, short_samples.frame
     ctx.sampler.release()  # training needs the memory; dev evaluation samples the policy in memory (HF)
@@ -88,14 +115,7 @@ def train_tldr(
     # easy problems the short model answers correctly only without reasoning: left out of System-1 by the setting
     bare_only = easy_correct["problem_id"].nunique() - len(sources[0])
     bounds = Bounds(t_short, acc_short, t_long, acc_long)
-    own = {"tldr": settings.key_material(), "trainer": ctx.trainer_key_material()}
-    inputs = {
-        "model": model.key,
-        "short": short.key,
-        "system1": short_samples.key,
-        "system2": long_samples.key,
-        "world": world_key(world),
-    }
+    own, inputs = tldr_key_parts(ctx, settings, model.key, short.key, short_samples.key, long_samples.key)
 
     def build(job: Build) -> None:
         loggers = ctx.make_loggers() if ctx.make_loggers else []  # created only when training runs
