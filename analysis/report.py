@@ -1,12 +1,11 @@
-"""A report to look at: one self-contained HTML page per experiment, or per run.
+"""A report to look at: one self-contained HTML page per run (the tables' protocol has RESULTS.md).
 
-    python -m analysis.report ts_table2 [logs/] [--out results/]    # an experiment: every run tagged with it
     python -m analysis.report logs/tsq/runs/<time> [--out results/]  # one run folder (its metrics.json)
 
-The page holds the tables (the paper's layout for an experiment; the metric rows for a run), the figures
-(PNG embedded as data URIs, so the one file opens anywhere, offline), the distribution of k, the number of
-positives the selector chose per problem (from each run's construction statistics), and a few chosen traces before and
-after refinement with the removed tokens struck through and the inserted ones underlined.
+The page holds the metric rows, the figures (PNG embedded as data URIs, so the one file opens anywhere, offline),
+the distribution of k, the number of positives the selector chose per problem (from the run's construction
+statistics), and a few chosen traces before and after refinement with the removed tokens struck through and the
+inserted ones underlined.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import argparse
 import base64
 import difflib
 import html
-import json
 import re
 from pathlib import Path
 
@@ -25,22 +23,14 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 from jinja2 import Environment  # noqa: E402
 
-from analysis.tables import (  # noqa: E402
-    LAYOUTS,
-    budget_figure,
-    k_figure,
-    k_table,
-    labelled_runs,
-    length_figure,
-    styled,
-    write_experiment,
-)
-from tsq.cache import (
-    atomic_write_text,  # noqa: E402
-    read_jsonl,  # noqa: E402
-)
+from analysis.figures import budget_figure, k_figure, length_figure  # noqa: E402
+from analysis.tables import k_table  # noqa: E402
+from tsq.cache import atomic_write_text, read_jsonl  # noqa: E402
 from tsq.evaluation.evaluate import display_rows  # noqa: E402
+from tsq.sampling.graded import read_samples  # noqa: E402
 from tsq.stages.refined import REFINED_FILE  # noqa: E402
+from tsq.stages.run_metrics import RunMetrics  # noqa: E402
+from tsq.stages.samples import SAMPLES_FILE  # noqa: E402
 
 PAGE = Environment(autoescape=True).from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -75,10 +65,10 @@ def png_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def refined_records(payload: dict) -> list[dict]:
+def refined_records(record: RunMetrics) -> list[dict]:
     """The refined chosen traces of a run (its `refined` artifact, as recorded in metrics.json)."""
-    paths = [a["path"] for a in payload.get("artifacts", []) if a["stage"] == "refined"]
-    return read_jsonl(Path(paths[-1]) / REFINED_FILE) if paths else []
+    paths = record.artifact_paths("refined")
+    return read_jsonl(paths[-1] / REFINED_FILE) if paths else []
 
 
 def word_diff_html(before: str, after: str) -> str:
@@ -114,9 +104,9 @@ def trace_examples(records: list[dict], run: str, n: int = 3) -> list[dict]:
     ]
 
 
-def k_section(runs: list[tuple[dict, str]], out: Path, name: str) -> tuple[str, list[Path]]:
-    """The k table (problems per k, one column per run) and its bar chart; ("", []) without construction."""
-    table = k_table(runs)
+def k_section(record: RunMetrics, out: Path, name: str) -> tuple[str, list[Path]]:
+    """The k table (problems per k) and its bar chart; ("", []) without construction."""
+    table = k_table([(record, "trained")])
     if table.empty:
         return "", []
     return table.to_html(), k_figure(table, out, name)
@@ -133,64 +123,44 @@ def render(title: str, subtitle: str, tables, figures: list[Path], k_html: str, 
     )
 
 
-def experiment_report(tag: str, root: Path, out: Path) -> Path:
-    """`<out>/<tag>.html` from every run tagged `tag` below `root` (also writes the tables and figures)."""
-    written = write_experiment(tag, root, out)
-    layout = LAYOUTS[tag]
-    runs = labelled_runs(root, tag, layout)
-    k_html, k_fig = k_section(runs, out, f"{tag}_k")
-    traces = [t for payload, label in runs for t in trace_examples(refined_records(payload), label, 2)]
-    tables = [(layout.caption or tag, styled(written["table"], "html").to_html())]
-    figures = [written["png"], written["pareto_png"], written["lengths_png"], *k_fig]
-    page = render(f"tsq: {tag}", f"{len(runs)} runs below {root}", tables, figures, k_html, traces)
-    return atomic_write_text(out / f"{tag}.html", page)
-
-
 def run_report(run_dir: Path, out: Path) -> Path:
     """`<out>/<run folder name>.html` from one run's metrics.json."""
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
+    if not (run_dir / "metrics.json").is_file():
         raise FileNotFoundError(f"{run_dir}: no metrics.json (not a finished tsq run folder)")
-    payload = json.loads(metrics.read_text())
+    record = RunMetrics.read(run_dir)
     name = run_dir.name
-    runs = [(payload, "trained")]
     out.mkdir(parents=True, exist_ok=True)
-    figures = budget_figure(runs, out, f"{name}_budget") + length_figure(runs, out, f"{name}_lengths")
-    k_html, k_fig = k_section(runs, out, f"{name}_k")
-    rows = display_rows(payload["rows"])
+    series = [
+        (role, read_samples(Path(where["path"]) / SAMPLES_FILE), "--" if role == "base" else "-")
+        for role, where in record.evaluations.items()
+    ]
+    b_max = int(max((c["budget"] for c in record.curves), default=1))
+    figures = budget_figure(series, b_max, out, f"{name}_budget") if series else []
+    figures += length_figure(record.length_histograms, out, f"{name}_lengths")
+    k_html, k_fig = k_section(record, out, f"{name}_k")
+    rows = display_rows(record.rows)
     tables = [
         (
             "metrics (Acc and AUC in %; Acc, Len-T and Len-A with 95% bootstrap intervals over problems)",
             rows.to_html(index=False, float_format=lambda v: f"{v:.2f}"),
         )
     ]
-    construction = payload.get("construction")
-    if construction:
-        scalars = {k: v for k, v in construction.items() if isinstance(v, (int, float, str))}
+    if record.construction:
+        scalars = {k: v for k, v in record.construction.items() if isinstance(v, (int, float, str))}
         tables.append(("preference data", pd.Series(scalars, name="value").to_frame().to_html()))
-    choices = payload.get("run", {}).get("choices", {})
+    choices = record.run.get("choices", {})
     subtitle = ", ".join(f"{k}={v}" for k, v in choices.items() if v) or str(run_dir)
-    traces = trace_examples(refined_records(payload), name, 4)
+    traces = trace_examples(refined_records(record), name, 4)
     page = render(f"tsq run {name}", subtitle, tables, figures + k_fig, k_html, traces)
     return atomic_write_text(out / f"{name}.html", page)
 
 
-def write_report(target: str, root: str | Path = "logs", out: str | Path = "results") -> Path:
-    """The report of an experiment tag (runs below `root`) or of a run folder."""
-    if target in LAYOUTS:
-        return experiment_report(target, Path(root), Path(out))
-    if Path(target).is_dir():
-        return run_report(Path(target), Path(out))
-    raise ValueError(f"{target!r} is neither an experiment tag ({sorted(LAYOUTS)}) nor a run folder")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="an experiment tag or a run folder")
-    parser.add_argument("root", nargs="?", default="logs", help="where an experiment's runs are (default logs/)")
+    parser.add_argument("run_dir", help="a run folder (with its metrics.json)")
     parser.add_argument("--out", default="results")
     args = parser.parse_args()
-    print(write_report(args.target, args.root, args.out))
+    print(run_report(Path(args.run_dir), Path(args.out)))
 
 
 if __name__ == "__main__":

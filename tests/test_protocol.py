@@ -5,10 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from analysis import results
+from analysis import launch, results
 from analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, NONINFERIOR, Comparison, combine, verdict
+from analysis.figures import sweep_figure
+from analysis.layouts import LAYOUTS
 from analysis.protocol import difference, load_protocol, pooled, row_override, select_setting
-from analysis.tables import LAYOUTS
+from analysis.runs import RowResult
+from analysis.tables import sweep_points
 from tsq.evaluation.intervals import Interval
 
 
@@ -83,8 +86,8 @@ def test_pooled_seeds_and_paired_difference_by_hand():
 
 
 def test_sweep_points_are_in_numeric_order_with_the_pooled_values_and_only_for_numeric_rows(tmp_path):
-    def row(flags: dict[str, list[bool]], tokens: int) -> results.RowResult:
-        result = results.RowResult("row")
+    def row(flags: dict[str, list[bool]], tokens: int) -> RowResult:
+        result = RowResult("row")
         result._pooled["trained"] = samples(flags, tokens)  # the pooled samples a row's runs would give
         return result
 
@@ -94,16 +97,16 @@ def test_sweep_points_are_in_numeric_order_with_the_pooled_values_and_only_for_n
         "0.05": row({"p1": [False, False], "p2": [True, False]}, 10),
     }
     protocol = load_protocol()
-    points = results.sweep_points(rows, protocol)
+    points = sweep_points(rows, protocol)
     assert points["value"].tolist() == [0.05, 0.2, 1.0]  # numeric order, not the rows' order
     assert points["acc"].tolist() == pytest.approx([1 / 4, 1.0, 3 / 4])
     assert points["len_t"].tolist() == pytest.approx([10, 20, 30])
     assert (points["acc_low"] <= points["acc"]).all() and (points["acc"] <= points["acc_high"]).all()
-    base = results.RowResult("Baseline")
+    base = RowResult("Baseline")
     base._pooled["base"] = samples({"p1": [True, False], "p2": [True, True]}, 40)
-    paths = results.sweep_figure(points, base, "override.selector.alpha", tmp_path, "sweep")
+    paths = sweep_figure(points, base.samples("base"), "alpha", tmp_path, "sweep")
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size for p in paths)
-    assert results.sweep_points({"qdyn": rows["0.2"], "shortest": rows["1.0"]}, protocol).empty
+    assert sweep_points({"qdyn": rows["0.2"], "shortest": rows["1.0"]}, protocol).empty
 
 
 def test_row_override_for_choices_and_swept_keys():
@@ -116,12 +119,12 @@ def test_row_override_for_choices_and_swept_keys():
 def test_the_shipped_protocol_and_its_phases(tmp_path):
     protocol = load_protocol()
     assert len(protocol.seeds) >= 3 and protocol.grid("preference")
-    search = results.search_phase("ts_table2", protocol, tmp_path)
+    search = launch.search_phase("ts_table2", protocol, tmp_path)
     assert "eval.split=dev" in search.overrides and f"train.seed={protocol.seeds[0]}" in search.overrides
     lr = protocol.search["preference"]["train.lr"]
     selected = {"shortest": {"setting": {"train.lr": lr[0]}}, "qfix": {"setting": {"train.lr": lr[1]}},
                 "qdyn": {"setting": {"train.lr": lr[0]}}}  # fmt: skip
-    phases = results.test_phases("ts_table2", selected, protocol, tmp_path)
+    phases = launch.test_phases("ts_table2", selected, protocol, tmp_path)
     # one multirun per selected setting, over the rows that chose it and every seed, on the default (test) split
     assert sorted(p.overrides[1] for p in phases) == ["selector=qfix", "selector=shortest,qdyn"]
     assert all(f"train.seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
@@ -136,7 +139,7 @@ def test_wall_times_take_the_computing_run_of_each_command_and_sum_them(tmp_path
         {"experiment": "e", "phase": "test", "command": "c", "wall_s": 60.0, "returncode": 1},  # failed: not counted
     ]
     (tmp_path / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    table = results.wall_times(tmp_path).set_index("phase")
+    table = launch.wall_times(tmp_path).set_index("phase")
     assert table.loc["search", "computing (s)"] == 100.0 and table.loc["search", "latest call (s)"] == 5.0
     assert table.loc["", "computing (s)"] == 140.0
 
@@ -156,17 +159,15 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         "seed_key: {preference: train.seed, tldr: tldr.seed}\n"
         "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.02\nn_boot: 200\nlevel: 0.95\n"
     )
-    out, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
-    readme.write_text(f"# r\n\n{results.README_BEGIN}\nstale-summary\n{results.README_END}\n\nafter\n")
+    out = tmp_path / "RESULTS.md"
     command = [
         sys.executable, "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
-        "--out", str(out), "--figures", str(tmp_path / "figures"), "--protocol", str(protocol),
-        "--readme", str(readme),
+        "--out", str(out), "--protocol", str(protocol),
         "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=results.ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, cwd=launch.ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    ledger = results.ledger(tmp_path / "logs")
+    ledger = launch.ledger(tmp_path / "logs")
     assert [e["phase"] for e in ledger][0] == "search" and {e["phase"] for e in ledger[1:]} == {"test"}
     # every row's selected setting ran with both seeds on the test split, each with 3 optimizer steps
     tests = list((tmp_path / "logs" / "ts_table3" / "test").rglob("metrics.json"))
@@ -187,11 +188,7 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         else:
             assert "not run yet" in line
     assert text.count("| yes ") == 3  # one selected setting per row in the dev table
-    # the README's summary is the verdict table's, written between its markers
-    summary = readme.read_text()
-    assert "stale-summary" not in summary and summary.endswith(f"{results.README_END}\n\nafter\n")
-    for claim_id, line in verdicts.items():
-        verdict = line.split("|")[-2].strip().strip("*")
-        assert f"- {claim_id}: " in summary and (verdict in summary if verdict != "–" else True)
-    again = subprocess.run(command, cwd=results.ROOT, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and len(results.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run
+    figures = tmp_path / "experiments" / "figures"
+    assert (figures / "ts_table3_budget.png").stat().st_size and "\\toprule" in (figures / "ts_table3.tex").read_text()
+    again = subprocess.run(command, cwd=launch.ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and len(launch.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run

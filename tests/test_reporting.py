@@ -58,16 +58,3 @@ def test_word_diff_marks_removed_and_inserted_words_and_escapes_html():
     from analysis.report import word_diff_html
 
     assert word_diff_html("a <b> c d", "a c e") == "a<del> &lt;b&gt;</del> c <del>d</del><ins>e</ins>"
-
-
-def test_k_table_has_a_column_per_run_and_a_row_per_k():
-    from analysis.tables import k_table
-
-    runs = [
-        ({"construction": {"positives_per_problem": {"0": 2, "1": 5}}}, "Shortest"),
-        ({"construction": {"positives_per_problem": {"1": 3, "3": 4}}}, "Q-DYN"),
-        ({"rows": []}, "TL;DR"),  # no construction: no column
-    ]
-    table = k_table(runs)
-    assert list(table.columns) == ["Shortest", "Q-DYN"] and list(table.index) == [0, 1, 3]
-    assert table.loc[1].tolist() == [5, 3] and table.loc[3].tolist() == [0, 4]

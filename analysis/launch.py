@@ -1,0 +1,126 @@
+"""Launching the protocol's runs: each phase (the dev search of an experiment, or the test of its selected settings)
+is one Hydra multirun of `run.py`; a phase that finished is not started again, and every call's wall time goes to
+the ledger (`<root>/ledger.jsonl`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.layouts import LAYOUTS
+from analysis.protocol import Protocol, row_override
+from tsq.cache import read_jsonl
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One Hydra multirun of the protocol."""
+
+    name: str  # search or test
+    experiment: str
+    overrides: tuple[str, ...]
+    sweep_dir: Path
+
+    @property
+    def command(self) -> list[str]:
+        # run from the repository root: a folder inside it is written relative to it, so commands read anywhere
+        sweep = self.sweep_dir.relative_to(ROOT) if self.sweep_dir.is_relative_to(ROOT) else self.sweep_dir
+        return ["python", "run.py", "-m", *self.overrides, f"hydra.sweep.dir={sweep}"]
+
+
+def listed(values: Iterable) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def search_phase(experiment: str, protocol: Protocol, root: Path, extra: tuple[str, ...] = ()) -> Phase:
+    kind = LAYOUTS[experiment].protocol_kind
+    grid = [f"{key}={listed(values)}" for key, values in sorted(protocol.search[kind].items())]
+    seed = f"{protocol.seed_key[kind]}={protocol.seeds[0]}"
+    # the selection reads dev Acc and Len-T only: no forced-budget evaluation on dev
+    overrides = (f"experiment={experiment}", "eval.split=dev", "eval.forced_budgets=null", *grid, seed, *extra)
+    return Phase("search", experiment, overrides, root / experiment / "search")
+
+
+def test_phases(
+    experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path, extra: tuple[str, ...] = ()
+) -> list[Phase]:
+    """One multirun per distinct selected setting, over the rows that selected it and every seed."""
+    layout = LAYOUTS[experiment]
+    by_setting: dict[tuple, list[str]] = {}
+    for row, choice in selected.items():
+        by_setting.setdefault(tuple(sorted(choice["setting"].items())), []).append(row)
+    phases = []
+    for setting, rows in sorted(by_setting.items()):
+        slug = "_".join(f"{k.split('.')[-1]}{v}" for k, v in setting) or "default"
+        overrides = (
+            f"experiment={experiment}",
+            row_override(layout.group, listed(rows)),
+            *(f"{k}={v}" for k, v in setting),
+            f"{protocol.seed_key[layout.protocol_kind]}={listed(protocol.seeds)}",
+            *extra,
+        )
+        phases.append(Phase("test", experiment, overrides, root / experiment / "test" / slug))
+    return phases
+
+
+def ledger_path(root: Path) -> Path:
+    return root / "ledger.jsonl"
+
+
+def ledger(root: Path) -> list[dict]:
+    path = ledger_path(root)
+    return read_jsonl(path) if path.exists() else []
+
+
+def finished(phase: Phase, root: Path) -> bool:
+    command = shlex.join(phase.command)
+    return any(e["command"] == command and e["returncode"] == 0 for e in ledger(root))
+
+
+def run_phase(phase: Phase, root: Path, rerun: bool = False) -> None:
+    """Run the phase's multirun (unless it already finished) and record its wall time in the ledger."""
+    if finished(phase, root) and not rerun:
+        log.info("%s %s: finished before, not run again", phase.experiment, phase.name)
+        return
+    command = shlex.join(phase.command)
+    log.info("running: %s", command)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *phase.command[1:]], cwd=ROOT)
+    entry = {
+        "experiment": phase.experiment,
+        "phase": phase.name,
+        "command": command,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "returncode": done.returncode,
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    with open(ledger_path(root), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    if done.returncode:
+        raise RuntimeError(f"{phase.experiment} {phase.name} failed (exit {done.returncode}): {command}")
+
+
+def wall_times(root: Path) -> pd.DataFrame:
+    """Per phase of the ledger: the longest finished run (the one that computed) and the latest (cache hits)."""
+    entries = [e for e in ledger(root) if e["returncode"] == 0]
+    if not entries:
+        return pd.DataFrame()
+    frame = pd.DataFrame(entries)
+    table = frame.groupby(["experiment", "phase", "command"], sort=False)["wall_s"].agg(["max", "last"]).reset_index()
+    table = table.groupby(["experiment", "phase"], sort=False)[["max", "last"]].sum().reset_index()
+    table.loc[len(table)] = ["all", "", table["max"].sum(), table["last"].sum()]
+    return table.rename(columns={"max": "computing (s)", "last": "latest call (s)"})

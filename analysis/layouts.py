@@ -1,0 +1,61 @@
+"""The paper tables' layouts, read from the `table:` node of each experiment config (the one place they live)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+
+
+@dataclass(frozen=True)
+class DevChoice:
+    """A choice between rows that the protocol's rule makes on dev, each row at its selected setting, checked
+    against the shipped default: e.g. Table 4's sign of DPO-L's length term (rows `tokensqueeze` s = -1 and
+    `tokensqueeze_plus` s = +1 against `length_sign` of conf/loss/dpol.yaml)."""
+
+    name: str
+    rows: dict[str, int | float | str]  # row -> the value it stands for
+    default_file: str  # a config file below conf/
+    default_key: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One paper table: which config group is swept, row labels in order, and its columns."""
+
+    group: str  # the swept choice of a run: "choice.<group>" or "override.<key>"
+    labels: dict[str, str]
+    columns: tuple[str, ...] = ("Acc", "Len", "AUC")
+    caption: str = ""
+    kind: str = "tokensqueeze"  # or "tldr": accuracy and Len-A per level, averages and A.C.R.
+    dev_choice: DevChoice | None = None
+
+    @property
+    def protocol_kind(self) -> str:
+        """Which of the protocol's grids and seed keys the rows use: `tldr` or `preference`."""
+        return "tldr" if self.kind == "tldr" else "preference"
+
+
+def load_layouts(folder: Path = EXPERIMENTS_DIR) -> dict[str, Layout]:
+    """Every experiment's table layout, by experiment name."""
+    from omegaconf import OmegaConf
+
+    layouts = {}
+    for path in sorted(folder.glob("*.yaml")):
+        node = OmegaConf.load(path).get("table")
+        if node is None:
+            continue
+        spec = OmegaConf.to_container(node)
+        try:
+            choice = spec.pop("dev_choice", None)
+            layouts[path.stem] = Layout(
+                **{**spec, "columns": tuple(spec.get("columns", Layout.columns))},
+                dev_choice=DevChoice(**choice) if choice else None,
+            )
+        except TypeError as err:
+            raise ValueError(f"{path}: bad table layout ({err})") from err
+    return layouts
+
+
+LAYOUTS = load_layouts()

@@ -1,0 +1,152 @@
+"""Reading finished runs: one run's record (`tsq.stages.run_metrics.RunMetrics`) with its graded samples, the runs of
+a protocol phase by row and setting, and every run below a folder as one DataFrame.
+
+    python -m analysis.runs logs/        # prints the overall rows of every run below logs/
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.layouts import LAYOUTS, Layout
+from analysis.protocol import Protocol, pooled, select_setting
+from tsq.sampling.graded import read_samples
+from tsq.stages.forced_budget import read_forced
+from tsq.stages.run_metrics import METRICS_FILE, RunMetrics
+from tsq.stages.samples import SAMPLES_FILE
+
+
+def run_choice(record: RunMetrics, layout: Layout) -> str | None:
+    """A run's value of the layout's swept column (a config choice or a command-line override)."""
+    where, _, key = layout.group.partition(".")
+    if where == "choice":
+        return record.run.get("choices", {}).get(key)
+    return next((o.split("=", 1)[1] for o in record.run.get("overrides", []) if o.split("=", 1)[0] == key), None)
+
+
+@dataclass
+class Run:
+    """One finished job: its record, its overrides and the row of its experiment's table it belongs to."""
+
+    record: RunMetrics
+    overrides: dict[str, str]
+    row: str
+
+    def frame(self, role: str) -> pd.DataFrame:
+        """The graded samples of the evaluation of `role` (base or trained)."""
+        return read_samples(Path(self.record.evaluations[role]["path"]) / SAMPLES_FILE)
+
+    def overall(self, role: str) -> dict:
+        rows = self.record.role_rows(role, level="all")
+        if len(rows) != 1:
+            raise ValueError(f"expected one overall {role} row, found {len(rows)}")
+        return rows[0]
+
+
+def same_value(a: object, b: object) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def read_runs(folder: Path, layout: Layout) -> list[Run]:
+    """Every finished job below `folder` (a job without metrics.json did not finish), oldest first."""
+    runs = []
+    for path in sorted(folder.rglob(METRICS_FILE), key=lambda p: p.stat().st_mtime):
+        record = RunMetrics.read(path)
+        overrides = dict(o.split("=", 1) for o in record.run.get("overrides", []))
+        runs.append(Run(record, overrides, str(run_choice(record, layout))))
+    return runs
+
+
+def matches(run: Run, setting: dict) -> bool:
+    return all(key in run.overrides and same_value(run.overrides[key], value) for key, value in setting.items())
+
+
+def selection(experiment: str, protocol: Protocol, root: Path) -> tuple[dict[str, dict], float | None]:
+    """Per row: every searched setting's dev Acc and Len-T and the selected one; and the base model's dev Acc."""
+    layout = LAYOUTS[experiment]
+    grid = protocol.grid(layout.protocol_kind)
+    runs = read_runs(root / experiment / "search", layout)
+    base_acc = runs[-1].overall("base")["acc"] if runs else None
+    out = {}
+    for row in layout.labels:
+        found = []
+        for setting in grid:
+            mine = [r for r in runs if r.row == row and matches(r, setting)]
+            if mine:
+                trained = mine[-1].overall("trained")
+                found.append({"setting": setting, "acc": trained["acc"], "len_t": trained["len_t"]})
+        if len(found) < len(grid):
+            continue  # the search of this row is not complete
+        chosen = select_setting(pd.DataFrame(found), base_acc, protocol.acc_margin)
+        out[row] = {"setting": found[chosen]["setting"], "dev": found}
+    return out, base_acc
+
+
+@dataclass
+class RowResult:
+    """A row's test runs (one per seed) of its selected setting."""
+
+    label: str
+    runs: list[Run] = field(default_factory=list)
+    _pooled: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def samples(self, role: str = "trained") -> pd.DataFrame:
+        """Every seed's graded test samples, pooled (read once)."""
+        if role not in self._pooled:
+            self._pooled[role] = pooled([r.frame(role) for r in self.runs])
+        return self._pooled[role]
+
+    def forced(self, role: str = "trained") -> pd.DataFrame | None:
+        """The forced-budget rows of every seed (None where the runs have none)."""
+        paths = [r.record.evaluations[role].get("forced_path") for r in self.runs]
+        return None if None in paths else pooled([read_forced(Path(p)) for p in paths])
+
+
+def test_results(
+    experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path
+) -> tuple[dict[str, RowResult], RowResult | None]:
+    """The rows whose every seed has a finished test run of the selected setting, and the base model's row."""
+    layout = LAYOUTS[experiment]
+    seed_key = protocol.seed_key[layout.protocol_kind]
+    runs = read_runs(root / experiment / "test", layout)
+    rows = {}
+    for row, choice in selected.items():
+        per_seed = []
+        for seed in protocol.seeds:
+            mine = [r for r in runs if r.row == row and matches(r, {**choice["setting"], seed_key: seed})]
+            if mine:
+                per_seed.append(mine[-1])
+        if len(per_seed) == len(protocol.seeds):
+            rows[row] = RowResult(layout.labels[row], per_seed)
+    base = RowResult("Baseline", [runs[-1]]) if runs else None
+    return rows, base
+
+
+def collect_metrics(root: str | Path) -> pd.DataFrame:
+    """One row per metric row of every `metrics.json` below `root`, with the run folder in `run`, the
+    run's config-group choices in `choice.<group>` columns, its command-line overrides in
+    `override.<key>` columns and its tags (comma-joined) in `tags`."""
+    frames = []
+    for path in sorted(Path(root).rglob(METRICS_FILE)):
+        record = RunMetrics.read(path)
+        columns = {f"choice.{k}": v for k, v in record.run.get("choices", {}).items()}
+        overrides = record.run.get("overrides", [])
+        columns |= {f"override.{o.split('=', 1)[0].lstrip('+~')}": o.split("=", 1)[1] for o in overrides}
+        columns["tags"] = ",".join(record.run.get("tags", []))
+        frames.append(pd.DataFrame(record.rows).assign(run=str(path.parent), **columns))
+    if not frames:
+        raise FileNotFoundError(f"no metrics.json below {root}")
+    return pd.concat(frames, ignore_index=True)
+
+
+if __name__ == "__main__":
+    frame = collect_metrics(sys.argv[1] if len(sys.argv) > 1 else "logs")
+    print(frame[frame["level"] == "all"].to_string(index=False))
