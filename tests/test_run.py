@@ -74,7 +74,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
     for stage in ("base_model", "eval", "samples", "refined", "pairs", "policy"):
         assert f"stage {stage}: cache hit" in log, stage
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["rows"] == rows
-    # every artifact sits under the key that the settings alone give (tsq.pipeline.planned_keys)
+    # every artifact sits under the key that the settings alone give (tsq.stages.recipe.planned_keys)
     from tsq.stages.recipe import build_parts, planned_keys
 
     cfg = compose_config(["debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path}"])

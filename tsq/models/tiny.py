@@ -57,7 +57,7 @@ class Architecture:
 class Pretraining:
     steps: int = 1200
     # 32 rather than 64 (conf/model/tiny.yaml): half the compute for the same dev quality; 16 never learns the
-    # arithmetic in 1,200 steps, nor does 64 in 400 (experiments/results.md, "A faster first run")
+    # arithmetic in 1,200 steps, nor does 64 in 400 (docs/measurements.md, "The base model's pretraining size")
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 100

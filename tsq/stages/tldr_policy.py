@@ -119,7 +119,9 @@ def train_tldr(
 
     def build(job: Build) -> None:
         loggers = ctx.make_loggers() if ctx.make_loggers else []  # created only when training runs
-        summary = train_mixture(settings, world, model, sources, bounds, ctx.trainer, job.dir, loggers)
+        summary = train_mixture(
+            settings, world, model.path, model.load_kwargs(), sources, bounds, ctx.trainer, job.dir, loggers
+        )
         (job.dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 
     sizes = f"System-1 {len(sources[0])}, System-2 {len(sources[1])} examples; bounds {bounds}"

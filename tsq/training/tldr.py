@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tsq.data.base import ProblemSource
-from tsq.models.base import ModelHandle
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.hf import HFSampler
 from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
@@ -259,18 +258,20 @@ class DevReweighting(L.Callback):
 def train_mixture(
     settings: TLDRSettings,
     world: ProblemSource,
-    handle: ModelHandle,
+    model_dir: Path,
+    load_kwargs: dict,
     sources,
     bounds: Bounds,
     trainer_config: dict,
     out: Path,
     loggers: list | None = None,
 ) -> dict:
-    """SFT from `handle` on the System-1 / System-2 mixture `sources` with dev re-weighting; saves the kept
-    checkpoint into `out` and returns the summary (bounds, weight history, the kept checkpoint)."""
+    """SFT from the model in `model_dir` (loaded with `load_kwargs`) on the System-1 / System-2 mixture `sources`
+    with dev re-weighting; saves the kept checkpoint into `out` and returns the summary (bounds, weight history,
+    the kept checkpoint)."""
     L.seed_everything(settings.seed, verbose=False)
-    tokenizer = AutoTokenizer.from_pretrained(handle.path, **handle.load_kwargs())
-    policy = AutoModelForCausalLM.from_pretrained(handle.path, **handle.load_kwargs()).train()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **load_kwargs)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, **load_kwargs).train()
     encoded = [encode_pairs(tokenizer, [d["prompt"] for d in s], [d["response"] for d in s]) for s in sources]
     alpha = list(settings.init)
     usable = [w > 0 for w in alpha]
