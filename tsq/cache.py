@@ -139,7 +139,13 @@ class Stage:
 WORLD = Stage("world", 1)
 
 
-def world_key(world) -> str:
+class Fingerprinted(Protocol):
+    """A problem source as keys see it: the fingerprint of everything that decides its problems and grading."""
+
+    def fingerprint(self) -> dict: ...
+
+
+def world_key(world: Fingerprinted) -> str:
     """The content key of a problem source (what every stage built on it takes as an input)."""
     return WORLD.key(world.fingerprint())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -61,12 +62,19 @@ class ProblemSource(Protocol):
 
 # ---------------------------------------------------------------------------------- capabilities
 @runtime_checkable
-class ChatTemplated(Protocol):
-    """Prompts depend on the model's tokenizer (real benchmarks): `bind(model)` (a `ModelHandle`) returns the
-    source with prompts rendered through that model's chat template; the pipeline calls it once the base
-    model exists."""
+class ModelFolder(Protocol):
+    """What a world needs of a model to render prompts with its tokenizer: its folder and hub revision (a
+    `tsq.models.base.ModelHandle` is one)."""
 
-    def bind(self, model: Any) -> ProblemSource: ...
+    path: Path
+    revision: str | None
+
+
+class ChatTemplated(Protocol):
+    """Prompts depend on the model's tokenizer (real benchmarks): `bind(model)` returns the source with prompts
+    rendered through that model's chat template; the recipe calls it once the base model exists."""
+
+    def bind(self, model: ModelFolder) -> ProblemSource: ...
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from tsq.cache import file_sha256
-from tsq.data.base import Conversation, Problem
+from tsq.data.base import Conversation, ModelFolder, Problem
 from tsq.data.templates import PromptTemplate
 from tsq.grading.code import CodeGrader, parse_tests
 from tsq.grading.math import MathGrader
@@ -348,8 +348,8 @@ class BenchmarkSource:
         self._code = CodeGrader(**self.code_grader) if has_code else None
 
     # ------------------------------------------------------------------ prompts
-    def bind(self, model) -> BenchmarkSource:
-        """This source with prompts rendered through the chat template of `model` (a ModelHandle)."""
+    def bind(self, model: ModelFolder) -> BenchmarkSource:
+        """This source with prompts rendered through the chat template of `model`."""
         from transformers import AutoTokenizer
 
         bound = replace(self)  # re-runs __post_init__ (cheap: files are small) on a copy

@@ -8,6 +8,11 @@ filled with `str.replace`, not `str.format`, so the `\\boxed{}` braces in an ins
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 from dataclasses import dataclass
 
 from tsq.text import THINK_OPEN
@@ -57,7 +62,9 @@ class PromptTemplate:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return [*system, {"role": "user", "content": self.user_message(question, kind, starter_code)}]
 
-    def render(self, tokenizer, question: str, kind: str = "math", starter_code: str = "") -> str:
+    def render(
+        self, tokenizer: PreTrainedTokenizerBase, question: str, kind: str = "math", starter_code: str = ""
+    ) -> str:
         """The full prompt text, special tokens included (so it is tokenised with add_special_tokens=False)."""
         text = self._messages_text(tokenizer, self.messages(question, kind, starter_code))
         return text + self.added_prefix(text)
@@ -67,11 +74,11 @@ class PromptTemplate:
         already ends with it): in a conversation, the start of the assistant's reply."""
         return self.generation_prefix if self.generation_prefix and not text.endswith(self.generation_prefix) else ""
 
-    def response_prefix(self, tokenizer, messages: list[dict[str, str]]) -> str:
+    def response_prefix(self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
         """What `render` adds after the chat template's own rendering of `messages`."""
         return self.added_prefix(self._messages_text(tokenizer, messages))
 
-    def _messages_text(self, tokenizer, messages: list[dict[str, str]]) -> str:
+    def _messages_text(self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
         if not self.use_chat_template:
             return "\n\n".join(m["content"] for m in messages) + "\n\n"
         if not getattr(tokenizer, "chat_template", None):

@@ -115,7 +115,7 @@ class TinyReasoningModel:
         self._pretrain(world, out_dir)
 
     # -----------------------------------------------------------------------
-    def corpus(self, world) -> tuple[list[str], list[str]]:
+    def corpus(self, world: Teacher) -> tuple[list[str], list[str]]:
         """Teacher traces on fresh problems, never on a dev or test prompt."""
         rng = random.Random(self.pretrain.seed)
         style = world.style(self.teacher_style)

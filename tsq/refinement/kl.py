@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from tsq.progress import StageProgress
 from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
@@ -201,7 +201,7 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         return out, counts
 
     @torch.inference_mode()
-    def score(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
+    def score(self, model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
         """KL of every candidate of every step of one trace: one pass over the trace, then one batch
         per step on top of the step prefix's cropped KV cache. Only hidden states are kept; the
         vocabulary distributions are formed `score_chunk_tokens` (candidate, position) rows at a time."""
@@ -238,7 +238,9 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         return results
 
     @torch.inference_mode()
-    def score_loop(self, model, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
+    def score_loop(
+        self, model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], work
+    ) -> list[list[float]]:
         """The straightforward reference: two full forward passes per candidate, no sharing."""
         device = next(model.parameters()).device
         results = []
@@ -314,13 +316,15 @@ def prefix_cache(cache, length: int, repeats: int) -> DynamicCache:
     )
 
 
-def trace_step_spans(tokenizer, response_ids: list[int], delimiter: str) -> list[tuple[int, int]]:
+def trace_step_spans(
+    tokenizer: PreTrainedTokenizerBase, response_ids: list[int], delimiter: str
+) -> list[tuple[int, int]]:
     """The step spans of one tokenised response, inside its <think> part when the tokenizer has those tokens."""
     open_id, close_id = (_single_token_id(tokenizer, t) for t in ("<think>", "</think>"))
     return step_spans(token_texts(tokenizer, response_ids), delimiter, *think_bounds(response_ids, open_id, close_id))
 
 
-def token_texts(tokenizer, ids: list[int]) -> list[str]:
+def token_texts(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
     """Each token's own text (a byte-level BPE piece of a multi-byte character decodes to U+FFFD; no
     step delimiter is such a piece)."""
     return [tokenizer.decode([t]) for t in ids]

@@ -9,10 +9,14 @@ check that the meaning survives: that is the point of this baseline against KL r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
 from tsq.refinement.kl import assemble_trace, trace_step_spans, warn_cut
 from tsq.sampling.base import SamplingParams
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -35,7 +39,7 @@ class PromptRewriter(ModelRefiner, part="refiner/prompt_rewrite"):
             raise ValueError(f"refiner.max_step_tokens must be > 0, got {self.max_step_tokens}")
         self.params = SamplingParams(n=1, max_new_tokens=self.max_step_tokens, temperature=0.0)
 
-    def rewrite_prompts(self, tokenizer, steps: list[str]) -> list[str]:
+    def rewrite_prompts(self, tokenizer: PreTrainedTokenizerBase, steps: list[str]) -> list[str]:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"refiner={self.name}: the rewriting model's tokenizer has no chat template")
         return [

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from tsq.sampling.base import Completion, FinishReason, SamplingParams
 
@@ -78,7 +84,9 @@ class HFSampler:
         self.eos_token_id = self.tokenizer.eos_token_id
 
     @classmethod
-    def from_model(cls, model, tokenizer, batch_size: int = 256, progress: bool = False) -> HFSampler:
+    def from_model(
+        cls, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int = 256, progress: bool = False
+    ) -> HFSampler:
         """A sampler over a model already in memory (TL;DR evaluates the policy while it trains)."""
         sampler = cls.__new__(cls)
         sampler.batch_size, sampler.progress = batch_size, progress

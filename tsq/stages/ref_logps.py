@@ -19,11 +19,19 @@ from tsq.training.pairs_data import read_pairs, tokenize_pairs
 from tsq.training.settings import TrainSettings
 
 REF_LOGPS = Stage("ref_logps", 2)
+PAIRS_PER_CALL = 64  # pairs scored per call of sequence_logps (each call sorts its 2 x 64 rows by length)
 REF_LOGPS_FILE = "ref_logps.json"
 
 
 def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
-    own = {"max_length": settings.max_length, "overlength": settings.overlength}
+    # rows_per_forward and logit_chunk_tokens decide how rows are padded and projected: float results in the last
+    # bits, so they are part of what one exact artifact was made with
+    own = {
+        "max_length": settings.max_length,
+        "overlength": settings.overlength,
+        "rows_per_forward": settings.rows_per_forward,
+        "logit_chunk_tokens": settings.logit_chunk_tokens,
+    }
     return own, {"pairs": pairs_key, "model": model.key}
 
 
@@ -42,8 +50,8 @@ def reference_logps(
             raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
         values = {}
         with torch.inference_mode(), StageProgress("ref_logps: scoring pairs", len(data), "pairs") as progress:
-            for s in range(0, len(data), 64):
-                chunk = data[s : s + 64]
+            for s in range(0, len(data), PAIRS_PER_CALL):
+                chunk = data[s : s + PAIRS_PER_CALL]
                 prompts = [d["prompt"] for d in chunk] * 2
                 completions = [d["chosen"] for d in chunk] + [d["rejected"] for d in chunk]
                 logps = sequence_logps(

@@ -13,6 +13,9 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from tsq.data.base import ProblemSource
+from tsq.evaluation.evaluate import Evaluator
+from tsq.models.base import ModelHandle
 from tsq.stages.run_metrics import RunMetrics
 
 log = logging.getLogger(__name__)
@@ -274,7 +277,9 @@ def read_offline_run(path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- console
-def print_evaluation(world, evaluator, model, role: str, rows: list[dict], diagnostics: dict) -> None:
+def print_evaluation(
+    world: ProblemSource, evaluator: Evaluator, model: ModelHandle, role: str, rows: list[dict], diagnostics: dict
+) -> None:
     """The base model's metric table, or base against trained on the `all` rows."""
     from tsq.evaluation.evaluate import format_table
 

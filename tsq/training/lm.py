@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import lightning as L
 import torch
 from torch.utils.data import Sampler
+from transformers import PreTrainedTokenizerBase
 
 from tsq.progress import StageProgress
 
@@ -41,7 +42,9 @@ class StepLog(L.Callback):
             self.progress.close()
 
 
-def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
     """Token ids of each prompt and of each response followed by EOS."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")

@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 MODES = ("bucket", "packed", "padded")
 
 
-def split_causal_lm(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+def split_causal_lm(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(body, head) of a Hugging Face causal LM: the transformer that yields final hidden states, and the
     output projection to the vocabulary. Models that transform logits after the projection (soft-capping,
     scaling) are refused: scoring from hidden states would silently give other log-probs for them."""

@@ -88,7 +88,7 @@ class PreferenceModule(L.LightningModule):
             )
         return loss, metrics
 
-    def logps(self, model, prompts: list, completions: list) -> torch.Tensor:
+    def logps(self, model: torch.nn.Module, prompts: list, completions: list) -> torch.Tensor:
         return sequence_logps(
             model,
             prompts,

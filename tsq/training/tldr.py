@@ -25,6 +25,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,7 +209,7 @@ class DevReweighting(L.Callback):
         self.best_state: dict | None = None
         self.best_index: int | None = None
 
-    def evaluate(self, model) -> tuple[float, float]:
+    def evaluate(self, model: torch.nn.Module) -> tuple[float, float]:
         was_training = model.training
         model.eval()
         sampler = HFSampler.from_model(model, self.tokenizer)
