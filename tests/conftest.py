@@ -9,6 +9,26 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
+# Session fixtures that cost a process start or a model conversion: a test that uses one is slow by that alone.
+SLOW_FIXTURES = {"smoke_run", "smollm2_cache", "experiments_cache"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _whether_slow(request):
+    """Tells tests/helpers.py whether the running test is marked slow (only slow tests may start processes)."""
+    import helpers
+
+    helpers.CURRENT_TEST["slow"] = request.node.get_closest_marker("slow") is not None
+    yield
+    helpers.CURRENT_TEST["slow"] = True  # session fixtures built outside a test may start processes
+
+
 @pytest.fixture(scope="session")
 def micro_model_dir(tmp_path_factory) -> Path:
     """A real 2-layer Llama + word tokenizer, trained through Lightning for a few seconds to answer

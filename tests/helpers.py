@@ -118,17 +118,39 @@ PAIRS = [
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# Set by tests/conftest.py for the test being run: whether it is marked slow (only slow tests start processes).
+CURRENT_TEST = {"slow": True}
 
 
-def run_py(tmp_path: Path, *overrides: str, run_dir: str = "run") -> subprocess.CompletedProcess:
-    """`python run.py <overrides>` in a subprocess, with its cache in `tmp_path/cache` and its output in
-    `tmp_path/<run_dir>`."""
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache"), "HYDRA_FULL_ERROR": "0"}
+def start(
+    *command: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
+    """The one way tests start a tsq process: `python <command>` (a script path relative to the repository, such as
+    `run.py` or `benchmarks/bench_refine.py`, or `-m <module>`), its output captured. A process start costs about
+    18 s of imports on a 2-core machine, so only tests marked `slow` may start one (the fast tier starts none)."""
+    if not CURRENT_TEST["slow"]:
+        raise RuntimeError("a test that starts a process must be marked @pytest.mark.slow (the fast tier starts none)")
+    first = command[0] if command[0] == "-m" else str(ROOT / command[0])
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / run_dir}", *overrides],
-        cwd=tmp_path,
-        env=env,
+        [sys.executable, first, *command[1:]],
+        cwd=cwd or ROOT,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
+    )
+
+
+def run_py(tmp_path: Path, *overrides: str, run_dir: str = "run", timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py <overrides>` with its cache in `tmp_path/cache` and its output in `tmp_path/<run_dir>`."""
+    return start(
+        "run.py",
+        f"hydra.run.dir={tmp_path / run_dir}",
+        *overrides,
+        cwd=tmp_path,
+        env={"TSQ_CACHE_DIR": str(tmp_path / "cache")},
+        timeout=timeout,
     )

@@ -3,17 +3,15 @@ same global batch, and `python run.py trainer=ddp_cpu` end to end. (Two runs sha
 tests/test_run.py's fault-injection slice.)"""
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import PAIRS, compose_config
+from helpers import PAIRS, compose_config, start
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "WANDB_MODE": "offline"}
+ENV = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "WANDB_MODE": "offline"}
 
 
 def train(tmp_path: Path, name: str, model: Path, pairs: Path, devices: int, batch_size: int) -> dict:
@@ -28,12 +26,12 @@ def train(tmp_path: Path, name: str, model: Path, pairs: Path, devices: int, bat
         "train": {"epochs": 2, "batch_size": batch_size, "lr": 1e-3, "seed": 3},
     }  # fmt: skip
     (tmp_path / f"{name}-job.json").write_text(json.dumps(job))
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_train.py"), str(tmp_path / f"{name}-job.json")],
-                          env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = start("tests/ddp_train.py", str(tmp_path / f"{name}-job.json"), env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_process_ddp_gives_the_one_process_loss_curve_and_weights(micro_model_dir, tmp_path):
     """32 pairs, global batch 8: 2 processes x 4 pairs against 1 process x 8 pairs, 8 optimizer steps."""
     import torch
@@ -59,20 +57,20 @@ def test_two_process_ddp_gives_the_one_process_loss_curve_and_weights(micro_mode
     assert summary["processes"] == 2 and summary["steps"] == 8
 
 
-def run_py(args: list[str], cache: Path, logs: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={logs}",
-                           "trainer.enable_progress_bar=false"],
-                          env={**ENV, "TSQ_CACHE_DIR": str(cache)}, capture_output=True, text=True,
-                          timeout=900, cwd=ROOT)  # fmt: skip
+def run_ddp(args: list[str], cache: Path, logs: Path) -> subprocess.CompletedProcess:
+    """`python run.py` with its logs (every rank's) below `logs`: Lightning's launcher starts rank 1 from rank 0."""
+    args = [*args, f"paths.log_dir={logs}", "trainer.enable_progress_bar=false"]
+    return start("run.py", *args, env={**ENV, "TSQ_CACHE_DIR": str(cache)})
 
 
 def built_stages(text: str) -> list[str]:
     return re.findall(r"stage (\w+): built ", text)
 
 
+@pytest.mark.slow
 def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_path):
     cache, logs = tmp_path / "cache", tmp_path / "logs"
-    done = run_py(["debug=smoke", "trainer=ddp_cpu", "train.batch_size=4"], cache, logs)
+    done = run_ddp(["debug=smoke", "trainer=ddp_cpu", "train.batch_size=4"], cache, logs)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0 = next(logs.rglob("run.log")).read_text()
     rank1 = next(logs.rglob("train_ddp_process_1.log")).read_text()
@@ -87,15 +85,14 @@ def test_run_py_with_ddp_builds_each_stage_once_and_rank_0_alone_evaluates(tmp_p
     assert {r["role"] for r in metrics["rows"]} == {"base", "trained"}
 
 
+@pytest.mark.slow
 def test_a_ddp_trainer_is_refused_for_tldr_and_inside_a_local_sweep(tmp_path):
     from tsq.stages.recipe import build_parts
 
     cfg = compose_config(["debug=smoke", "trainer=ddp_cpu", "steps=[base_eval,tldr]"])
     with pytest.raises(ValueError, match="tldr trains in one process"):
         build_parts(cfg)
-    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "debug=smoke", "trainer=ddp_cpu",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          env={**ENV, "TSQ_CACHE_DIR": str(tmp_path / "cache")}, capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)  # fmt: skip
+    args = ("-m", "debug=smoke", "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    done = start("run.py", *args, env={**ENV, "TSQ_CACHE_DIR": str(tmp_path / "cache")}, timeout=300)
     assert done.returncode != 0 and "inside a -m sweep" in done.stderr
     assert not (tmp_path / "cache" / "base_model").exists()  # refused before any compute

@@ -1,4 +1,4 @@
-"""The pairs' export for other trainers (tsq/stages/pairs_export.py): rows, conversations, LLaMA-Factory's entry, TRL."""
+"""The pairs' export for other trainers (tsq/stages/pairs_export.py): rows, conversations, LLaMA-Factory, TRL."""
 
 import json
 from dataclasses import replace

