@@ -4,9 +4,9 @@
     python benchmarks/bench_pipeline.py debug=smoke          # any run.py overrides are passed through
     python benchmarks/bench_pipeline.py debug=smoke "--sweep=loss=dpo,sft"   # another sweep
 
-Every run writes per-stage wall times into its metrics.json (`timings`). The multirun
+Every run writes per-step wall times into its metrics.json (`timings`). The multirun
 (`selector=qdyn,qfix loss=dpo,sft,dpol`) reuses the base model and the sampled responses; its total is
-compared with the sum of its jobs' own stage times, which shows what the sweep adds (process and Hydra
+compared with the sum of its jobs' own step times, which shows what the sweep adds (process and Hydra
 start-up, model loading) and that sampling is not repeated. Prints a table and writes bench_pipeline.csv.
 """
 
@@ -57,10 +57,10 @@ def main() -> None:
     summed = pd.DataFrame(jobs).sum().to_dict()
     rows.append({"run": "multirun " + " ".join(sweep), "jobs": len(jobs), "wall_s": seconds, **summed})
     table = pd.DataFrame(rows)
-    stages = [c for c in table.columns if c not in ("run", "jobs", "wall_s")]
-    table["stages_s"] = table[stages].sum(axis=1)
-    table["outside_stages_s"] = table["wall_s"] - table["stages_s"]
-    print(f"\npython run.py {' '.join(overrides)}: wall and stage seconds (multirun: stage times summed over jobs)")
+    steps = [c for c in table.columns if c not in ("run", "jobs", "wall_s")]
+    table["steps_s"] = table[steps].sum(axis=1)
+    table["outside_steps_s"] = table["wall_s"] - table["steps_s"]
+    print(f"\npython run.py {' '.join(overrides)}: wall and step seconds (multirun: step times summed over jobs)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     csv = Path(os.environ.get("TSQ_BENCH_OUT", ROOT / "results" / "bench"))
     csv.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ def test_pipeline_benchmark_runs_at_smoke_size(tmp_path):
     table = pd.read_csv(tmp_path / "bench_pipeline.csv")
     assert list(table["run"]) == ["cold", "warm", "multirun loss=dpo,sft"] and list(table["jobs"]) == [1, 1, 2]
     cold, warm = table.iloc[0], table.iloc[1]
-    assert warm["model"] < cold["model"] and warm["wall_s"] < cold["wall_s"]  # the warm run hits the cache
+    assert warm["base_model"] < cold["base_model"] and warm["wall_s"] < cold["wall_s"]  # the warm run hits the cache
 
 
 @pytest.mark.slow
