@@ -61,7 +61,6 @@ class ProblemSource(Protocol):
 
 
 # ---------------------------------------------------------------------------------- capabilities
-@runtime_checkable
 class ModelFolder(Protocol):
     """What a world needs of a model to render prompts with its tokenizer: its folder and hub revision (a
     `tsq.models.base.ModelHandle` is one)."""
@@ -70,6 +69,7 @@ class ModelFolder(Protocol):
     revision: str | None
 
 
+@runtime_checkable
 class ChatTemplated(Protocol):
     """Prompts depend on the model's tokenizer (real benchmarks): `bind(model)` returns the source with prompts
     rendered through that model's chat template; the recipe calls it once the base model exists."""

@@ -338,7 +338,7 @@ def run_steps(cfg: DictConfig) -> RunResult:
         per_problem = cfg.logger.wandb.get("samples_per_problem")
         log_samples(wandb_run, graded, refined_traces, ctx.world.step_delimiter, per_problem)
     print_run_end(record, path)
-    return RunResult(record, path, rank)
+    return RunResult(RunMetrics.read(path), path, rank)  # as every reader sees it (JSON: NaN written as null)
 
 
 def construct_step(
