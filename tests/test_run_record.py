@@ -78,10 +78,10 @@ def test_the_run_report_renders_in_headless_chromium(smoke_run, tmp_path):
     browser = chromium()
     if browser is None:
         pytest.skip("needs Chromium (Debian: apt-get install chromium); .ci/run installs it")
-    from analysis.report import write_report
+    from analysis.report import run_report
 
     folder, _ = smoke_run
-    page = write_report(str(folder / "a"), out=tmp_path)
+    page = run_report(folder / "a", out=tmp_path)
     text = page.read_text()
     assert 'src="http' not in text and 'href="http' not in text  # nothing loaded from elsewhere
     probe = tmp_path / "probe.html"  # the page plus a script that records what the browser decoded
