@@ -159,9 +159,12 @@ def seed_aware_interval(
     seed's `versus`: paired), with an interval that covers what a rerun with other seeds on other problems would
     give. `row` and `versus` are (numerator, denominator) arrays of shape (seeds, problems) (`seed_sums`).
 
-    Two parts of uncertainty are added: the seeds' (s^2 / S, the spread of the S per-seed values; it holds the
-    training seed's effect and the evaluation draws) and the problems' (the variance of a bootstrap over problems of
-    the pooled value, each problem with all its samples of every seed). The interval is estimate +- t * SE with
+    A per-seed value d_s varies with the seed's training and evaluation draws; the pooled value also with which
+    problems make the test set. The variance of the pooled value is estimated as s^2 / S (the spread of the S
+    per-seed values) plus the problems' part: a bootstrap over problems of the pooled value measures the problems'
+    part plus the evaluation draws' part / S, which s^2 already holds, so that draws' part is taken out, estimated
+    from how much larger the bootstrap variance of one seed's value is than the pooled value's
+    ((mean per-seed variance - pooled variance) / (S - 1)). The interval is estimate +- t * SE with
     Welch-Satterthwaite degrees of freedom (the problems' part counted as known). With one seed it is the problem
     bootstrap's normal interval. Measured coverage: tests/test_intervals.py simulates it.
     """
@@ -172,28 +175,46 @@ def seed_aware_interval(
         raise ValueError(f"row sums must be (seeds, problems) arrays of one shape, got {num.shape} and {den.shape}")
     if versus is not None and versus[0].shape != num.shape:
         raise ValueError(f"paired rows must have the same seeds and problems: {num.shape} vs {versus[0].shape}")
-
-    def value(n: np.ndarray, d: np.ndarray, n_b: np.ndarray | None, d_b: np.ndarray | None) -> float:
-        return _pooled(n, d) - (_pooled(n_b, d_b) if n_b is not None else 0.0)
-
-    nb, db = versus if versus is not None else (None, None)
-    estimate = value(num, den, nb, db)
-    per_seed = np.array([value(num[s], den[s], None if nb is None else nb[s], None if db is None else db[s])
-                         for s in range(num.shape[0])])  # fmt: skip
-    finite = per_seed[np.isfinite(per_seed)]
-    seeds = len(finite)
-    se_seeds = float(finite.std(ddof=1) / math.sqrt(seeds)) if seeds > 1 else 0.0
     counts = _draw_counts(num.shape[1], n_boot, seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        draws = (counts @ num.sum(0)) / (counts @ den.sum(0))
-        if versus is not None:
-            draws = draws - (counts @ nb.sum(0)) / (counts @ db.sum(0))
-    draws = draws[np.isfinite(draws)]
-    se_problems = float(draws.std(ddof=1)) if len(draws) > 1 else math.nan
-    if not math.isfinite(estimate) or not math.isfinite(se_problems):
-        return SeedInterval(estimate, math.nan, math.nan, tuple(per_seed.tolist()), se_seeds, se_problems, math.nan)
-    variance = se_seeds**2 + se_problems**2
-    seed_part = se_seeds**4 / (seeds - 1) if seeds > 1 else 0.0
-    df = variance**2 / seed_part if seed_part > 0 else math.inf
+
+    def value(select: slice | int) -> float:
+        own = _pooled(num[select], den[select])
+        return own - _pooled(versus[0][select], versus[1][select]) if versus is not None else own
+
+    def boot_variance(select: slice | int) -> float:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n, d = np.atleast_2d(num[select]).sum(0), np.atleast_2d(den[select]).sum(0)
+            draws = (counts @ n) / (counts @ d)
+            if versus is not None:
+                nb, db = np.atleast_2d(versus[0][select]).sum(0), np.atleast_2d(versus[1][select]).sum(0)
+                draws = draws - (counts @ nb) / (counts @ db)
+        draws = draws[np.isfinite(draws)]
+        return float(draws.var(ddof=1)) if len(draws) > 1 else math.nan
+
+    seeds_total = num.shape[0]
+    estimate = value(slice(None))
+    per_seed = np.array([value(s) for s in range(seeds_total)])
+    finite = np.isfinite(per_seed)
+    seeds = int(finite.sum())
+    pooled_variance = boot_variance(slice(None))
+    if not math.isfinite(estimate) or not math.isfinite(pooled_variance):
+        return SeedInterval(estimate, math.nan, math.nan, tuple(per_seed.tolist()), math.nan, math.nan, math.nan)
+    if seeds > 1:
+        seed_variance = float(per_seed[finite].var(ddof=1)) / seeds
+        one_seed = np.nanmean([boot_variance(s) for s in np.flatnonzero(finite)])
+        draws_part = max(one_seed - pooled_variance, 0.0) / (seeds - 1)  # the evaluation draws' variance / S
+        problem_variance = max(pooled_variance - draws_part, 0.0)
+    else:
+        seed_variance, problem_variance = 0.0, pooled_variance
+    variance = seed_variance + problem_variance
+    df = variance**2 / (seed_variance**2 / (seeds - 1)) if seed_variance > 0 else math.inf
     half = float(stats.t.ppf((1 + level) / 2, df)) * math.sqrt(variance)
-    return SeedInterval(estimate, estimate - half, estimate + half, tuple(per_seed.tolist()), se_seeds, se_problems, df)
+    return SeedInterval(
+        estimate,
+        estimate - half,
+        estimate + half,
+        tuple(per_seed.tolist()),
+        math.sqrt(seed_variance),
+        math.sqrt(problem_variance),
+        df,
+    )
