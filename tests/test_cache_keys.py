@@ -6,8 +6,9 @@ checked against the artifacts a real run builds in tests/test_run.py). A change 
 until it is deliberate: then bump the stage's version or say in the commit why the key moved, and update the
 table. Keys last moved when swappable parts were keyed by registered names (`tsq.cache.ConfiguredPart`) instead
 of their module paths (refined, pairs and everything after them; base_model, eval_base and samples kept theirs),
-and when ref_logps's key took in `train.rows_per_forward` and `train.logit_chunk_tokens`, which its values depend
-on in the last bits.
+when ref_logps's key took in `train.rows_per_forward` and `train.logit_chunk_tokens`, which its values depend
+on in the last bits, and when the evaluations took the run's `seed` (0; it was a fixed 1234) so that a seed
+redraws them too.
 """
 
 import pytest
@@ -18,47 +19,47 @@ from tsq.stages.recipe import build_parts, planned_keys
 GOLDEN = {
     (): {
         "base_model": "1dd27f0d3c18acf3",
-        "eval_base": "71328278021b785e",
+        "eval_base": "f6ca1b9ec800c625",
         "samples": "add026a9aa26e16a",
         "refined": "c476dfff1045cec8",
         "pairs": "8767bd575a3fa789",
         "pairs_export": "b8c2f568ba6b7b8a",
         "ref_logps": "76eee9cf35ce612d",
         "policy": "2ba4befd7fac5e0b",
-        "eval_trained": "f6fa62f955d5bb13",
+        "eval_trained": "dec9482d3951d6d0",
     },
     ("debug=smoke",): {
         "base_model": "d4fcb8c3491c57f6",
-        "eval_base": "6a6737f567202bb6",
+        "eval_base": "14e9b24d3abbec43",
         "samples": "826f6dca3ffc302e",
         "refined": "796b9fc719f4a533",
         "pairs": "24f681fd0bd6ad5e",
         "pairs_export": "d2405ddc4dc3336d",
         "ref_logps": "660745b785cffe1b",
         "policy": "6a433fac37520c12",
-        "eval_trained": "cd8ac60205771628",
+        "eval_trained": "2337bdd1b3f9e8e0",
     },
     ("method=tldr",): {
         "base_model": "1dd27f0d3c18acf3",
-        "eval_base": "71328278021b785e",
+        "eval_base": "f6ca1b9ec800c625",
         "samples": "add026a9aa26e16a",
         "short_model": "be241d697b09780f",
         "system1_samples": "23b5ff58f2306881",
-        "eval_bound_long": "42a5445ebfae2cea",
-        "eval_bound_short": "056b5a53c3cfc9a2",
+        "eval_bound_long": "7df1a20fc5e3b84f",
+        "eval_bound_short": "a364f413816fd30c",
         "tldr_policy": "e502a5bfcb85ce7a",
-        "eval_trained": "6078188af16db02c",
+        "eval_trained": "0e8cbbecd9249202",
     },
     ("method=tldr", "debug=smoke"): {
         "base_model": "d4fcb8c3491c57f6",
-        "eval_base": "6a6737f567202bb6",
+        "eval_base": "14e9b24d3abbec43",
         "samples": "826f6dca3ffc302e",
         "short_model": "7b5ee82f7c681086",
         "system1_samples": "d84cfb5ae29f669e",
-        "eval_bound_long": "ab5ccff268801a04",
-        "eval_bound_short": "c28d16924b652f81",
+        "eval_bound_long": "096845daed8b032f",
+        "eval_bound_short": "3d7791d9a287eeef",
         "tldr_policy": "6d195e12e0a2f84e",
-        "eval_trained": "b07ef234c7762d8e",
+        "eval_trained": "c3983b57c7153e47",
     },
 }
 
@@ -119,3 +120,10 @@ def test_progress_bars_change_no_key_and_result_settings_change_only_their_stage
     assert {k for k in base if epsilon[k] != base[k]} == after_refined
     temperature = keys(tmp_path, "debug=smoke", "eval.temperature=1.0")
     assert {k for k in base if temperature[k] != base[k]} == {"eval_base", "eval_trained"}
+
+
+@pytest.mark.parametrize("overrides", [("debug=smoke",), ("method=tldr", "debug=smoke")], ids=["preference", "tldr"])
+def test_a_seed_redraws_every_artifact_below_the_base_model(overrides, tmp_path):
+    first, second = keys(tmp_path, *overrides), keys(tmp_path, *overrides, "seed=1")
+    kept = {k for k in first if first[k] == second[k]}
+    assert kept == ({"base_model", "short_model"} & set(first)), kept

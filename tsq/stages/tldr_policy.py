@@ -69,6 +69,7 @@ def bound_evaluator(settings: TLDRSettings) -> Evaluator:
         temperature=settings.bound_temperature,
         top_p=settings.bound_top_p,
         max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,  # the run's seed, as every other draw below the base model
         shortcut_probe=False,
     )
 
