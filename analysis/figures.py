@@ -100,3 +100,25 @@ def length_figure(histograms: list[dict], out: Path, name: str) -> list[Path]:
     if histograms:
         ax.legend(fontsize=7)
     return save_figure(fig, out, name)
+
+
+def frontier_figure(
+    selected: dict[str, dict], labels: dict[str, str], base_acc: float, out: Path, name: str
+) -> list[Path]:
+    """Each row's dev accuracy-length frontier over the searched settings (one point per setting, in the grid's
+    order, the selected one circled), with the base model's dev accuracy as a dashed line."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row, choice in selected.items():
+        points = [(e["len_t"], 100 * e["acc"]) for e in choice["dev"] if e["len_t"] is not None]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        (line,) = ax.plot(xs, ys, "-o", markersize=3, label=labels.get(row, row))
+        chosen = next(e for e in choice["dev"] if e["setting"] == choice["setting"])
+        if chosen["len_t"] is not None:
+            ax.plot(chosen["len_t"], 100 * chosen["acc"], "o", markersize=9, mfc="none", color=line.get_color())
+    ax.axhline(100 * base_acc, ls="--", c="gray", label="base model")
+    ax.set_xlabel("dev Len-T (tokens)")
+    ax.set_ylabel("dev Acc (%)")
+    ax.legend(fontsize=6)
+    return save_figure(fig, out, name)

@@ -45,19 +45,30 @@ def listed(values: Iterable) -> str:
     return ",".join(str(v) for v in values)
 
 
-def search_phase(experiment: str, protocol: Protocol, root: Path, extra: tuple[str, ...] = ()) -> Phase:
-    kind = LAYOUTS[experiment].protocol_kind
-    grid = [f"{key}={listed(values)}" for key, values in sorted(protocol.search[kind].items())]
-    seed = f"{protocol.seed_key[kind]}={protocol.seeds[0]}"
-    # the selection reads dev Acc and Len-T only: no forced-budget evaluation on dev
-    overrides = (f"experiment={experiment}", "eval.split=dev", "eval.forced_budgets=null", *grid, seed, *extra)
-    return Phase("search", experiment, overrides, root / experiment / "search")
+def search_phases(experiment: str, protocol: Protocol, root: Path, extra: tuple[str, ...] = ()) -> list[Phase]:
+    """One multirun per kind of row of the table: its rows x its kind's grid, at the search seed, on dev."""
+    layout = LAYOUTS[experiment]
+    phases = []
+    for kind, rows in layout.rows_of_kind().items():
+        grid = [f"{key}={listed(values)}" for key, values in sorted(protocol.search[kind].items())]
+        overrides = (
+            f"experiment={experiment}",
+            row_override(layout.group, listed(rows)),
+            "eval.split=dev",
+            *protocol.dev_overrides,
+            *grid,
+            f"{protocol.seed_key}={protocol.search_seed}",
+            *extra,
+        )
+        where = root / experiment / "search" / (kind if len(layout.rows_of_kind()) > 1 else "")
+        phases.append(Phase("search", experiment, overrides, where))
+    return phases
 
 
 def test_phases(
     experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path, extra: tuple[str, ...] = ()
 ) -> list[Phase]:
-    """One multirun per distinct selected setting, over the rows that selected it and every seed."""
+    """One multirun per distinct selected setting, over the rows that selected it and every test seed."""
     layout = LAYOUTS[experiment]
     by_setting: dict[tuple, list[str]] = {}
     for row, choice in selected.items():
@@ -69,7 +80,7 @@ def test_phases(
             f"experiment={experiment}",
             row_override(layout.group, listed(rows)),
             *(f"{k}={v}" for k, v in setting),
-            f"{protocol.seed_key[layout.protocol_kind]}={listed(protocol.seeds)}",
+            f"{protocol.seed_key}={listed(protocol.seeds)}",
             *extra,
         )
         phases.append(Phase("test", experiment, overrides, root / experiment / "test" / slug))

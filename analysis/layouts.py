@@ -30,11 +30,24 @@ class Layout:
     caption: str = ""
     kind: str = "tokensqueeze"  # or "tldr": accuracy and Len-A per level, averages and A.C.R.
     dev_choice: DevChoice | None = None
+    # rows trained otherwise than the table's kind says (Table 1's TL;DR rows among preference methods): row -> kind
+    row_kinds: dict[str, str] | None = None
 
     @property
     def protocol_kind(self) -> str:
-        """Which of the protocol's grids and seed keys the rows use: `tldr` or `preference`."""
+        """Which of the protocol's grids the table's rows use: `tldr` or `preference`."""
         return "tldr" if self.kind == "tldr" else "preference"
+
+    def kind_of(self, row: str) -> str:
+        """The protocol kind (grid) of one row."""
+        return (self.row_kinds or {}).get(row, self.protocol_kind)
+
+    def rows_of_kind(self) -> dict[str, list[str]]:
+        """The rows of each protocol kind, in the table's order."""
+        out: dict[str, list[str]] = {}
+        for row in self.labels:
+            out.setdefault(self.kind_of(row), []).append(row)
+        return out
 
 
 def load_layouts(folder: Path = EXPERIMENTS_DIR) -> dict[str, Layout]:

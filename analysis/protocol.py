@@ -22,22 +22,29 @@ class Protocol:
     """`conf/protocol.yaml`: the grid per kind of row, seeds, the selection margin and the interval settings."""
 
     search: dict[str, dict[str, list]]
-    seed_key: dict[str, str]
+    seed_key: str
+    search_seed: int
     seeds: tuple[int, ...]
     acc_margin: float
     noninferiority: float
+    dev_overrides: tuple[str, ...] = ()
     n_boot: int = 2000
     level: float = 0.95
 
     def __post_init__(self) -> None:
         for kind in KINDS:
-            if kind not in self.search or kind not in self.seed_key:
-                raise ValueError(f"{PROTOCOL_FILE}: search and seed_key need an entry for {kind!r}")
+            if kind not in self.search:
+                raise ValueError(f"{PROTOCOL_FILE}: search needs an entry for {kind!r}")
             for key, values in self.search[kind].items():
                 if not isinstance(values, list) or not values:
                     raise ValueError(f"{PROTOCOL_FILE}: search.{kind}.{key} must be a non-empty list, got {values!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"{PROTOCOL_FILE}: seeds must be distinct, got {list(self.seeds)}")
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"{PROTOCOL_FILE}: seeds must be at least 2 distinct seeds, got {list(self.seeds)}")
+        if self.search_seed in self.seeds:
+            raise ValueError(
+                f"{PROTOCOL_FILE}: search_seed {self.search_seed} is one of the test seeds {list(self.seeds)}: a "
+                "setting chosen on a seed's draws would be tested on the same draws"
+            )
         if not 0 <= self.acc_margin < 1 or not 0 <= self.noninferiority < 1:
             raise ValueError(f"{PROTOCOL_FILE}: acc_margin and noninferiority are fractions of accuracy in [0, 1)")
 
@@ -53,7 +60,8 @@ def load_protocol(path: str | Path = PROTOCOL_FILE) -> Protocol:
 
     spec = OmegaConf.to_container(OmegaConf.load(path))
     try:
-        return Protocol(**{**spec, "seeds": tuple(spec["seeds"])})
+        dev = tuple(spec.get("dev_overrides", ()))
+        return Protocol(**{**spec, "seeds": tuple(spec["seeds"]), "dev_overrides": dev})
     except (TypeError, KeyError) as err:
         raise ValueError(f"{path}: bad protocol ({err})") from err
 

@@ -20,13 +20,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from analysis.launch import ROOT, run_phase, search_phase, test_phases
+from analysis.launch import ROOT, run_phase, search_phases, test_phases
 from analysis.layouts import LAYOUTS
 from analysis.page import write_results
 from analysis.protocol import PROTOCOL_FILE, load_protocol
 from analysis.runs import selection
 
-EXPERIMENTS = ("ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2")
+EXPERIMENTS = ("ts_table1", "ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2")
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
     protocol, root, extra = load_protocol(args.protocol), ROOT / args.root, tuple(args.overrides)
     if not args.write_only:
         for experiment in experiments:
-            run_phase(search_phase(experiment, protocol, root, extra), root, args.rerun)
+            for phase in search_phases(experiment, protocol, root, extra):
+                run_phase(phase, root, args.rerun)
             selected, _ = selection(experiment, protocol, root)
             missing = [r for r in LAYOUTS[experiment].labels if r not in selected]
             if missing:

@@ -11,10 +11,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.layouts import LAYOUTS, Layout
 from analysis.protocol import Protocol, pooled, select_setting
+from tsq.evaluation.intervals import seed_sums
 from tsq.sampling.graded import read_samples
 from tsq.stages.forced_budget import read_forced
 from tsq.stages.run_metrics import METRICS_FILE, RunMetrics
@@ -70,39 +72,57 @@ def matches(run: Run, setting: dict) -> bool:
 
 
 def selection(experiment: str, protocol: Protocol, root: Path) -> tuple[dict[str, dict], float | None]:
-    """Per row: every searched setting's dev Acc and Len-T and the selected one; and the base model's dev Acc."""
+    """Per row: every searched setting's dev Acc and Len-T (and its run, for comparisons at equal settings) and the
+    selected one; and the base model's dev Acc."""
     layout = LAYOUTS[experiment]
-    grid = protocol.grid(layout.protocol_kind)
-    runs = read_runs(root / experiment / "search", layout)
+    runs = [r for r in read_runs(root / experiment / "search", layout) if matches(r, _seed(protocol))]
     base_acc = runs[-1].overall("base")["acc"] if runs else None
     out = {}
     for row in layout.labels:
+        grid = protocol.grid(layout.kind_of(row))
         found = []
         for setting in grid:
             mine = [r for r in runs if r.row == row and matches(r, setting)]
             if mine:
                 trained = mine[-1].overall("trained")
-                found.append({"setting": setting, "acc": trained["acc"], "len_t": trained["len_t"]})
+                found.append({"setting": setting, "acc": trained["acc"], "len_t": trained["len_t"], "run": mine[-1]})
         if len(found) < len(grid):
             continue  # the search of this row is not complete
-        chosen = select_setting(pd.DataFrame(found), base_acc, protocol.acc_margin)
+        chosen = select_setting(pd.DataFrame(found)[["acc", "len_t"]], base_acc, protocol.acc_margin)
         out[row] = {"setting": found[chosen]["setting"], "dev": found}
     return out, base_acc
 
 
+def _seed(protocol: Protocol, seed: int | None = None) -> dict:
+    return {protocol.seed_key: protocol.search_seed if seed is None else seed}
+
+
 @dataclass
 class RowResult:
-    """A row's test runs (one per seed) of its selected setting."""
+    """A row's test runs of its selected setting, one per seed in the protocol's order (the base model's row: one
+    run per seed, whose base evaluation it reads)."""
 
     label: str
     runs: list[Run] = field(default_factory=list)
     _pooled: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _frames: dict[str, list[pd.DataFrame]] = field(default_factory=dict, repr=False)
+
+    def frames(self, role: str = "trained") -> list[pd.DataFrame]:
+        """Each seed's graded test samples (read once)."""
+        if role not in self._frames:
+            self._frames[role] = [r.frame(role) for r in self.runs]
+        return self._frames[role]
 
     def samples(self, role: str = "trained") -> pd.DataFrame:
-        """Every seed's graded test samples, pooled (read once)."""
+        """Every seed's graded test samples, pooled."""
         if role not in self._pooled:
-            self._pooled[role] = pooled([r.frame(role) for r in self.runs])
+            self._pooled[role] = pooled(self.frames(role))
         return self._pooled[role]
+
+    def sums(self, metric: str, role: str = "trained") -> tuple[np.ndarray, np.ndarray]:
+        """`metric`'s numerator and denominator per seed and problem (`tsq.evaluation.intervals.seed_sums`)."""
+        num, den, _ = seed_sums(self.frames(role), metric)
+        return num, den
 
     def forced(self, role: str = "trained") -> pd.DataFrame | None:
         """The forced-budget rows of every seed (None where the runs have none)."""
@@ -113,20 +133,25 @@ class RowResult:
 def test_results(
     experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path
 ) -> tuple[dict[str, RowResult], RowResult | None]:
-    """The rows whose every seed has a finished test run of the selected setting, and the base model's row."""
+    """The rows whose every seed has a finished test run of the selected setting, and the base model's row (its
+    evaluation at every seed, from any run of that seed)."""
     layout = LAYOUTS[experiment]
-    seed_key = protocol.seed_key[layout.protocol_kind]
     runs = read_runs(root / experiment / "test", layout)
     rows = {}
     for row, choice in selected.items():
         per_seed = []
         for seed in protocol.seeds:
-            mine = [r for r in runs if r.row == row and matches(r, {**choice["setting"], seed_key: seed})]
+            mine = [r for r in runs if r.row == row and matches(r, {**choice["setting"], **_seed(protocol, seed)})]
             if mine:
                 per_seed.append(mine[-1])
         if len(per_seed) == len(protocol.seeds):
             rows[row] = RowResult(layout.labels[row], per_seed)
-    base = RowResult("Baseline", [runs[-1]]) if runs else None
+    base_runs = []
+    for seed in protocol.seeds:
+        mine = [r for r in runs if matches(r, _seed(protocol, seed))]
+        if mine:
+            base_runs.append(mine[-1])
+    base = RowResult("Baseline", base_runs) if len(base_runs) == len(protocol.seeds) else None
     return rows, base
 
 

@@ -10,6 +10,7 @@ from analysis.layouts import LAYOUTS
 from analysis.protocol import Protocol, cell
 from analysis.runs import RowResult
 from tsq.evaluation import metrics as M
+from tsq.evaluation.intervals import SeedInterval, seed_aware_interval
 from tsq.stages.run_metrics import RunMetrics
 
 BASE = "base"  # the base model's row key in a table's rows
@@ -43,31 +44,37 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
     )
 
 
+def seed_cell(result: RowResult, role: str, metric: str, protocol: Protocol) -> SeedInterval:
+    """A row's value pooled over its seeds, with the interval that covers seed and problem variance."""
+    return seed_aware_interval(result.sums(metric, role), n_boot=protocol.n_boot, level=protocol.level)
+
+
 def result_table(
     experiment: str, rows: dict[str, RowResult], base: RowResult, selected: dict[str, dict], protocol: Protocol
 ) -> pd.DataFrame:
-    """The paper's layout with intervals: Acc (%), Len-T, AUC (%), (Steps, StepLen), and the budget each row had."""
+    """The paper's layout with intervals over seeds and problems: Acc (%), Len-T, AUC (%), (Steps, StepLen), and the
+    budget each row had. (Forced-budget columns: intervals over problems only.)"""
     layout = LAYOUTS[experiment]
     records, base_len = [], None
     for key, result in [(BASE, base), *rows.items()]:
         role = "base" if key == BASE else "trained"
         samples = result.samples(role)
-        acc = cell(samples, "acc", protocol.n_boot, protocol.level)
-        len_t = cell(samples, "len_t", protocol.n_boot, protocol.level)
+        acc = seed_cell(result, role, "acc", protocol)
+        len_t = seed_cell(result, role, "len_t", protocol)
         base_len = len_t.estimate if key == BASE else base_len  # the base row comes first
         record = {
             "row": result.label,
             "Acc (%)": fmt_interval(acc, 100),
             "Len-T": fmt_interval(len_t),
             "Len-T change": "" if key == BASE else f"{100 * (len_t.estimate - base_len) / base_len:+.1f}%",
-            "Len-A": fmt_interval(cell(samples, "len_a", protocol.n_boot, protocol.level)),
+            "Len-A": fmt_interval(seed_cell(result, role, "len_a", protocol)),
             # the seeds' mean (each evaluation's AUC to its own B_max; equal sample counts, so the pooled value)
             "AUC (%)": f"{100 * np.mean([r.overall(role)['auc'] for r in result.runs]):.1f}",
         }
         if "StepLen" in layout.columns:
             steps, _ = M.step_stats(samples["n_steps"], samples["step_tokens"], samples["correct"])
             record["Steps"] = f"{steps:.2f}"
-            record["StepLen"] = fmt_interval(cell(samples, "step_len", protocol.n_boot, protocol.level), digits=2)
+            record["StepLen"] = fmt_interval(seed_cell(result, role, "step_len", protocol), digits=2)
         forced = result.forced(role)
         for budget in FORCED_COLUMNS if forced is not None else ():
             at = forced[forced["budget"] == budget]
@@ -98,6 +105,20 @@ def checkpoint_note(tldr: dict) -> str:
         return ""
     met = selected.get("met_bar")
     return f"step {selected.get('step')}" + ("" if met is None or met else " (no checkpoint met the bar)")
+
+
+def per_seed_table(rows: dict[str, RowResult], base: RowResult, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """Every row's test Acc (%) and Len-T at each seed (the values the pooled cells and their intervals come from)."""
+    records = []
+    for result, role in [(base, "base"), *((r, "trained") for r in rows.values())]:
+        record = {"row": result.label}
+        for metric, scale, name in (("acc", 100, "Acc"), ("len_t", 1, "Len-T")):
+            num, den = result.sums(metric, role)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = num.sum(1) / den.sum(1)  # NaN where a seed has no correct response (no Len-T)
+            record |= {f"{name} s{seed}": number(scale * v, ".1f") for seed, v in zip(seeds, values, strict=True)}
+        records.append(record)
+    return pd.DataFrame(records).set_index("row")
 
 
 def dev_table(experiment: str, selected: dict[str, dict]) -> pd.DataFrame:
@@ -139,7 +160,8 @@ def per_level_table(rows: dict[str, RowResult], base: RowResult) -> pd.DataFrame
 
 def tldr_checkpoints(rows: dict[str, RowResult], seed_key: str) -> pd.DataFrame:
     """Per TL;DR run: the base model's dev accuracy at the dev temperature, the bar, the kept checkpoint and
-    whether it met the bar (the rule keeps the most accurate one when none does), and the data sizes."""
+    whether it met the bar (the rule keeps the most accurate one when none does), the data sizes and the mixture
+    weights' history."""
     records = []
     for result in rows.values():
         for run in result.runs:
@@ -155,6 +177,10 @@ def tldr_checkpoints(rows: dict[str, RowResult], seed_key: str) -> pd.DataFrame:
                     "kept dev Acc": f"{100 * selected['dev_acc']:.1f}%",
                     "met the bar": "yes" if selected.get("met_bar", True) else "**no**",
                     "System-1 / System-2 examples": f"{summary['system1_examples']} / {summary['system2_examples']}",
+                    # the System-1 weight after each dev evaluation (the weights' history, per seed)
+                    "System-1 weight by step": ", ".join(
+                        f"{h['step']}: {h['alpha_short']:.2f}" for h in summary["history"]
+                    ),
                 }
             )
     return pd.DataFrame(records)

@@ -3,46 +3,125 @@ its threshold), and a layout's dev choice between rows (`analysis.layouts.DevCho
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.claims import Claim, combine, threshold_of, verdict
+from analysis.claims import HOLDS, Claim, Comparison, combine, threshold_of, verdict
 from analysis.layouts import DevChoice
 from analysis.protocol import Protocol, difference, select_setting
 from analysis.runs import RowResult
 from analysis.tables import BASE, fmt_interval, number
+from tsq.evaluation.intervals import SeedInterval, seed_aware_interval
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC_NAMES = {"acc": "Acc", "len_t": "Len-T", "len_a": "Len-A", "step_len": "StepLen"}
+LENGTHS = ("len_t", "len_a", "step_len")
+UNDEFINED = "undefined (a row has no correct response)"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim judged: its verdict on the test rows (seeds pooled, seed-aware intervals), each comparison's measured
+    difference, its effect beside the paper's, and, for a claim about lengths, its verdict at every common setting of
+    the dev search."""
+
+    verdict: str
+    measured: list[str]
+    effects: list[str]
+    equal_settings: str
+
+
+def _effect(comparison: Comparison, interval: SeedInterval, versus_value: float) -> str:
+    """The measured effect in the paper's unit (Acc: points; lengths: % of the compared row), beside the paper's."""
+    if comparison.metric == "acc":
+        unit, scale = " pt", 100.0
+    else:
+        unit, scale = "%", 100.0 / versus_value
+    value, low, high = (scale * v for v in (interval.estimate, interval.low, interval.high))
+    if not all(math.isfinite(v) for v in (value, low, high)):
+        return UNDEFINED
+    text = f"{value:+.1f}{unit} [{low:+.1f}, {high:+.1f}]"
+    if comparison.paper_effect is None:
+        return text + " (the paper gives no number)"
+    paper = comparison.paper_effect
+    if low <= paper <= high:
+        size = "the paper's size reproduces"
+    else:
+        size = "smaller than the paper's" if abs(value) < abs(paper) else "larger than the paper's"
+    return f"{text} vs paper {paper:+.1f}{unit}: {size}"
 
 
 def claim_rows(
-    claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None]], protocol: Protocol
-) -> tuple[str, list[str]] | None:
-    """The claim's verdict and each comparison's measured difference, or None when a row has not run."""
-    parts, verdicts = [], []
+    claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
+) -> ClaimResult | None:
+    """The claim judged on the test rows, or None while a row it compares has not run every seed."""
+    parts, verdicts, effects = [], [], []
     for comparison in claim.parts:
-        frames = []
+        sides = []
         for experiment, row in (comparison.row, comparison.versus):
-            rows, base = results.get(experiment, ({}, None))
-            if row == BASE:
-                frames.append(base.samples("base") if base else None)
-            else:
-                frames.append(rows[row].samples() if row in rows else None)
-        if any(f is None for f in frames):
-            return None
-        interval = difference(frames[0], frames[1], comparison.metric, protocol.n_boot, protocol.level)
+            rows, base, _ = results.get(experiment, ({}, None, {}))
+            result, role = (base, "base") if row == BASE else (rows.get(row), "trained")
+            if result is None:
+                return None
+            sides.append((result, role))
+        (row_result, row_role), (versus_result, versus_role) = sides
+        interval = seed_aware_interval(
+            row_result.sums(comparison.metric, row_role),
+            versus_result.sums(comparison.metric, versus_role),
+            n_boot=protocol.n_boot,
+            level=protocol.level,
+        )
         threshold = threshold_of(comparison, protocol.noninferiority)
         scale = 100 if comparison.metric == "acc" else 1
         unit = " pt" if comparison.metric == "acc" else " tokens"
+        seeds = ", ".join(f"{scale * v:+.2f}" for v in interval.per_seed)
         parts.append(
             f"{METRIC_NAMES[comparison.metric]} {comparison.row[1]} - {comparison.versus[1]} = "
-            f"{fmt_interval(interval, scale, 2)}{unit} (claimed {comparison.relation} {scale * threshold:g})"
+            f"{fmt_interval(interval, scale, 2)}{unit} (claimed {comparison.relation} {scale * threshold:g}; "
+            f"per seed {seeds})"
         )
         verdicts.append(verdict(interval, comparison.relation, threshold))
-    return combine(verdicts), parts
+        num, den = versus_result.sums(comparison.metric, versus_role)
+        effects.append(_effect(comparison, interval, float(num.sum() / den.sum())))
+    return ClaimResult(combine(verdicts), parts, effects, equal_settings(claim, results, protocol))
+
+
+def equal_settings(
+    claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
+) -> str:
+    """For a claim about lengths between two trained rows: its verdict at every setting both rows searched, on the
+    dev search (one seed; an interval over problems only), e.g. "holds at 4 of 6 (...)"; empty otherwise."""
+    if not any(c.metric in LENGTHS for c in claim.parts) or any(BASE in (c.row[1], c.versus[1]) for c in claim.parts):
+        return ""
+    by_setting: dict[tuple, list[str]] = {}
+    for comparison in claim.parts:
+        row_dev = results.get(comparison.row[0], ({}, None, {}))[2].get(comparison.row[1], {}).get("dev", [])
+        versus_dev = results.get(comparison.versus[0], ({}, None, {}))[2].get(comparison.versus[1], {}).get("dev", [])
+        versus_at = {tuple(sorted(e["setting"].items())): e for e in versus_dev}
+        for entry in row_dev:
+            setting = tuple(sorted(entry["setting"].items()))
+            if setting not in versus_at:
+                continue
+            a, b = entry["run"].frame("trained"), versus_at[setting]["run"].frame("trained")
+            if comparison.metric in LENGTHS and not (a["correct"].any() and b["correct"].any()):
+                by_setting.setdefault(setting, []).append(UNDEFINED)  # a row with nothing correct has no Len-T
+                continue
+            interval = difference(a, b, comparison.metric, protocol.n_boot, protocol.level)
+            by_setting.setdefault(setting, []).append(
+                verdict(interval, comparison.relation, threshold_of(comparison, protocol.noninferiority))
+            )
+    complete = {
+        k: UNDEFINED if UNDEFINED in v else combine(v) for k, v in by_setting.items() if len(v) == len(claim.parts)
+    }
+    if not complete:
+        return ""
+    held = [k for k, v in complete.items() if v == HOLDS]
+    shown = ", ".join(f"{', '.join(f'{x}' for _, x in k)}: {v}" for k, v in sorted(complete.items()))
+    return f"at equal settings on dev: holds at {len(held)} of {len(complete)} ({shown})"
 
 
 def dev_choice_note(choice: DevChoice, selected: dict[str, dict], base_acc: float, protocol: Protocol) -> str:

@@ -118,17 +118,34 @@ def test_row_override_for_choices_and_swept_keys():
 
 def test_the_shipped_protocol_and_its_phases(tmp_path):
     protocol = load_protocol()
-    assert len(protocol.seeds) >= 3 and protocol.grid("preference")
-    search = launch.search_phase("ts_table2", protocol, tmp_path)
-    assert "eval.split=dev" in search.overrides and f"train.seed={protocol.seeds[0]}" in search.overrides
     lr = protocol.search["preference"]["train.lr"]
+    assert len(lr) >= 6 and min(lr) == 5e-6 and all(b / a > 1.5 for a, b in zip(lr, lr[1:], strict=False))  # log-spaced
+    assert len(protocol.seeds) >= 5 and protocol.search_seed not in protocol.seeds and protocol.noninferiority == 0.01
+    (search,) = launch.search_phases("ts_table2", protocol, tmp_path)
+    assert "eval.split=dev" in search.overrides and f"seed={protocol.search_seed}" in search.overrides
+    assert set(protocol.dev_overrides) <= set(search.overrides)
     selected = {"shortest": {"setting": {"train.lr": lr[0]}}, "qfix": {"setting": {"train.lr": lr[1]}},
                 "qdyn": {"setting": {"train.lr": lr[0]}}}  # fmt: skip
     phases = launch.test_phases("ts_table2", selected, protocol, tmp_path)
     # one multirun per selected setting, over the rows that chose it and every seed, on the default (test) split
     assert sorted(p.overrides[1] for p in phases) == ["selector=qfix", "selector=shortest,qdyn"]
-    assert all(f"train.seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
+    assert all(f"seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
     assert not any("eval.split" in o for p in phases for o in p.overrides)
+    # Table 1 mixes kinds: its preference rows search train.lr, its mixtures tldr.lr, each in its own multirun
+    by_kind = {p.sweep_dir.name: p.overrides for p in launch.search_phases("ts_table1", protocol, tmp_path)}
+    assert sorted(by_kind) == ["preference", "tldr"]
+    assert "method=static_mixture,tldr" in by_kind["tldr"] and any(o.startswith("tldr.lr=") for o in by_kind["tldr"])
+    assert not any(o.startswith("train.lr=") for o in by_kind["tldr"])
+
+
+def test_a_search_seed_among_the_test_seeds_is_refused(tmp_path):
+    path = tmp_path / "protocol.yaml"
+    path.write_text(
+        "search: {preference: {train.lr: [1.0e-3]}, tldr: {tldr.lr: [1.0e-3]}}\nseed_key: seed\nsearch_seed: 1\n"
+        "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.01\n"
+    )
+    with pytest.raises(ValueError, match="search_seed 1 is one of the test seeds"):
+        load_protocol(path)
 
 
 def test_wall_times_take_the_computing_run_of_each_command_and_sum_them(tmp_path):
@@ -156,8 +173,8 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
         "search: {preference: {train.lr: [1.0e-3, 2.0e-3]}, tldr: {tldr.lr: [1.0e-3]}}\n"
-        "seed_key: {preference: train.seed, tldr: tldr.seed}\n"
-        "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.02\nn_boot: 200\nlevel: 0.95\n"
+        "seed_key: seed\nsearch_seed: 100\nseeds: [0, 1]\ndev_overrides: [eval.n_samples=1]\n"
+        "acc_margin: 0.01\nnoninferiority: 0.01\nn_boot: 200\nlevel: 0.95\n"
     )
     out = tmp_path / "RESULTS.md"
     command = [
@@ -188,7 +205,13 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         else:
             assert "not run yet" in line
     assert text.count("| yes ") == 3  # one selected setting per row in the dev table
+    assert "Acc s0" in text and "Acc s1" in text  # every row's per-seed values
     figures = tmp_path / "experiments" / "figures"
     assert (figures / "ts_table3_budget.png").stat().st_size and "\\toprule" in (figures / "ts_table3.tex").read_text()
+    assert (figures / "ts_table3_frontier.png").stat().st_size
+    # every search run used the search seed and the dev overrides; every test run one of the test seeds
+    for path in (tmp_path / "logs" / "ts_table3" / "search").rglob("metrics.json"):
+        overrides = json.loads(path.read_text())["run"]["overrides"]
+        assert "seed=100" in overrides and "eval.n_samples=1" in overrides
     again = start(*command)
     assert again.returncode == 0 and len(launch.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run

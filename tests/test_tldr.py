@@ -74,6 +74,23 @@ def test_checkpoint_selection_on_a_made_up_history():
     assert select_checkpoint(history, acc_long=1.2, accuracy_drop=0.3) == (0, False)
     with pytest.raises(ValueError):
         select_checkpoint([], 0.8)
+    with pytest.raises(ValueError, match="no dev evaluation at step 200 or later"):
+        select_checkpoint(history, acc_long=0.8, min_step=200)
+
+
+def test_only_checkpoints_trained_on_a_reweighted_mixture_can_be_kept():
+    """The first dev evaluation (step update_every) saw the initial mixture alone: the static mixture's checkpoint.
+    With the rule's first eligible step, a history whose best entry is that one keeps a later one."""
+    settings = TLDRSettings(update_every=32, steps=96)
+    assert settings.first_eligible_step == 64
+    history = [
+        {"step": 32, "dev_tokens": 100.0, "dev_acc": 0.9},  # shortest and accurate, but before any re-weighting
+        {"step": 64, "dev_tokens": 300.0, "dev_acc": 0.9},
+        {"step": 96, "dev_tokens": 200.0, "dev_acc": 0.9},
+    ]
+    assert select_checkpoint(history, 0.8, 0.3, settings.first_eligible_step) == (2, True)
+    with pytest.raises(ValueError, match="ends before the first checkpoint trained on a re-weighted mixture"):
+        TLDRSettings(update_every=32, steps=48)
 
 
 def test_data_sources_pick_the_right_responses():

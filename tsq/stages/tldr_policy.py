@@ -28,7 +28,7 @@ from tsq.training.tldr import (
     train_mixture,
 )
 
-TLDR_POLICY = Stage("tldr_policy", 2)  # 2: short-CoT System-1 data, base dev row, met_bar
+TLDR_POLICY = Stage("tldr_policy", 3)  # 3: a checkpoint is kept only after the first re-weighting
 SUMMARY_FILE = "tldr_summary.json"
 
 

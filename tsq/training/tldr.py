@@ -6,7 +6,8 @@ model's correct long reasoning on hard problems. Every `update_every` optimizer 
 evaluated on the dev set, and the mixture weights move by TL;DR's rule (`update_weights`); the weights
 decide how many slots of a resampling buffer each source fills (`MixtureStream`), they never weight the
 loss. Bounds (T_short, Acc_short) and (T_long, Acc_long) are measured once on the dev set and cached.
-The kept checkpoint is the one with the fewest dev tokens among those whose dev accuracy exceeds
+The kept checkpoint is the one with the fewest dev tokens, from the second dev evaluation on (the first after a
+re-weighting: `TLDRSettings.first_eligible_step`), among those whose dev accuracy exceeds
 (1 - accuracy_drop) * Acc_long (`select_checkpoint`); when none does, the most accurate one is kept and the
 summary says so (`selected.met_bar` false; the tables print it). `rule=constant` is the static-mixture baseline.
 System-1 data are short chains of thought: responses with fewer than `system1_min_steps` reasoning steps (a
@@ -80,7 +81,9 @@ def select_checkpoint(
     * acc_long (the bar); if none meets the bar, the most accurate one (fewest tokens on ties), flagged False."""
     if not history:
         raise ValueError("no dev evaluations to select a checkpoint from")
-    eligible = [i for i, h in enumerate(history) if h["step"] >= min_step] or list(range(len(history)))
+    eligible = [i for i, h in enumerate(history) if h["step"] >= min_step]
+    if not eligible:
+        raise ValueError(f"no dev evaluation at step {min_step} or later among steps {[h['step'] for h in history]}")
     good = [i for i in eligible if history[i]["dev_acc"] > (1 - accuracy_drop) * acc_long]
     if good:
         return min(good, key=lambda i: (history[i]["dev_tokens"], i)), True
@@ -160,6 +163,13 @@ class TLDRSettings:
     def key_material(self) -> dict:
         return asdict(self)
 
+    @property
+    def first_eligible_step(self) -> int:
+        """The first step whose checkpoint may be kept: the second dev evaluation, the first after a re-weighting (the
+        checkpoint of the first evaluation was trained on the initial mixture alone, so with the dynamic rule it is
+        the static mixture's). The static rule keeps to the same steps, so the two rows are chosen alike."""
+        return 2 * self.update_every
+
     def __post_init__(self) -> None:
         if self.rule not in ("dynamic", "constant"):
             raise ValueError(f"tldr.rule must be dynamic or constant, got {self.rule!r}")
@@ -176,6 +186,11 @@ class TLDRSettings:
             raise ValueError(f"tldr.system2_pick must be shortest or all, got {self.system2_pick!r}")
         if not 0 <= self.accuracy_drop < 1:
             raise ValueError(f"tldr.accuracy_drop must lie in [0, 1), got {self.accuracy_drop}")
+        if self.steps < self.first_eligible_step:
+            raise ValueError(
+                f"tldr.steps={self.steps} ends before the first checkpoint trained on a re-weighted mixture (step "
+                f"{self.first_eligible_step} = 2 x tldr.update_every): no checkpoint could be kept"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -250,7 +265,11 @@ class DevReweighting(L.Callback):
         log.info("tldr step %d: dev tokens %.1f acc %.3f -> weights %.3f / %.3f", step, tokens, acc, *alpha)
         for logger in trainer.loggers:  # the mixture weights and dev metrics as series (W&B, CSV)
             logger.log_metrics({f"tldr/{k}": v for k, v in self.history[-1].items() if k != "step"}, step=step)
-        chosen, _ = select_checkpoint(self.history, self.bounds.acc_long, self.settings.accuracy_drop)
+        if step < self.settings.first_eligible_step:
+            return
+        chosen, _ = select_checkpoint(
+            self.history, self.bounds.acc_long, self.settings.accuracy_drop, self.settings.first_eligible_step
+        )
         if chosen == len(self.history) - 1 and chosen != self.best_index:
             self.best_index = chosen
             self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
@@ -307,7 +326,9 @@ def train_mixture(
         **args,
     )
     trainer.fit(module, loader)
-    chosen, met_bar = select_checkpoint(callback.history, bounds.acc_long, settings.accuracy_drop)
+    chosen, met_bar = select_checkpoint(
+        callback.history, bounds.acc_long, settings.accuracy_drop, settings.first_eligible_step
+    )
     # The rule never returns to an evaluation it once passed over, so the kept snapshot is the chosen one.
     assert callback.best_index == chosen and callback.best_state is not None
     policy.load_state_dict(callback.best_state)
