@@ -192,6 +192,20 @@ CLAIMS: tuple[Claim, ...] = (
         (Comparison("acc", (TLDR, "dynamic"), (TLDR, "static"), ">", paper_effect=4.1),),
     ),
     Claim(
+        "TLDR-feedback-vs-schedule",
+        "TL;DR, its reviewers' ablation",
+        "Re-weighting by the dev set is more accurate than a fixed schedule of the same weights' range",
+        "not in the paper (asked for by its reviewers)",
+        (Comparison("acc", (TLDR, "dynamic"), (TLDR, "schedule"), ">"),),
+    ),
+    Claim(
+        "TLDR-feedback-vs-random",
+        "TL;DR, its reviewers' ablation",
+        "Re-weighting by the dev set is more accurate than re-weighting at random as often",
+        "not in the paper (asked for by its reviewers)",
+        (Comparison("acc", (TLDR, "dynamic"), (TLDR, "random"), ">"),),
+    ),
+    Claim(
         "TLDR-short-only",
         "TL;DR Table 2",
         "SFT on System-1 (short) data alone loses accuracy against the original model",

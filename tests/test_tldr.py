@@ -133,3 +133,16 @@ def test_average_compression_ratio_by_hand():
 def test_bad_settings_are_refused(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         TLDRSettings(**kwargs)
+
+
+def test_the_ablations_weights_by_hand():
+    from tsq.training.tldr import random_weights, scheduled_weights
+
+    assert scheduled_weights([0.5, 0.5], [0.8, 0.2], 0, 4) == [0.5, 0.5]
+    assert scheduled_weights([0.5, 0.5], [0.8, 0.2], 2, 4) == pytest.approx([0.65, 0.35])
+    assert scheduled_weights([0.5, 0.5], [0.8, 0.2], 4, 4) == pytest.approx([0.8, 0.2])
+    first, again, other = random_weights(0, 1), random_weights(0, 1), random_weights(0, 2)
+    assert first == again and first != other and sum(first) == pytest.approx(1.0) and 0 <= first[0] <= 1
+    assert TLDRSettings(update_every=32, steps=100).updates == 4  # evaluations at 32, 64, 96 and the last step
+    with pytest.raises(ValueError, match="tldr.rule must be one of"):
+        TLDRSettings(rule="sometimes")

@@ -38,6 +38,9 @@ from tsq.training.lm import CausalLMModule, collate_pairs, encode_pairs
 log = logging.getLogger(__name__)
 
 
+RULES = ("dynamic", "constant", "schedule", "random")
+
+
 # ---------------------------------------------------------------------------------------------- pure rules
 @dataclass(frozen=True)
 class Bounds:
@@ -64,6 +67,22 @@ def update_weights(alpha: Sequence[float], benefit: Sequence[float], eta: float,
     new /= new.sum()
     new = (1 - smoothing) * new + smoothing / len(new)
     return (new / new.sum()).tolist()
+
+
+def scheduled_weights(init: Sequence[float], end: Sequence[float], update: int, updates: int) -> list[float]:
+    """The fixed-schedule ablation: after `update` of `updates` re-weightings, the weights lie that fraction of the
+    way from `init` to `end` (linearly), whatever the dev set says."""
+    if updates <= 0 or not 0 <= update <= updates:
+        raise ValueError(f"update {update} of {updates}: need 0 <= update <= updates and updates > 0")
+    fraction = update / updates
+    return [(1 - fraction) * a + fraction * b for a, b in zip(init, end, strict=True)]
+
+
+def random_weights(seed: int, update: int) -> list[float]:
+    """The random re-weighting ablation: the System-1 weight of re-weighting `update` drawn uniformly from [0, 1]
+    (seeded by the run's seed and the update), so the weights move as often as TL;DR's, in no informed direction."""
+    short = random.Random(seed * 1_000_003 + update).random()
+    return [short, 1.0 - short]
 
 
 def buffer_counts(alpha: Sequence[float], size: int) -> list[int]:
@@ -133,7 +152,10 @@ class TLDRSettings:
     """`tldr=`: dynamic (TL;DR), static (1:1, never updated) or short_only (System-1 data alone)."""
 
     name: str = "tldr"
+    # dynamic (TL;DR), constant (the static mixture), and two ablations of the dev feedback: schedule (the weights
+    # move linearly from init to schedule_end whatever the dev set says) and random (re-drawn at every update)
     rule: str = "dynamic"
+    schedule_end: list[float] = field(default_factory=lambda: [0.8, 0.2])
     init: list[float] = field(default_factory=lambda: [0.5, 0.5])
     eta: float = 4.0
     smoothing: float = 1e-4
@@ -164,6 +186,11 @@ class TLDRSettings:
         return asdict(self)
 
     @property
+    def updates(self) -> int:
+        """How many times the weights are re-set in a training (one per dev evaluation)."""
+        return self.steps // self.update_every + (1 if self.steps % self.update_every else 0)
+
+    @property
     def first_eligible_step(self) -> int:
         """The first step whose checkpoint may be kept: the second dev evaluation, the first after a re-weighting (the
         checkpoint of the first evaluation was trained on the initial mixture alone, so with the dynamic rule it is
@@ -171,8 +198,12 @@ class TLDRSettings:
         return 2 * self.update_every
 
     def __post_init__(self) -> None:
-        if self.rule not in ("dynamic", "constant"):
-            raise ValueError(f"tldr.rule must be dynamic or constant, got {self.rule!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"tldr.rule must be one of {RULES}, got {self.rule!r}")
+        if len(self.schedule_end) != 2 or min(self.schedule_end) < 0 or not math.isclose(sum(self.schedule_end), 1.0):
+            raise ValueError(
+                f"tldr.schedule_end must be two non-negative weights summing to 1, got {self.schedule_end}"
+            )
         if len(self.init) != 2 or min(self.init) < 0 or not math.isclose(sum(self.init), 1.0):
             raise ValueError(f"tldr.init must be two non-negative weights summing to 1, got {self.init}")
         if self.rule == "dynamic" and min(self.init) == 0:
@@ -247,9 +278,14 @@ class DevReweighting(L.Callback):
             return
         tokens, acc = self.evaluate(pl_module.model)
         benefit = benefits(tokens, acc, self.bounds)
-        alpha = self.stream.alpha
-        if self.settings.rule == "dynamic":
-            alpha = update_weights(alpha, benefit, self.settings.eta, self.settings.smoothing)
+        alpha, s, update = self.stream.alpha, self.settings, len(self.history) + 1
+        if s.rule == "dynamic":
+            alpha = update_weights(alpha, benefit, s.eta, s.smoothing)
+        elif s.rule == "schedule":
+            alpha = scheduled_weights(s.init, s.schedule_end, update, s.updates)
+        elif s.rule == "random":
+            alpha = random_weights(s.seed, update)
+        if s.rule != "constant":
             self.stream.set_weights(alpha)
         self.history.append(
             {
