@@ -256,3 +256,11 @@ def test_pretraining_benchmark_runs_at_a_tiny_size(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = pd.read_csv(tmp_path / "bench_pretraining.csv")
     assert list(runs["batch_size"]) == [64, 32] and (runs["s_per_step"] > 0).all()
+
+
+@pytest.mark.slow
+def test_interval_coverage_benchmark_runs_at_a_tiny_size():
+    result = start("benchmarks/interval_coverage.py", "--trials=10", "--n-boot=50", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 + 3 * 3 and "seed-aware (tsq)" in result.stdout  # 3 seed SDs x 3 intervals
