@@ -8,7 +8,8 @@ table. Keys last moved when swappable parts were keyed by registered names (`tsq
 of their module paths (refined, pairs and everything after them; base_model, eval_base and samples kept theirs),
 when ref_logps's key took in `train.rows_per_forward` and `train.logit_chunk_tokens`, which its values depend
 on in the last bits, and when the evaluations took the run's `seed` (0; it was a fixed 1234) so that a seed
-redraws them too, and when TL;DR's kept checkpoint had to follow a re-weighting (tldr_policy version 3).
+redraws them too, and when TL;DR's kept checkpoint had to follow a re-weighting (tldr_policy version 3) and
+its settings gained `schedule_end` (the fixed-schedule ablation).
 """
 
 import pytest
@@ -47,8 +48,8 @@ GOLDEN = {
         "system1_samples": "23b5ff58f2306881",
         "eval_bound_long": "7df1a20fc5e3b84f",
         "eval_bound_short": "a364f413816fd30c",
-        "tldr_policy": "f51da42d462211e8",
-        "eval_trained": "610db6543e7ee983",
+        "tldr_policy": "dfc81b7b47083ff9",
+        "eval_trained": "5649797e9f3442ab",
     },
     ("method=tldr", "debug=smoke"): {
         "base_model": "d4fcb8c3491c57f6",
@@ -58,8 +59,8 @@ GOLDEN = {
         "system1_samples": "d84cfb5ae29f669e",
         "eval_bound_long": "096845daed8b032f",
         "eval_bound_short": "3d7791d9a287eeef",
-        "tldr_policy": "35cef608700d2e97",
-        "eval_trained": "5a63f163d2d983d0",
+        "tldr_policy": "eb5e5076d703b0b6",
+        "eval_trained": "024d6ea215138d67",
     },
 }
 

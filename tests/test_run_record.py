@@ -12,8 +12,8 @@ from tsq.stages.model_card import markdown_table
 
 
 def test_markdown_table_escapes_pipes_and_leaves_missing_cells_blank():
-    rows = [{"a": 1, "b": 0.123456}, {"a": "x|y"}]
-    expected = ["| a | b |", "| --- | --- |", "| 1 | 0.1235 |", "| x\\|y |  |"]
+    rows = [{"a": 1, "b": 0.123456}, {"a": "x|y"}, {"a": 2, "b": float("nan")}]
+    expected = ["| a | b |", "| --- | --- |", "| 1 | 0.1235 |", "| x\\|y |  |", "| 2 |  |"]
     assert markdown_table(rows, ["a", "b"]).splitlines() == expected
 
 
@@ -63,7 +63,8 @@ def test_the_run_policy_folder_is_a_carded_hf_model_directory(smoke_run):
     assert "- **loss**:" in card and "name: tokensqueeze" in card and "- **selector**:" in card
     assert payload["construction"]["pairs_path"] in card and f"| {payload['construction']['pairs']} |" in card
     trained = next(r for r in payload["rows"] if r["role"] == "trained" and r["level"] == "all")
-    assert f"| trained | {trained['benchmark']} | all | {trained['acc']:.4g} | {trained['len_t']:.4g} |" in card
+    len_t = "" if trained["len_t"] is None else f"{trained['len_t']:.4g}"  # (no correct response: no Len-T)
+    assert f"| trained | {trained['benchmark']} | all | {trained['acc']:.4g} | {len_t} |" in card
     assert payload["provenance"]["git"] is None or payload["provenance"]["git"]["commit"] in card
 
 

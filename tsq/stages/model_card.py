@@ -26,10 +26,11 @@ ROW_COLUMNS = ("role", "benchmark", "level", "acc", "len_t", "len_a", "auc", "n_
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A GitHub-markdown table of `rows` over `columns` (floats to 4 significant digits; missing cells blank)."""
+    """A GitHub-markdown table of `rows` over `columns` (floats to 4 significant digits; missing or undefined cells,
+    such as the Len-T of a row with no correct response, blank)."""
 
     def cell(v) -> str:
-        if v is None:
+        if v is None or (isinstance(v, float) and v != v):
             return ""
         return f"{v:.4g}" if isinstance(v, float) else str(v).replace("|", "\\|")
 
