@@ -75,7 +75,8 @@ def test_phases(
         by_setting.setdefault(tuple(sorted(choice["setting"].items())), []).append(row)
     phases = []
     for setting, rows in sorted(by_setting.items()):
-        slug = "_".join(f"{k.split('.')[-1]}{v}" for k, v in setting) or "default"
+        # the whole key: Table 1 selects train.lr for some rows and tldr.lr for others, each phase its own folder
+        slug = "_".join(f"{k}{v}" for k, v in setting) or "default"
         overrides = (
             f"experiment={experiment}",
             row_override(layout.group, listed(rows)),

@@ -136,6 +136,9 @@ def test_the_shipped_protocol_and_its_phases(tmp_path):
     assert sorted(by_kind) == ["preference", "tldr"]
     assert "method=static_mixture,tldr" in by_kind["tldr"] and any(o.startswith("tldr.lr=") for o in by_kind["tldr"])
     assert not any(o.startswith("train.lr=") for o in by_kind["tldr"])
+    mixed = {"tldr": {"setting": {"tldr.lr": lr[0]}}, "tokensqueeze": {"setting": {"train.lr": lr[0]}}}
+    folders = [p.sweep_dir for p in launch.test_phases("ts_table1", mixed, protocol, tmp_path)]
+    assert len(set(folders)) == 2  # one lr value, two keys: two multiruns must not share a folder
 
 
 def test_a_search_seed_among_the_test_seeds_is_refused(tmp_path):
