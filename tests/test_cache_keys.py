@@ -9,7 +9,8 @@ of their module paths (refined, pairs and everything after them; base_model, eva
 when ref_logps's key took in `train.rows_per_forward` and `train.logit_chunk_tokens`, which its values depend
 on in the last bits, and when the evaluations took the run's `seed` (0; it was a fixed 1234) so that a seed
 redraws them too, and when TL;DR's kept checkpoint had to follow a re-weighting (tldr_policy version 3) and
-its settings gained `schedule_end` (the fixed-schedule ablation).
+its settings gained `schedule_end` (the fixed-schedule ablation), and when a training of `train.max_steps` steps
+had reference log-probs computed for the pairs it reads only (ref_logps's key names what decides them).
 """
 
 import pytest
@@ -25,7 +26,7 @@ GOLDEN = {
         "refined": "c476dfff1045cec8",
         "pairs": "8767bd575a3fa789",
         "pairs_export": "b8c2f568ba6b7b8a",
-        "ref_logps": "76eee9cf35ce612d",
+        "ref_logps": "4b3e9c970c6f659a",
         "policy": "2ba4befd7fac5e0b",
         "eval_trained": "dec9482d3951d6d0",
     },

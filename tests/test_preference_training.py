@@ -289,6 +289,34 @@ def test_max_steps_trains_exactly_that_budget_whatever_the_pairs(micro_model_dir
     summary = json.loads((policy.path / "train_summary.json").read_text())
     assert (summary["steps"], summary["max_steps"], summary["epochs"]) == (max_steps, max_steps, epochs)
     assert summary["tensors_changed"] > 0
+    # the reference log-probs were computed for the pairs this training read, no more: 5 steps of 2 read all 4
+    # pairs; 3 steps of 2 read 6 of the 24
+    (scored,) = (tmp_path / "cache" / "ref_logps").glob("*/ref_logps.json")
+    assert len(json.loads(scored.read_text())) == min(4 * copies, max_steps * 2)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_rows_read_are_the_batches_the_loader_gives_each_process(world, steps, monkeypatch):
+    """`rows_read` against the loader's own order: every process's batches of a training of `steps` steps, each
+    accumulating 2 micro-batches of 3 pairs, over 20 pairs (part of an epoch, or an epoch and part of the next)."""
+    from tsq.training.data_order import EpochPermutation, rows_read
+
+    seen = set()
+    for rank in range(world):
+        monkeypatch.setattr(EpochPermutation, "rank_and_world", staticmethod(lambda rank=rank: (rank, world)))
+        sampler, left = EpochPermutation(20, seed=5, batch_size=3), steps
+        for epoch in range(10):
+            sampler.set_epoch(epoch)
+            order = list(iter(sampler))
+            batches = [order[i : i + 3] for i in range(0, len(order), 3)]
+            per_epoch = -(-len(batches) // 2)  # optimizer steps an epoch (a partial accumulation steps too)
+            seen.update(i for batch in batches[: len(batches) if left >= per_epoch else left * 2] for i in batch)
+            left -= per_epoch
+            if left <= 0:
+                break
+    read = rows_read(20, seed=5, batch_size=3, steps=steps, accumulate=2, world=world)
+    assert read == sorted(seen) and (steps > 1 or len(read) == 6 * world)  # one step: 2 x 3 pairs a process
 
 
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])

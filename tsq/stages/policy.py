@@ -17,9 +17,9 @@ from tsq.cache import Build, Stage
 from tsq.models.base import ModelHandle
 from tsq.stages.context import RunContext
 from tsq.stages.pairs import Pairs
-from tsq.stages.ref_logps import reference_logps
+from tsq.stages.ref_logps import reads, reference_logps
 from tsq.training.checkpoints import AtomicCheckpointIO, resume_point
-from tsq.training.data_order import CountBatches, ResumableLoader
+from tsq.training.data_order import CountBatches, ResumableLoader, rows_read
 from tsq.training.losses import PreferenceLoss
 from tsq.training.module import PreferenceModule, changed_tensors
 from tsq.training.pairs_data import read_pairs, tokenize_pairs
@@ -90,7 +90,7 @@ def _train_policy(
     ctx.sampler.release()  # a live sampler (a vLLM engine holds most of a GPU) would hold the training's memory
     L.seed_everything(settings.seed, verbose=False)
     plan = _training_data(ctx, model, pairs, settings)
-    _attach_reference(ctx, model, pairs, loss, settings, plan.data)
+    _attach_reference(ctx, model, pairs, loss, settings, plan)
     policy, adapters = _policy_model(model, settings)
     trainer, module, loader = _trainer(ctx, model, loss, settings, plan, policy, adapters, callbacks, job)
     _fit(trainer, module, loader, plan, job)
@@ -126,16 +126,28 @@ def _training_data(ctx: RunContext, model: ModelHandle, pairs: Pairs, settings: 
 
 
 def _attach_reference(
-    ctx: RunContext, model: ModelHandle, pairs: Pairs, loss: PreferenceLoss, settings: TrainSettings, data: list[dict]
+    ctx: RunContext, model: ModelHandle, pairs: Pairs, loss: PreferenceLoss, settings: TrainSettings, plan: TrainingData
 ) -> None:
-    """Step 2: each pair's reference log-probs (the cached `ref_logps` stage), zeros where the loss needs none
-    or an online reference scores every batch."""
-    if loss.needs_reference and settings.reference == "precomputed":
-        ref = reference_logps(ctx, model, pairs, settings)
-    else:
-        ref = {}
+    """Step 2: the reference log-probs (the cached `ref_logps` stage) of the pairs this training reads; zeros where
+    the loss needs none or an online reference scores every batch. A pair the training reads without a value gets
+    NaN, so a miscount would stop training at its first loss, never train on a made-up reference."""
+    data = plan.data
+    if not (loss.needs_reference and settings.reference == "precomputed"):
+        for d in data:
+            d["ref_chosen"], d["ref_rejected"] = 0.0, 0.0
+        return
+    subset = reads(settings, plan.processes)
+    rows = None if subset is None else [data[i]["index"] for i in reading(settings, plan)]
+    ref = reference_logps(ctx, model, pairs, settings, subset, rows)
     for d in data:
-        d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (0.0, 0.0))
+        d["ref_chosen"], d["ref_rejected"] = ref.get(str(d["index"]), (math.nan, math.nan))
+
+
+def reading(settings: TrainSettings, plan: TrainingData) -> list[int]:
+    """The positions of `plan.data` that the planned training reads (all of them when it trains whole epochs)."""
+    return rows_read(
+        len(plan.data), settings.seed, settings.batch_size, plan.total_steps, plan.accumulate, plan.processes
+    )
 
 
 def _policy_model(model: ModelHandle, settings: TrainSettings):

@@ -43,7 +43,7 @@ from tsq.stages.model_card import model_card, publish_policy
 from tsq.stages.pairs import PAIRS, Pairs, PairSettings, pairs, pairs_key_parts
 from tsq.stages.pairs_export import PAIRS_EXPORT, pairs_export, pairs_export_key_parts
 from tsq.stages.policy import POLICY, policy_key_parts, train_policy
-from tsq.stages.ref_logps import REF_LOGPS, ref_logps_key_parts
+from tsq.stages.ref_logps import REF_LOGPS, reads, ref_logps_key_parts
 from tsq.stages.refined import REFINED, read_refined, refined, refined_key_parts
 from tsq.stages.reporting import (
     TSQ_WANDB_KEYS,
@@ -386,7 +386,8 @@ def planned_keys(ctx: RunContext, parts: Parts, tldr: bool = False) -> dict[str,
     keys["refined"] = REFINED.key(*refined_key_parts(parts.selector, parts.refiner, keys["samples"]))
     keys["pairs"] = PAIRS.key(*pairs_key_parts(parts.pairs, keys["refined"]))
     keys["pairs_export"] = PAIRS_EXPORT.key(*pairs_export_key_parts(ctx, keys["pairs"]))
-    keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train))
+    subset = reads(parts.train, world_size(ctx.trainer))
+    keys["ref_logps"] = REF_LOGPS.key(*ref_logps_key_parts(model, keys["pairs"], parts.train, subset))
     keys["policy"] = POLICY.key(*policy_key_parts(ctx, model, keys["pairs"], parts.loss, parts.train))
     policy = replace(model, key=keys["policy"])
     keys["eval_trained"] = EVAL.key(*eval_key_parts(ctx, policy, parts.evaluator))

@@ -5,6 +5,7 @@ reference model sits in memory while training and a sweep over losses computes t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,7 +24,17 @@ PAIRS_PER_CALL = 64  # pairs scored per call of sequence_logps (each call sorts 
 REF_LOGPS_FILE = "ref_logps.json"
 
 
-def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSettings) -> tuple[dict, dict]:
+def reads(settings: TrainSettings, processes: int) -> dict | None:
+    """What decides which pairs a training of `train.max_steps` steps reads (None: whole epochs read them all)."""
+    if settings.max_steps is None:
+        return None
+    keys = ("seed", "batch_size", "global_batch_size", "max_steps")
+    return {**{k: getattr(settings, k) for k in keys}, "processes": processes}
+
+
+def ref_logps_key_parts(
+    model: ModelHandle, pairs_key: str, settings: TrainSettings, subset: dict | None = None
+) -> tuple[dict, dict]:
     # rows_per_forward and logit_chunk_tokens decide how rows are padded and projected: float results in the last
     # bits, so they are part of what one exact artifact was made with
     own = {
@@ -32,20 +43,31 @@ def ref_logps_key_parts(model: ModelHandle, pairs_key: str, settings: TrainSetti
         "rows_per_forward": settings.rows_per_forward,
         "logit_chunk_tokens": settings.logit_chunk_tokens,
     }
+    if subset is not None:  # only the pairs such a training reads (`reads`)
+        own["reads"] = subset
     return own, {"pairs": pairs_key, "model": model.key}
 
 
 def reference_logps(
-    ctx: RunContext, model: ModelHandle, pairs: Pairs, settings: TrainSettings
+    ctx: RunContext,
+    model: ModelHandle,
+    pairs: Pairs,
+    settings: TrainSettings,
+    subset: dict | None = None,
+    rows: Sequence[int] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Summed log-probs of (chosen, rejected) under the frozen base model, by the pair's row index in the pairs
-    file (cached)."""
+    file (cached); with `rows`, of those rows only: the pairs a training of a fixed number of steps reads, which
+    `subset` (`reads`) determines and names in the key."""
     pairs_path = pairs.path
+    wanted = None if rows is None else set(rows)
 
     def build(job: Build) -> None:
         tokenizer = AutoTokenizer.from_pretrained(model.path, **model.load_kwargs())
         policy = AutoModelForCausalLM.from_pretrained(model.path, **model.load_kwargs()).eval()
         data = tokenize_pairs(tokenizer, read_pairs(pairs_path), settings.max_length, settings.overlength)
+        if wanted is not None:
+            data = [d for d in data if d["index"] in wanted]
         if not data:
             raise ValueError(f"{pairs_path}: no pair left to score after train.overlength={settings.overlength}")
         values = {}
@@ -68,7 +90,7 @@ def reference_logps(
                 progress.update(len(chunk))
         (job.dir / REF_LOGPS_FILE).write_text(json.dumps({str(k): v for k, v in values.items()}))
 
-    own, inputs = ref_logps_key_parts(model, pairs.key, settings)
+    own, inputs = ref_logps_key_parts(model, pairs.key, settings, subset)
     artifact = ctx.store.cached(
         REF_LOGPS, own, inputs, build, doing="scoring pairs under the base model", description=inputs
     )

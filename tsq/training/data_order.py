@@ -78,3 +78,27 @@ class CountBatches(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.sampler.batches_started += 1
+
+
+def rows_read(size: int, seed: int, batch_size: int, steps: int, accumulate: int = 1, world: int = 1) -> list[int]:
+    """The positions (into the training data) that a training of `steps` optimizer steps reads, over all
+    `world` processes, in `EpochPermutation` order: whole epochs while the steps last, then the first
+    `remaining steps x accumulate` batches of each process's share of the next one. Sorted."""
+    if min(size, batch_size, accumulate, world) <= 0 or steps < 0:
+        raise ValueError(
+            f"rows_read needs positive sizes, got {size=}, {batch_size=}, {accumulate=}, {world=}, {steps=}"
+        )
+    share = math.ceil(size / world)
+    batches = math.ceil(share / batch_size)
+    per_epoch = math.ceil(batches / accumulate)
+    read: set[int] = set()
+    epoch, remaining = 0, steps
+    while remaining > 0 and len(read) < size:
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        order += order[: share * world - size]
+        take = share if remaining >= per_epoch else remaining * accumulate * batch_size
+        for rank in range(world):
+            read.update(order[rank::world][:take])
+        remaining -= per_epoch
+        epoch += 1
+    return sorted(read)
