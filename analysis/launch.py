@@ -48,8 +48,8 @@ def listed(values: Iterable) -> str:
 def search_phases(experiment: str, protocol: Protocol, root: Path, extra: tuple[str, ...] = ()) -> list[Phase]:
     """One multirun per kind of row of the table: its rows x its kind's grid, at the search seed, on dev."""
     layout = LAYOUTS[experiment]
-    phases = []
-    for kind, rows in layout.rows_of_kind().items():
+    kinds, phases = layout.rows_of_kind(), []
+    for kind, rows in kinds.items():
         grid = [f"{key}={listed(values)}" for key, values in sorted(protocol.search[kind].items())]
         overrides = (
             f"experiment={experiment}",
@@ -60,7 +60,7 @@ def search_phases(experiment: str, protocol: Protocol, root: Path, extra: tuple[
             f"{protocol.seed_key}={protocol.search_seed}",
             *extra,
         )
-        where = root / experiment / "search" / (kind if len(layout.rows_of_kind()) > 1 else "")
+        where = root / experiment / "search" / (kind if len(kinds) > 1 else "")
         phases.append(Phase("search", experiment, overrides, where))
     return phases
 

@@ -38,10 +38,14 @@ class Run:
     record: RunMetrics
     overrides: dict[str, str]
     row: str
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def frame(self, role: str) -> pd.DataFrame:
-        """The graded samples of the evaluation of `role` (base or trained)."""
-        return read_samples(Path(self.record.evaluations[role]["path"]) / SAMPLES_FILE)
+        """The graded samples of the evaluation of `role` (base or trained), read once: the tables, the claims and
+        the comparisons at equal settings all read the same runs."""
+        if role not in self._frames:
+            self._frames[role] = read_samples(Path(self.record.evaluations[role]["path"]) / SAMPLES_FILE)
+        return self._frames[role]
 
     def overall(self, role: str) -> dict:
         rows = self.record.role_rows(role, level="all")
@@ -105,13 +109,10 @@ class RowResult:
     label: str
     runs: list[Run] = field(default_factory=list)
     _pooled: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-    _frames: dict[str, list[pd.DataFrame]] = field(default_factory=dict, repr=False)
 
     def frames(self, role: str = "trained") -> list[pd.DataFrame]:
-        """Each seed's graded test samples (read once)."""
-        if role not in self._frames:
-            self._frames[role] = [r.frame(role) for r in self.runs]
-        return self._frames[role]
+        """Each seed's graded test samples."""
+        return [r.frame(role) for r in self.runs]
 
     def samples(self, role: str = "trained") -> pd.DataFrame:
         """Every seed's graded test samples, pooled."""

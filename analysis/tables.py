@@ -10,7 +10,7 @@ from analysis.layouts import LAYOUTS
 from analysis.protocol import Protocol, cell
 from analysis.runs import RowResult
 from tsq.evaluation import metrics as M
-from tsq.evaluation.intervals import SeedInterval, seed_aware_interval
+from tsq.evaluation.intervals import SeedInterval, seed_aware_interval, seed_values
 from tsq.stages.run_metrics import RunMetrics
 
 BASE = "base"  # the base model's row key in a table's rows
@@ -113,9 +113,7 @@ def per_seed_table(rows: dict[str, RowResult], base: RowResult, seeds: tuple[int
     for result, role in [(base, "base"), *((r, "trained") for r in rows.values())]:
         record = {"row": result.label}
         for metric, scale, name in (("acc", 100, "Acc"), ("len_t", 1, "Len-T")):
-            num, den = result.sums(metric, role)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                values = num.sum(1) / den.sum(1)  # NaN where a seed has no correct response (no Len-T)
+            values = seed_values(*result.sums(metric, role))
             record |= {f"{name} s{seed}": number(scale * v, ".1f") for seed, v in zip(seeds, values, strict=True)}
         records.append(record)
     return pd.DataFrame(records).set_index("row")

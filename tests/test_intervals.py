@@ -88,34 +88,13 @@ def test_the_seed_aware_interval_by_hand():
     assert spread.per_seed == pytest.approx((1.0, 0.0)) and spread.se_seeds == pytest.approx(0.5)  # sd 0.707 / sqrt(2)
 
 
-def simulated_coverage(sd_seed: float, trials: int, seeds: int = 5, problems: int = 250, samples: int = 16) -> dict:
-    """Coverage of the true difference (2 points) by the seed-aware interval and by the problem bootstrap alone,
-    for two rows whose every seed shifts all pass rates by its own N(0, sd_seed) effect."""
-    from tsq.evaluation.intervals import seed_aware_interval
-
-    rng, delta = np.random.default_rng(7), 0.02
-    hits = {"seed-aware": 0, "problems only": 0}
-    for trial in range(trials):
-        p_row = rng.uniform(0.2, 0.9, problems)  # a fresh test set of problems every trial
-        p_versus = p_row - rng.uniform(delta - 0.05, delta + 0.05, problems)  # the mean effect is delta exactly
-        sums = []
-        for p in (p_row, p_versus):
-            effect = rng.normal(0.0, sd_seed, (seeds, 1))  # each seed's training shifts every problem
-            correct = rng.binomial(samples, np.clip(p + effect, 0.0, 1.0)).astype(float)
-            sums.append((correct, np.full((seeds, problems), float(samples))))
-        seed_aware = seed_aware_interval(sums[0], sums[1], n_boot=300, seed=trial)
-        hits["seed-aware"] += seed_aware.low <= delta <= seed_aware.high
-        pooled = [pd.DataFrame({"num": n.sum(0), "den": d.sum(0)}) for n, d in sums]
-        alone = paired_bootstrap_ratio(pooled[1], pooled[0], n_boot=300, seed=trial)
-        hits["problems only"] += alone.low <= delta <= alone.high
-    return {k: v / trials for k, v in hits.items()}
-
-
 @pytest.mark.parametrize("sd_points", [0.0, 0.5, 1.0])
 def test_the_seed_aware_interval_covers_the_true_difference_at_the_protocols_seed_count(sd_points):
     """Nominal 95% at 5 seeds, 250 problems, 16 samples: at least 93% of 1,500 simulated reruns cover the truth,
     with no seed effect and with per-seed SDs of 0.5 and 1 point; the problem bootstrap alone does not."""
-    coverage = simulated_coverage(sd_points / 100, trials=1500)
-    assert coverage["seed-aware"] >= 0.93, coverage
+    from benchmarks.interval_coverage import simulate
+
+    coverage = {k: v[0] for k, v in simulate(sd_points / 100, 1500, np.random.default_rng(7), n_boot=300).items()}
+    assert coverage["seed-aware (tsq)"] >= 0.93, coverage
     if sd_points == 1.0:
         assert coverage["problems only"] < 0.85, coverage  # what the tables' intervals covered before

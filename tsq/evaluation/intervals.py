@@ -148,6 +148,13 @@ def _pooled(num: np.ndarray, den: np.ndarray) -> float:
     return float(num.sum() / total) if total else math.nan
 
 
+def seed_values(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Each seed's value of a ratio metric from (seeds, problems) sums; NaN where a seed's denominator is 0 (a
+    seed with no correct response has no Len-T)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num.sum(1) / den.sum(1)
+
+
 def seed_aware_interval(
     row: tuple[np.ndarray, np.ndarray],
     versus: tuple[np.ndarray, np.ndarray] | None = None,
@@ -177,10 +184,6 @@ def seed_aware_interval(
         raise ValueError(f"paired rows must have the same seeds and problems: {num.shape} vs {versus[0].shape}")
     counts = _draw_counts(num.shape[1], n_boot, seed)
 
-    def value(select: slice | int) -> float:
-        own = _pooled(num[select], den[select])
-        return own - _pooled(versus[0][select], versus[1][select]) if versus is not None else own
-
     def boot_variance(select: slice | int) -> float:
         with np.errstate(invalid="ignore", divide="ignore"):
             n, d = np.atleast_2d(num[select]).sum(0), np.atleast_2d(den[select]).sum(0)
@@ -191,9 +194,8 @@ def seed_aware_interval(
         draws = draws[np.isfinite(draws)]
         return float(draws.var(ddof=1)) if len(draws) > 1 else math.nan
 
-    seeds_total = num.shape[0]
-    estimate = value(slice(None))
-    per_seed = np.array([value(s) for s in range(seeds_total)])
+    estimate = _pooled(num, den) - (_pooled(*versus) if versus is not None else 0.0)
+    per_seed = seed_values(num, den) - (seed_values(*versus) if versus is not None else 0.0)
     finite = np.isfinite(per_seed)
     seeds = int(finite.sum())
     pooled_variance = boot_variance(slice(None))
