@@ -1,4 +1,4 @@
-"""Golden cache keys: every stage's key for the default, smoke and TL;DR configs, pinned.
+"""Golden cache keys: every stage's key for the default, smoke, TL;DR and RL configs, pinned.
 
 A key names an artifact on disk; a change that moves one silently rebuilds (or orphans) everything after it.
 These keys are the ones the stages compute from the composed configs (`tsq.stages.recipe.planned_keys`,
@@ -63,12 +63,24 @@ GOLDEN = {
         "tldr_policy": "eb5e5076d703b0b6",
         "eval_trained": "024d6ea215138d67",
     },
+    ("method=grpo_kimi",): {
+        "base_model": "1dd27f0d3c18acf3",
+        "eval_base": "f6ca1b9ec800c625",
+        "rl_policy": "2346f0c3abeca816",
+        "eval_trained": "770796133a0169bb",
+    },
+    ("method=grpo_kimi", "debug=smoke"): {
+        "base_model": "d4fcb8c3491c57f6",
+        "eval_base": "14e9b24d3abbec43",
+        "rl_policy": "c015f5ccad089084",
+        "eval_trained": "470d59774fb1cfe9",
+    },
 }
 
 
 def keys(tmp_path, *overrides: str) -> dict[str, str]:
     cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}"])
-    return planned_keys(*build_parts(cfg), tldr="tldr" in cfg.steps)
+    return planned_keys(*build_parts(cfg), tldr="tldr" in cfg.steps, rl="rl" in cfg.steps)
 
 
 @pytest.mark.parametrize("overrides", list(GOLDEN), ids=lambda o: " ".join(o) or "default")

@@ -41,7 +41,20 @@ def test_default_config_composes_and_instantiates(debug, tmp_path):
     assert callable(instantiate(cfg.sampler))
 
 
-TARGET_GROUPS = ["data", "model", "sampler", "eval", "sampling", "selector", "refiner", "pairs", "loss", "train"]
+TARGET_GROUPS = [
+    "data",
+    "model",
+    "sampler",
+    "eval",
+    "sampling",
+    "selector",
+    "refiner",
+    "pairs",
+    "loss",
+    "train",
+    "rl",
+    "reward",
+]
 
 
 @pytest.mark.parametrize("group", TARGET_GROUPS)
@@ -104,6 +117,20 @@ def test_methods_set_selector_refiner_and_loss_together(tmp_path):
     assert kimi.refiner._target_.endswith("NoRefiner") and "k" not in kimi.refiner  # no KL settings
     ts = compose_cfg(["method=tokensqueeze", f"hydra.run.dir={tmp_path}"])
     assert ts.selector._target_.endswith("QDyn") and ts.refiner.accept == "kl" and ts.loss.name == "tokensqueeze"
+
+
+@pytest.mark.parametrize("method", sorted(m for m in group_options("method") if m.startswith("grpo")))
+def test_rl_methods_train_online_with_their_reward(method, tmp_path):
+    """Every grpo_* method runs the RL step with its own reward (no preference data is built)."""
+    cfg = compose_cfg([f"method={method}", f"hydra.run.dir={tmp_path}"])
+    assert list(cfg.steps) == ["base_eval", "rl"]
+    reward = instantiate(cfg.reward, _convert_="all")
+    assert reward.name == {"grpo": "correctness", "grpo_dler": "truncation"}.get(method, method.removeprefix("grpo_"))
+    settings = instantiate(cfg.rl, _convert_="all")
+    if method == "grpo_dler":  # DLER's recipe: batch-wise normalisation, clip-higher
+        assert (settings.scale_rewards, settings.epsilon_high) == ("batch", 0.28)
+    else:
+        assert (settings.scale_rewards, settings.epsilon_high) == ("group", None)
 
 
 @pytest.mark.parametrize(("preset", "eval_temperature"), [("paper", 0.6), ("paper_code", 0.2)])

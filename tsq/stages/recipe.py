@@ -1,6 +1,6 @@
 """The recipe behind `run.py`: every config group is instantiated, then the steps of `cfg.steps` run in order.
 
-A *step* is one job of the recipe (`base_model`, `base_eval`, `construct`, `train` or `tldr`, `trained_eval`);
+A *step* is one job of the recipe (`base_model`, `base_eval`, `construct`, `train`, `tldr` or `rl`, `trained_eval`);
 it calls the cached stages it needs (`tsq.stages.*`, one module per artifact). Config objects are all
 instantiated (and so validated) before the first expensive step, so a bad value fails in seconds with the
 offending key named, and no computed artifact is lost to it.
@@ -57,6 +57,7 @@ from tsq.stages.reporting import (
     run_tags,
     start_wandb,
 )
+from tsq.stages.rl_policy import RL_POLICY, rl_key_parts, train_rl
 from tsq.stages.run_metrics import RunMetrics
 from tsq.stages.samples import SAMPLES, samples, samples_key_parts
 from tsq.stages.tldr_policy import (
@@ -67,7 +68,9 @@ from tsq.stages.tldr_policy import (
     tldr_key_parts,
     train_tldr,
 )
+from tsq.training.length_rewards import LengthReward
 from tsq.training.losses import PreferenceLoss
+from tsq.training.rl import RLSettings
 from tsq.training.settings import TrainSettings
 from tsq.training.strategy import world_size
 from tsq.training.tldr import TLDRSettings
@@ -87,7 +90,9 @@ def quiet_libraries() -> None:
 
 
 # The steps `cfg.steps` may list; `base_model` always runs first and `trained_eval` after a training step.
-STEPS = ("base_eval", "construct", "train", "tldr")
+STEPS = ("base_eval", "construct", "train", "tldr", "rl")
+# the steps that train a policy (one per run)
+TRAINING_STEPS = ("train", "tldr", "rl")
 
 
 SIGTERM_STATUS = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
@@ -143,6 +148,8 @@ class Parts:
     loss: PreferenceLoss
     train: TrainSettings
     tldr: TLDRSettings
+    rl: RLSettings
+    reward: LengthReward
 
 
 @dataclass
@@ -187,13 +194,19 @@ def check_steps(cfg: DictConfig) -> None:
         raise ValueError(f"steps: unknown step(s) {unknown}; known: {list(STEPS)}")
     if "train" in cfg.steps and "construct" not in cfg.steps:
         raise ValueError("steps: train needs construct before it (its pairs)")
-    if "train" in cfg.steps and "tldr" in cfg.steps:
-        raise ValueError("steps: train and tldr both train a policy; choose one")
+    training = [s for s in TRAINING_STEPS if s in cfg.steps]
+    if len(training) > 1:
+        raise ValueError(f"steps: {' and '.join(training)} each train a policy; choose one")
     processes = world_size(OmegaConf.to_container(cfg.trainer, resolve=True))
     if "tldr" in cfg.steps and processes > 1:
         raise ValueError(
             f"steps: tldr trains in one process (its dev re-weighting samples the policy in memory), but trainer= "
             f"plans {processes} processes; use trainer=default"
+        )
+    if "rl" in cfg.steps and processes > 1:
+        raise ValueError(
+            f"steps: rl trains in one process here (a group's rollouts must reach one reward call), but trainer= "
+            f"plans {processes} processes; use trainer=default or trainer=gpu"
         )
     if processes > 1 and multirun_without_cluster():
         raise ValueError(
@@ -217,6 +230,8 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         "loss",
         "train",
         "tldr",
+        "rl",
+        "reward",
     ):
         check_group(cfg, group)  # a value of the wrong type names its key here, not as a TypeError later
     world = instantiate(cfg.data, _convert_="all")
@@ -230,6 +245,8 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         loss=instantiate(cfg.loss, _convert_="all"),
         train=instantiate(cfg.train, _convert_="all"),
         tldr=instantiate(cfg.tldr, _convert_="all"),
+        rl=instantiate(cfg.rl, _convert_="all"),
+        reward=instantiate(cfg.reward, _convert_="all"),
     )
     parts.evaluator.problems(world)  # fail on an empty or unknown split before any training
     if "construct" in cfg.steps:
@@ -291,7 +308,7 @@ def run_steps(cfg: DictConfig) -> RunResult:
     step = StepClock(record.timings)
     with step("base_model"):
         ctx, model = base_model_step(ctx, parts)
-    if {"base_eval", "train", "tldr"} & set(cfg.steps):
+    if {"base_eval", *TRAINING_STEPS} & set(cfg.steps):
         with step("base_eval"):
             evaluate_step(ctx, parts.evaluator, model, "base", record, graded)
     built = None
@@ -321,6 +338,12 @@ def run_steps(cfg: DictConfig) -> RunResult:
             trained = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
             policy, record.tldr = trained.model, trained.summary
             print_tldr(record.tldr)
+    if "rl" in cfg.steps:
+        with step("train"):
+            ctx.sampler.release()  # training needs the memory
+            learned = train_rl(ctx, model, parts.rl, parts.reward)
+            policy = learned.model
+            record.rl = {k: v for k, v in learned.summary.items() if k != "log_history"}  # (the artifact keeps it)
     if policy is not None:
         with step("trained_eval"):
             evaluate_step(ctx, parts.evaluator, policy, "trained", record, graded)
@@ -360,13 +383,18 @@ def construct_step(
     return Construction(sampled.key, traces, built, export)
 
 
-def planned_keys(ctx: RunContext, parts: Parts, tldr: bool = False) -> dict[str, str]:
+def planned_keys(ctx: RunContext, parts: Parts, tldr: bool = False, rl: bool = False) -> dict[str, str]:
     """The cache key of every artifact of the preference recipe (base_eval, construct, train), or with `tldr` of
-    the TL;DR recipe (base_eval, tldr), computed from the settings alone as the stages compute them (no model is
-    built or loaded; an artifact the world's chat template would change is keyed on the unbound world)."""
+    the TL;DR recipe (base_eval, tldr), or with `rl` of the RL recipe (base_eval, rl), computed from the settings
+    alone as the stages compute them (no model is built or loaded; an artifact the world's chat template would
+    change is keyed on the unbound world)."""
     model_key = base_model_key(parts.model_source, ctx.world)
     model = ModelHandle(name=parts.model_source.name, path=Path("."), key=model_key)
     keys = {"base_model": model_key, "eval_base": EVAL.key(*eval_key_parts(ctx, model, parts.evaluator))}
+    if rl:
+        keys["rl_policy"] = RL_POLICY.key(*rl_key_parts(ctx, model, parts.rl, parts.reward))
+        keys["eval_trained"] = EVAL.key(*eval_key_parts(ctx, replace(model, key=keys["rl_policy"]), parts.evaluator))
+        return keys
     keys["samples"] = SAMPLES.key(*samples_key_parts(ctx, model, parts.sampling))
     if tldr:
         settings = parts.tldr
@@ -427,9 +455,18 @@ def evaluate_step(
 
 def policy_card(cfg: DictConfig, world: str, base: ModelHandle, policy: ModelHandle, record: RunMetrics) -> str:
     """The trained policy's model card from the run's config and what its steps reported."""
-    groups = ("tldr",) if "tldr" in cfg.steps else ("selector", "refiner", "pairs", "loss", "train")
-    method = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups}
     if "tldr" in cfg.steps:
+        groups: tuple[str, ...] = ("tldr",)
+    elif "rl" in cfg.steps:
+        groups = ("rl", "reward")
+    else:
+        groups = ("selector", "refiner", "pairs", "loss", "train")
+    method = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups}
+    if "rl" in cfg.steps:
+        summary = record.rl
+        data = {"split": cfg.rl.split, "prompts": summary["prompts"], "rollouts": summary["rollouts"]}
+        training = {k: summary[k] for k in ("steps", "generated_tokens", "trained_tokens", "rollout_engine")}
+    elif "tldr" in cfg.steps:
         summary = record.tldr
         data = {"system1_examples": summary["system1_examples"], "system2_examples": summary["system2_examples"]}
         training = {f"selected_{k}": v for k, v in summary["selected"].items()}

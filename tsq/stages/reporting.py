@@ -86,10 +86,11 @@ def wandb_group(cfg: DictConfig) -> str | None:
 
 
 # Config groups whose choice becomes a tag (`loss=dpol`), next to the run's own `tags`: always, in a
-# preference run (construct / train), in a TL;DR run.
+# preference run (construct / train), in a TL;DR run, in an RL run.
 TAG_GROUPS = ("experiment", "method", "preset", "data", "model", "sampler")
 PREFERENCE_TAG_GROUPS = ("selector", "refiner", "loss")
 TLDR_TAG_GROUPS = ("tldr",)
+RL_TAG_GROUPS = ("reward",)
 # Keys of the `logger.wandb` node that tsq reads and Lightning's WandbLogger must not receive.
 TSQ_WANDB_KEYS = ("samples_per_problem",)
 
@@ -101,6 +102,8 @@ def run_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
         groups += PREFERENCE_TAG_GROUPS
     if "tldr" in cfg.steps:
         groups += TLDR_TAG_GROUPS
+    if "rl" in cfg.steps:
+        groups += RL_TAG_GROUPS
     tags = [str(t) for t in cfg.get("tags") or []]
     tags += [f"{g}={choices[g]}" for g in groups if choices.get(g) not in (None, "None", "null")]
     too_long = [t for t in tags if len(t) > 64]

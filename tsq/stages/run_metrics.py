@@ -34,6 +34,7 @@ class RunMetrics:
     construction: dict | None = None  # the pairs stage's statistics, pairs and export paths
     training: dict | None = None  # the policy stage's train_summary.json
     tldr: dict | None = None  # the tldr_policy stage's summary
+    rl: dict | None = None  # the rl_policy stage's summary, less its per-step log (kept in the artifact)
     artifacts: list[dict] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     policy_path: str | None = None
