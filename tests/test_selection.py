@@ -118,3 +118,26 @@ def test_overthink_pairs_shortest_correct_with_the_longest_response():
     sel = Overthink().select(GROUP_LENGTHS, GROUP_CORRECT)
     assert [(p.chosen, p.rejected) for p in build_pairs(GROUP_LENGTHS, GROUP_CORRECT, sel)] == [(5, 4)]
     assert build_pairs([5, 9], [False, False], Overthink().select([5, 9], [False, False])) == []
+
+
+def test_dast_budget_and_scores_by_hand():
+    from tsq.selection import Dast, dast_score, token_length_budget
+
+    lengths, correct = [10, 20, 30, 40], [True, True, False, False]
+    # p = 0.5, L_r = 15, L_max = 100: budget 0.5 * 15 + 0.5 * 100 = 57.5
+    assert token_length_budget(lengths, correct, 100) == pytest.approx(57.5)
+    # correct: 0.5 - 0.5 lambda; incorrect: 0.9 lambda - 0.1; lambda = (len - 57.5) / 57.5
+    assert dast_score(10, True, 57.5) == pytest.approx(0.5 + 0.5 * 47.5 / 57.5)  # 0.913
+    assert dast_score(20, True, 57.5) == pytest.approx(0.5 + 0.5 * 37.5 / 57.5)  # 0.826
+    assert dast_score(30, False, 57.5) == pytest.approx(-0.9 * 27.5 / 57.5 - 0.1)  # -0.530
+    assert dast_score(40, False, 57.5) == pytest.approx(-0.9 * 17.5 / 57.5 - 0.1)  # -0.374
+    # the floors: a correct response far over budget scores 0.1, an incorrect one far over it -0.1
+    assert dast_score(500, True, 57.5) == 0.1 and dast_score(500, False, 57.5) == -0.1
+    # margin 0.05: the shorter correct (gap 0.087) and the longer incorrect (gap 0.157) are chosen
+    both = Dast(max_length=100, margin=0.05).select(lengths, correct)
+    assert both.positives == [0, 3] and both.extra_negatives == {0: [1], 3: [2]}
+    assert not both.incorrect_negatives
+    # margin 0.1: only the dual-incorrect pair is far enough apart
+    assert Dast(max_length=100, margin=0.1).select(lengths, correct).extra_negatives == {3: [2]}
+    pairs = build_pairs(lengths, correct, both)
+    assert {(p.chosen, p.rejected) for p in pairs} == {(0, 1), (3, 2)}

@@ -2,8 +2,9 @@
 
 Pure functions of one problem's sampled group (token lengths and correctness); TokenSqueeze
 (arXiv 2511.13223), Sec. 3.1.
-Positives are always the k shortest correct responses (ties broken by sample order); selectors
-differ only in k, plus the Kimi-k1.5 rule that adds long correct responses as extra negatives.
+TokenSqueeze's selectors and the Kimi-k1.5 and SimPO baselines choose the k shortest correct responses as positives
+(ties broken by sample order) and differ in k and in their negatives (Kimi-k1.5 adds long correct responses);
+DAST pairs responses of equal correctness by its budget-aware score, so its chosen response may be incorrect.
 """
 
 from __future__ import annotations
@@ -170,6 +171,58 @@ class Overthink(Shortest, part="selector/overthink"):
 
     def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
         return against_longest(lengths, super().select(lengths, correct).positives, range(len(lengths)))
+
+
+def token_length_budget(lengths: Sequence[int], correct: Sequence[bool], max_length: int) -> float:
+    """DAST's token length budget (arXiv 2503.04472): p * L_r + (1 - p) * L_max, p the group's pass rate, L_r the mean
+    length of its correct responses, L_max the generation cap; harder problems get larger budgets."""
+    p = pass_rate(correct)
+    right = [n for n, ok in zip(lengths, correct, strict=True) if ok]
+    mean_right = sum(right) / len(right) if right else 0.0
+    return p * mean_right + (1 - p) * max_length
+
+
+def dast_score(length: int, correct: bool, budget: float) -> float:
+    """DAST's budget-aware score, lambda = (length - budget) / budget: a correct response scores
+    max(-0.5 lambda + 0.5, 0.1) (shorter is better), an incorrect one min(0.9 lambda - 0.1, -0.1) (under-thinking,
+    a short wrong answer, is worst)."""
+    lam = (length - budget) / budget
+    return max(-0.5 * lam + 0.5, 0.1) if correct else min(0.9 * lam - 0.1, -0.1)
+
+
+@dataclass
+class Dast(Selector, part="selector/dast"):
+    """DAST's budget preference pairs (arXiv 2503.04472): within one problem, a response is preferred to another of
+    the same correctness whose DAST score is lower by more than `margin` ("dual-correct" pairs prefer the shorter
+    correct response, "dual-incorrect" pairs the longer incorrect one); no correct-versus-incorrect pairs. Trained
+    with SimPO (method=dast). `max_length` is L_max, the sampling cap; `margin` is tsq's choice (the paper's
+    threshold is not in tsq's references)."""
+
+    max_length: int = 256
+    margin: float = 0.3
+    name: ClassVar[str] = "dast"
+
+    def __post_init__(self) -> None:
+        if self.max_length <= 0 or self.margin < 0:
+            raise ValueError(
+                f"selector.max_length must be > 0 and selector.margin >= 0, got {self.max_length}, {self.margin}"
+            )
+
+    def select(self, lengths: Sequence[int], correct: Sequence[bool]) -> Selection:
+        if len(lengths) != len(correct):
+            raise ValueError(f"{len(lengths)} lengths but {len(correct)} correctness flags")
+        budget = token_length_budget(lengths, correct, self.max_length)
+        scores = [dast_score(n, bool(ok), budget) for n, ok in zip(lengths, correct, strict=True)]
+        negatives = {
+            i: [
+                j
+                for j in range(len(lengths))
+                if bool(correct[j]) == bool(correct[i]) and scores[i] - scores[j] > self.margin
+            ]
+            for i in range(len(lengths))
+        }
+        negatives = {i: js for i, js in negatives.items() if js}
+        return Selection(sorted(negatives), negatives, incorrect_negatives=False)
 
 
 def rejected_for(lengths: Sequence[int], correct: Sequence[bool], selection: Selection, positive: int) -> list[int]:
