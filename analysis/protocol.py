@@ -14,7 +14,7 @@ import pandas as pd
 from tsq.evaluation.intervals import Interval, bootstrap_ratio, paired_bootstrap_ratio, per_problem_sums
 
 PROTOCOL_FILE = Path(__file__).resolve().parents[1] / "conf" / "protocol.yaml"
-KINDS = ("preference", "tldr")
+KINDS = ("preference", "tldr", "rl")
 
 
 @dataclass(frozen=True)

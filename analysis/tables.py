@@ -82,12 +82,14 @@ def result_table(
                 record[f"forced Acc@{budget} (%)"] = fmt_interval(cell(at, "acc", protocol.n_boot, protocol.level), 100)
         if key != BASE:
             record.update(budget_columns(result.runs[0].record, selected[key]["setting"]))
+            record.update(compute_columns([run.record for run in result.runs]))
         records.append(record)
     return pd.DataFrame(records).set_index("row").fillna("")
 
 
 def budget_columns(record: RunMetrics, setting: dict) -> dict:
-    """What training a row had: pairs (or mixture examples), optimizer steps, passes over the data, setting."""
+    """What training a row had: pairs (or mixture examples, or RL rollouts), optimizer steps, passes over the data,
+    setting."""
     out = {"setting": ", ".join(f"{k}={v}" for k, v in setting.items())}
     if record.training is not None:
         training = record.training
@@ -96,7 +98,25 @@ def budget_columns(record: RunMetrics, setting: dict) -> dict:
         tldr = record.tldr
         # the last dev evaluation is at the last step (DevReweighting evaluates at max_steps)
         out.update(steps=str(max(h["step"] for h in tldr["history"])), checkpoint=checkpoint_note(tldr))
+    elif record.rl is not None:
+        out.update(steps=str(record.rl["steps"]), rollouts=str(record.rl["rollouts"]))
     return out
+
+
+def compute_columns(records: list[RunMetrics]) -> dict:
+    """What a row's training signal cost, the mean over its seeds in thousands of tokens (tsq.training.compute):
+    tokens generated (training samples, refinement candidates, rollouts) and trained on; `~` marks an estimate."""
+    known = [r.compute for r in records if r.compute]
+    if not known:
+        return {}
+    generated = np.mean([sum(c["generated_tokens"].values()) for c in known])
+    trained = np.mean([c["trained_tokens"] for c in known])
+    estimated = known[0].get("estimated", [])
+    gen_mark = "~" if any(e.startswith("generated_tokens") for e in estimated) else ""
+    return {
+        "generated (k tokens)": f"{gen_mark}{generated / 1000:,.0f}",
+        "trained (k tokens)": f"{'~' if 'trained_tokens' in estimated else ''}{trained / 1000:,.0f}",
+    }
 
 
 def checkpoint_note(tldr: dict) -> str:

@@ -4,14 +4,14 @@ its threshold), and a layout's dev choice between rows (`analysis.layouts.DevCho
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.claims import HOLDS, Claim, Comparison, combine, threshold_of, verdict
-from analysis.layouts import DevChoice
+from analysis.claims import BEST_RL, HOLDS, Claim, Comparison, combine, threshold_of, verdict
+from analysis.layouts import LAYOUTS, DevChoice
 from analysis.protocol import Protocol, difference, select_setting
 from analysis.runs import RowResult
 from analysis.tables import BASE, fmt_interval, number
@@ -55,10 +55,45 @@ def _effect(comparison: Comparison, interval: SeedInterval, versus_value: float)
     return f"{text} vs paper {paper:+.1f}{unit}: {size}"
 
 
+def resolve_row(experiment: str, row: str, selected: dict[str, dict]) -> str | None:
+    """A claim's row: itself, or for `BEST_RL` the experiment's RL row with the highest dev accuracy at its selected
+    setting (ties: the shorter dev Len-T); None while no RL row has been searched."""
+    if row != BEST_RL:
+        return row
+    layout = LAYOUTS[experiment]
+
+    def dev_rank(name: str) -> tuple[float, float]:
+        entry = next(e for e in selected[name]["dev"] if e["setting"] == selected[name]["setting"])
+        len_t = entry["len_t"]
+        return -entry["acc"], len_t if len_t is not None and math.isfinite(len_t) else math.inf
+
+    candidates = [name for name in layout.labels if layout.kind_of(name) == "rl"]
+    if not candidates or any(name not in selected for name in candidates):
+        return None  # chosen among all the RL rows, once each has been searched
+    return min(candidates, key=dev_rank)
+
+
+def resolved(claim: Claim, results: dict[str, tuple[dict, RowResult | None, dict]]) -> Claim | None:
+    """The claim with its placeholder rows resolved (`resolve_row`), or None while one cannot be."""
+    parts = []
+    for comparison in claim.parts:
+        sides = []
+        for experiment, row in (comparison.row, comparison.versus):
+            name = resolve_row(experiment, row, results.get(experiment, ({}, None, {}))[2])
+            if name is None:
+                return None
+            sides.append((experiment, name))
+        parts.append(replace(comparison, row=sides[0], versus=sides[1]))
+    return replace(claim, parts=tuple(parts))
+
+
 def claim_rows(
     claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
 ) -> ClaimResult | None:
     """The claim judged on the test rows, or None while a row it compares has not run every seed."""
+    claim = resolved(claim, results)
+    if claim is None:
+        return None
     parts, verdicts, effects = [], [], []
     for comparison in claim.parts:
         sides = []

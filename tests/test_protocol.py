@@ -6,7 +6,17 @@ import pandas as pd
 import pytest
 
 from analysis import launch, results
-from analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, NONINFERIOR, Comparison, combine, verdict
+from analysis.claims import (
+    BEST_RL,
+    CLAIMS,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NONINFERIOR,
+    Comparison,
+    combine,
+    verdict,
+)
 from analysis.figures import sweep_figure
 from analysis.layouts import LAYOUTS
 from analysis.protocol import difference, load_protocol, pooled, row_override, select_setting
@@ -56,12 +66,33 @@ def test_a_claim_holds_only_when_every_part_holds_and_fails_when_any_part_fails(
     assert combine([INCONCLUSIVE, FAILS, HOLDS]) == FAILS
 
 
+def test_the_best_rl_row_is_chosen_on_dev_among_all_rl_rows():
+    from analysis.verdicts import resolve_row
+
+    rl_rows = [r for r in LAYOUTS["ts_table1"].labels if LAYOUTS["ts_table1"].kind_of(r) == "rl"]
+
+    def searched(acc: float, len_t: float) -> dict:
+        return {"setting": {"rl.lr": 1e-5}, "dev": [{"setting": {"rl.lr": 1e-5}, "acc": acc, "len_t": len_t}]}
+
+    selected = {row: searched(0.5, 30.0) for row in rl_rows}
+    selected["grpo_dler"] = searched(0.7, 25.0)
+    selected["grpo_dot"] = searched(0.7, 20.0)  # as accurate, shorter: the tie goes to it
+    selected["tokensqueeze"] = searched(0.9, 10.0)  # not an RL row
+    assert resolve_row("ts_table1", BEST_RL, selected) == "grpo_dot"
+    assert resolve_row("ts_table1", "kimi_dpo", selected) == "kimi_dpo"
+    del selected["grpo"]  # one RL row not searched yet: no choice
+    assert resolve_row("ts_table1", BEST_RL, selected) is None
+
+
 def test_every_claim_names_rows_that_its_experiment_has():
     for claim in CLAIMS:
         assert claim.parts and claim.paper
         for part in claim.parts:
             for experiment, row in (part.row, part.versus):
                 assert experiment in results.EXPERIMENTS, claim.id
+                if row == BEST_RL:  # a placeholder for one of the experiment's RL rows
+                    assert any(LAYOUTS[experiment].kind_of(r) == "rl" for r in LAYOUTS[experiment].labels), claim.id
+                    continue
                 assert row == "base" or row in LAYOUTS[experiment].labels, (claim.id, row)
             assert part.threshold == NONINFERIOR or isinstance(part.threshold, float)
     with pytest.raises(ValueError, match="relation must be > or <"):
@@ -131,9 +162,13 @@ def test_the_shipped_protocol_and_its_phases(tmp_path):
     assert sorted(p.overrides[1] for p in phases) == ["selector=qfix", "selector=shortest,qdyn"]
     assert all(f"seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
     assert not any("eval.split" in o for p in phases for o in p.overrides)
-    # Table 1 mixes kinds: its preference rows search train.lr, its mixtures tldr.lr, each in its own multirun
+    # Table 1 mixes kinds: its preference rows search train.lr, its mixtures tldr.lr, its RL rows rl.lr (the same
+    # values), each in its own multirun
     by_kind = {p.sweep_dir.name: p.overrides for p in launch.search_phases("ts_table1", protocol, tmp_path)}
-    assert sorted(by_kind) == ["preference", "tldr"]
+    assert sorted(by_kind) == ["preference", "rl", "tldr"]
+    assert protocol.search["rl"]["rl.lr"] == lr == protocol.search["tldr"]["tldr.lr"]
+    rl_methods = "grpo,grpo_kimi,grpo_dler,grpo_thinkprune,grpo_shorterbetter,grpo_dot"
+    assert f"method={rl_methods}" in by_kind["rl"] and any(o.startswith("rl.lr=") for o in by_kind["rl"])
     assert "method=static_mixture,tldr" in by_kind["tldr"] and any(o.startswith("tldr.lr=") for o in by_kind["tldr"])
     assert not any(o.startswith("train.lr=") for o in by_kind["tldr"])
     mixed = {"tldr": {"setting": {"tldr.lr": lr[0]}}, "tokensqueeze": {"setting": {"train.lr": lr[0]}}}
@@ -144,7 +179,8 @@ def test_the_shipped_protocol_and_its_phases(tmp_path):
 def test_a_search_seed_among_the_test_seeds_is_refused(tmp_path):
     path = tmp_path / "protocol.yaml"
     path.write_text(
-        "search: {preference: {train.lr: [1.0e-3]}, tldr: {tldr.lr: [1.0e-3]}}\nseed_key: seed\nsearch_seed: 1\n"
+        "search: {preference: {train.lr: [1.0e-3]}, tldr: {tldr.lr: [1.0e-3]}, rl: {rl.lr: [1.0e-3]}}\n"
+        "seed_key: seed\nsearch_seed: 1\n"
         "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.01\n"
     )
     with pytest.raises(ValueError, match="search_seed 1 is one of the test seeds"):
@@ -175,7 +211,7 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
-        "search: {preference: {train.lr: [1.0e-3, 2.0e-3]}, tldr: {tldr.lr: [1.0e-3]}}\n"
+        "search: {preference: {train.lr: [1.0e-3, 2.0e-3]}, tldr: {tldr.lr: [1.0e-3]}, rl: {rl.lr: [1.0e-3]}}\n"
         "seed_key: seed\nsearch_seed: 100\nseeds: [0, 1]\ndev_overrides: [eval.n_samples=1]\n"
         "acc_margin: 0.01\nnoninferiority: 0.01\nn_boot: 200\nlevel: 0.95\n"
     )

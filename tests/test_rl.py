@@ -68,6 +68,7 @@ def test_a_grpo_run_trains_and_its_rewards_are_the_pure_functions(tmp_path):
         by_step[r["step"]].append(r["reward"])
     assert logged == pytest.approx([sum(v) / len(v) for _, v in sorted(by_step.items())], abs=1e-6)
     assert record.rl["generated_tokens"] == sum(r["n_tokens"] for r in rollouts)
+    assert record.compute["generated_tokens"] == {"rollouts": record.rl["generated_tokens"]}
 
 
 def test_rollouts_are_grouped_by_problem_or_refused():

@@ -106,12 +106,14 @@ def test_data_sources_pick_the_right_responses():
         }
     )
     prompts = {pid: f"P {pid}" for pid in frame["problem_id"]}
-    assert system1_data(frame, prompts, [1, 2]) == [{"prompt": "P e1", "response": "e1-ok"}]
+    assert system1_data(frame, prompts, [1, 2]) == [{"prompt": "P e1", "response": "e1-ok", "n_tokens": 6}]
     # a bare answer (no reasoning step) is not a System-1 chain of thought
     bare = frame.assign(n_steps=[2, 0, 2, 8, 4, 3, 5], correct=[True, True, False, True, True, False, False])
-    assert system1_data(bare, prompts, [1, 2], min_steps=1) == [{"prompt": "P e1", "response": "e1-wrong"}]
+    wrong_e1 = {"prompt": "P e1", "response": "e1-wrong", "n_tokens": 5}
+    assert system1_data(bare, prompts, [1, 2], min_steps=1) == [wrong_e1]
     assert system1_data(bare.assign(correct=[False, True] + [False] * 5), prompts, [1, 2], min_steps=1) == []
-    assert system2_data(frame, prompts, [4, 5], "shortest") == [{"prompt": "P h1", "response": "h1-short"}]
+    short_h1 = {"prompt": "P h1", "response": "h1-short", "n_tokens": 40}
+    assert system2_data(frame, prompts, [4, 5], "shortest") == [short_h1]
     assert [d["response"] for d in system2_data(frame, prompts, [4, 5], "all")] == ["h1-long", "h1-short"]
 
 

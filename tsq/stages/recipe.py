@@ -68,6 +68,7 @@ from tsq.stages.tldr_policy import (
     tldr_key_parts,
     train_tldr,
 )
+from tsq.training.compute import preference_trained_tokens, refinement_tokens_estimate
 from tsq.training.length_rewards import LengthReward
 from tsq.training.losses import PreferenceLoss
 from tsq.training.rl import RLSettings
@@ -164,9 +165,11 @@ class RunResult:
 
 @dataclass
 class Construction:
-    """What the construct step built: the samples' key, the refined traces, the pairs and their export."""
+    """What the construct step built: the samples' key and their tokens, the refined traces, the pairs and their
+    export."""
 
     samples_key: str
+    sampled_tokens: int
     refined: Artifact
     pairs: Pairs
     export: Artifact | None
@@ -333,10 +336,16 @@ def run_steps(cfg: DictConfig) -> RunResult:
             return RunResult(record, None, rank)
         # steps, pairs kept / dropped / truncated, weight tensors changed: what training really did
         record.training = json.loads((policy.path / "train_summary.json").read_text())
+        record.compute = preference_compute(built, record.training, parts.train)
     if "tldr" in cfg.steps:
         with step("train"):
             trained = train_tldr(ctx, parts.model_source, model, parts.sampling, parts.tldr)
             policy, record.tldr = trained.model, trained.summary
+            record.compute = {
+                "generated_tokens": {"sampling": trained.summary["compute"]["sampled_tokens"]},
+                "trained_tokens": trained.summary["compute"]["trained_tokens"],
+                "estimated": ["trained_tokens"],
+            }
             print_tldr(record.tldr)
     if "rl" in cfg.steps:
         with step("train"):
@@ -344,6 +353,11 @@ def run_steps(cfg: DictConfig) -> RunResult:
             learned = train_rl(ctx, model, parts.rl, parts.reward)
             policy = learned.model
             record.rl = {k: v for k, v in learned.summary.items() if k != "log_history"}  # (the artifact keeps it)
+            record.compute = {
+                "generated_tokens": {"rollouts": learned.summary["generated_tokens"]},
+                "trained_tokens": learned.summary["trained_tokens"],
+                "estimated": [],
+            }
     if policy is not None:
         with step("trained_eval"):
             evaluate_step(ctx, parts.evaluator, policy, "trained", record, graded)
@@ -380,7 +394,24 @@ def construct_step(
     traces = refined(ctx, model, sampled, selected, problems, selector, refiner)
     built = pairs(ctx, sampled, selected, traces, problems, pair_settings)
     export = pairs_export(ctx, built, problems) if built.stats["pairs"] else None  # (no rows, no dataset)
-    return Construction(sampled.key, traces, built, export)
+    return Construction(sampled.key, int(sampled.frame["n_tokens"].sum()), traces, built, export)
+
+
+def preference_compute(built: Construction, training: dict, settings: TrainSettings) -> dict:
+    """What a preference row's training signal cost (tsq.training.compute): the training samples' tokens (exact),
+    refinement's candidate tokens and the trained tokens (estimated from counts and mean lengths)."""
+    stats = built.pairs.stats
+    step_len = stats.get("step_len_before")
+    refinement = refinement_tokens_estimate(stats.get("refine_candidates", 0), step_len if step_len == step_len else 0)
+    rows_per_step = settings.batch_size * training["accumulate_grad_batches"] * training["processes"]
+    trained = preference_trained_tokens(
+        training["steps"], rows_per_step, stats["chosen_len_mean"], stats["rejected_len_mean"]
+    )
+    return {
+        "generated_tokens": {"sampling": built.sampled_tokens, "refinement": refinement},
+        "trained_tokens": trained,
+        "estimated": ["generated_tokens.refinement", "trained_tokens"],
+    }
 
 
 def planned_keys(ctx: RunContext, parts: Parts, tldr: bool = False, rl: bool = False) -> dict[str, str]:

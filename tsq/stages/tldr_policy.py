@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from tsq.cache import ArtifactStore, Build, Stage, world_key
 from tsq.data.base import ProblemSource
 from tsq.evaluation.evaluate import Evaluator
@@ -18,6 +20,7 @@ from tsq.stages.base_model import base_model
 from tsq.stages.context import RunContext
 from tsq.stages.eval import evaluation
 from tsq.stages.samples import samples
+from tsq.training.compute import mixture_trained_tokens
 from tsq.training.tldr import (
     Bounds,
     TLDRSettings,
@@ -131,6 +134,13 @@ def train_tldr(
     )
     summary = json.loads((artifact.path / SUMMARY_FILE).read_text())
     summary["system1_problems_without_reasoning"] = bare_only
+    means = [float(np.mean([d["n_tokens"] for d in s])) if s else 0.0 for s in sources]
+    summary["compute"] = {
+        "sampled_tokens": int(long_frame["n_tokens"].sum() + short_frame["n_tokens"].sum()),
+        "trained_tokens": mixture_trained_tokens(
+            summary["history"], settings.init, summary["selected"]["step"], settings.batch_size, means
+        ),
+    }
     if ctx.output_dir is not None:
         plot_weights(summary["history"], Path(ctx.output_dir) / "tldr_weights.png")
     return TLDRPolicy(model.derived(f"{model.name}+{settings.name}", artifact.path, artifact.key), summary)

@@ -229,7 +229,7 @@ def system1_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], min_
     """The first correct short-model response with at least `min_steps` reasoning steps of each easy problem."""
     rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels)) & (frame["n_steps"] >= min_steps)]
     first = rows.sort_values(["problem_id", "sample"]).groupby("problem_id", sort=True).head(1)
-    return [{"prompt": prompts[r.problem_id], "response": r.text} for r in first.itertuples()]
+    return [{"prompt": prompts[r.problem_id], "response": r.text, "n_tokens": r.n_tokens} for r in first.itertuples()]
 
 
 def system2_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], pick: str) -> list[dict]:
@@ -237,7 +237,7 @@ def system2_data(frame: pd.DataFrame, prompts: dict, levels: Sequence[int], pick
     rows = frame[frame["correct"] & frame["level"].astype(int).isin(list(levels))]
     if pick == "shortest":
         rows = rows.sort_values(["problem_id", "n_tokens", "sample"]).groupby("problem_id", sort=True).head(1)
-    return [{"prompt": prompts[r.problem_id], "response": r.text} for r in rows.itertuples()]
+    return [{"prompt": prompts[r.problem_id], "response": r.text, "n_tokens": r.n_tokens} for r in rows.itertuples()]
 
 
 def dev_stats(frame: pd.DataFrame) -> tuple[float, float]:
