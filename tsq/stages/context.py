@@ -15,6 +15,7 @@ from tsq.cache import ArtifactStore, result_settings
 from tsq.data.base import ProblemSource
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler
+from tsq.sampling.executors import Executor, LocalExecutor
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class RunContext:
     store: ArtifactStore
     sampler: SamplerChoice
     trainer: dict = field(default_factory=lambda: {"accelerator": "cpu", "devices": 1})
+    # where the shards of sampling stages run (`executor=`; never part of a key)
+    executor: Executor = field(default_factory=LocalExecutor)
     make_loggers: Callable[[], list] | None = None
     output_dir: Path | None = None
 

@@ -263,6 +263,7 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
         ),
         sampler=SamplerChoice(instantiate(cfg.sampler), OmegaConf.to_container(cfg.sampler, resolve=True)),
         trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
+        executor=instantiate(cfg.executor, _convert_="all"),
         make_loggers=lambda: instantiate_loggers(cfg),
         output_dir=Path(cfg.paths.output_dir),
     )

@@ -15,12 +15,13 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from tsq.cache import Artifact, Build, Stage, atomic_write_text, world_key
+from tsq.cache import Artifact, Build, Stage, world_key
 from tsq.data.base import Problem, ThinkingFormat
 from tsq.models.base import ModelHandle
 from tsq.progress import StageProgress
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.sampling.graded import grade_completions, read_samples, warn_if_cut
+from tsq.sampling.executors import ModelReplica, ShardJob
+from tsq.sampling.graded import read_samples, warn_if_cut
 from tsq.sampling.settings import SamplingSettings
 from tsq.stages.context import RunContext
 from tsq.text import THINK_CLOSE
@@ -69,22 +70,25 @@ def graded_samples(
     def build(job: Build) -> None:
         shards = [job.scratch / f"shard-{s:05d}.jsonl" for s in range(len(chunks))]
         log.info("stage %s: %d of %d shards already done", stage.name, sum(x.exists() for x in shards), len(chunks))
-        sampler: Sampler | None = None
         done = sum(len(c) for c, shard in zip(chunks, shards, strict=True) if shard.exists())
+        # each shard's seed is its own (never a worker's), so every executor writes the same files
+        jobs = [
+            ShardJob(s, tuple(chunk), replace(params, seed=params.seed + s * SHARD_SEED_STRIDE), shard)
+            for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True))
+            if not shard.exists()
+        ]
+        sizes = {j.index: len(j.problems) for j in jobs}
+        replica = ModelReplica(ctx.sampler.factory, model.path, model.revision)
         what = f"{stage.name}: sampling and grading"
         with StageProgress(what, len(problems), "problems", ctx.sampler.progress, initial=done) as progress:
-            for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True)):
-                if shard.exists():
-                    continue
-                sampler = sampler or ctx.sampler(model)
-                rows = grade_completions(
-                    ctx.world, sampler, chunk, replace(params, seed=params.seed + s * SHARD_SEED_STRIDE)
-                )
-                atomic_write_text(shard, "".join(json.dumps(r) + "\n" for r in rows))
-                progress.update(len(chunk), f"last shard's accuracy {sum(r['correct'] for r in rows) / len(rows):.2f}")
+
+            def finished(index: int, accuracy: float) -> None:
+                progress.update(sizes[index], f"last shard's accuracy {accuracy:.2f}")
+
+            ctx.executor.run(jobs, ctx.world, lambda: ctx.sampler(model), replica, finished)
         diagnostics = {}
         if extra is not None:
-            diagnostics = extra(sampler or ctx.sampler(model))
+            diagnostics = extra(ctx.sampler(model))
         with open(job.dir / SAMPLES_FILE, "w", encoding="utf-8") as out:
             for shard in shards:
                 out.write(shard.read_text())

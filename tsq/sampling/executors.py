@@ -1,0 +1,170 @@
+"""`executor=`: where the shards of a generating stage run (training samples, evaluation).
+
+A sampling stage cuts its problems into shards, each with its own seed (`tsq.stages.samples.graded_samples`). An
+executor runs the shards that are missing and writes each one atomically to its path; the stage then joins them.
+The seeds belong to the shards, never to the workers, so every executor builds the same artifact under the same
+key (the executor is not part of any key), and a shard written before a crash is not redone.
+
+* `local` runs the shards in order in this process, with the run's one live sampler.
+* `ray` runs them on a Ray cluster of model replicas through Ray Data: `map_batches` over a class that holds one
+  sampler (tsq's own, HF or vLLM) per replica, `executor.replicas` replicas with `cpus_per_replica` CPUs and
+  `gpus_per_replica` GPUs each (tensor parallelism inside a replica is the sampler's own setting, e.g.
+  `sampler.tensor_parallel_size`). Ray Data's LLM processors (`ray.data.llm`) are not used: they return vLLM's
+  outputs, not tsq's completions (EOS and stop handling, token counts), and they cannot run the HF sampler.
+  `executor.address` joins an existing cluster (`auto` on a node of a `ray start` cluster); null starts a local one.
+  A shard whose task fails is retried `max_retries` times; after that the stage fails naming the shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tsq.cache import atomic_write_text
+from tsq.data.base import Problem, ProblemSource
+from tsq.sampling.base import Sampler, SamplingParams
+from tsq.sampling.graded import grade_completions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard of a sampling stage: its problems, its own sampling parameters (seed included) and its file."""
+
+    index: int
+    problems: tuple[Problem, ...]
+    params: SamplingParams
+    path: Path
+
+
+def write_shard(world: ProblemSource, sampler: Sampler, job: ShardJob) -> float:
+    """Sample and grade one shard, write it atomically; returns the shard's accuracy."""
+    rows = grade_completions(world, sampler, list(job.problems), job.params)
+    atomic_write_text(job.path, "".join(json.dumps(r) + "\n" for r in rows))
+    return sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
+
+
+@dataclass(frozen=True)
+class ModelReplica:
+    """What a replica needs to build its sampler: the `sampler=` factory and the model's folder and revision."""
+
+    factory: Callable[..., Sampler]
+    model_path: Path
+    revision: str | None
+
+
+class Executor(Protocol):
+    """The interface of `executor=`: run every job (each writes its own shard file), calling `done(index, accuracy)`
+    after each; `sampler()` gives the run's live sampler (the local executor's), `replica` how a remote one builds
+    its own."""
+
+    def run(
+        self,
+        jobs: Sequence[ShardJob],
+        world: ProblemSource,
+        sampler: Callable[[], Sampler],
+        replica: ModelReplica,
+        done: Callable[[int, float], None],
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """The shards in order, in this process, with the run's one live sampler."""
+
+    def run(self, jobs, world, sampler, replica, done) -> None:
+        for job in jobs:
+            done(job.index, write_shard(world, sampler(), job))
+
+
+class ShardWorker:
+    """A Ray Data actor: one sampler (one model replica) that samples, grades and writes the shards it is given."""
+
+    def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[ShardJob]) -> None:
+        self.sampler = replica.factory(model_path=replica.model_path, revision=replica.revision, progress=False)
+        self.world, self.jobs = world, {job.index: job for job in jobs}
+
+    def __call__(self, batch: dict) -> dict:
+        indices = [int(i) for i in batch["shard"]]
+        accuracies = [write_shard(self.world, self.sampler, self.jobs[i]) for i in indices]
+        return {"shard": indices, "accuracy": accuracies, "pid": [os.getpid()] * len(indices)}
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """The shards on a Ray cluster of `replicas` model replicas (Ray Data `map_batches`, one shard per batch)."""
+
+    replicas: int = 2
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    address: str | None = None
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas <= 0:
+            raise ValueError(f"executor.replicas must be a whole number > 0, got {self.replicas!r}")
+        if self.cpus_per_replica <= 0 or self.gpus_per_replica < 0 or self.max_retries < 0:
+            raise ValueError(
+                "executor.cpus_per_replica must be > 0, executor.gpus_per_replica >= 0 and executor.max_retries >= 0; "
+                f"got {self.cpus_per_replica}, {self.gpus_per_replica}, {self.max_retries}"
+            )
+
+    def connect(self) -> None:
+        """Join the cluster at `address`, or start a local one (workers import tsq from where this process does)."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        import tsq
+
+        root = str(Path(tsq.__file__).resolve().parents[1])
+        paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        ray.init(
+            address=self.address,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}},
+        )
+
+    def run(self, jobs, world, sampler, replica, done) -> None:
+        if not jobs:
+            return
+        import ray
+
+        self.connect()
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        dataset = ray.data.from_items([{"shard": job.index} for job in jobs], override_num_blocks=len(jobs))
+        results = dataset.map_batches(
+            ShardWorker,
+            fn_constructor_kwargs={"replica": replica, "world": world, "jobs": list(jobs)},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self.replicas, len(jobs))),
+            num_cpus=self.cpus_per_replica,
+            num_gpus=self.gpus_per_replica,
+            max_restarts=self.max_retries,
+            max_task_retries=self.max_retries,
+        )
+        finished: set[int] = set()
+        workers: set[int] = set()
+        try:
+            for row in results.iter_rows():
+                finished.add(int(row["shard"]))
+                workers.add(int(row["pid"]))
+                done(int(row["shard"]), float(row["accuracy"]))
+        except Exception as err:
+            missing = sorted(job.index for job in jobs if job.index not in finished and not job.path.exists())
+            raise RuntimeError(
+                f"executor=ray: shard(s) {missing} failed after {self.max_retries} retries ({err}); the shards "
+                "already written are kept, a rerun resumes from them"
+            ) from err
+        missing = sorted(job.index for job in jobs if not job.path.exists())
+        if missing:
+            raise RuntimeError(f"executor=ray: shard(s) {missing} were not written")
+        log.info("executor=ray: %d shards on %d replica process(es)", len(jobs), len(workers))
