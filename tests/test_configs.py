@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.utils import instantiate
 
 from tsq.grading.jail import jail_problem
+from tsq.stages.recipe import PART_GROUPS
 
 LCB_ROW = {
     "question_id": "q0",
@@ -41,20 +42,7 @@ def test_default_config_composes_and_instantiates(debug, tmp_path):
     assert callable(instantiate(cfg.sampler))
 
 
-TARGET_GROUPS = [
-    "data",
-    "model",
-    "sampler",
-    "eval",
-    "sampling",
-    "selector",
-    "refiner",
-    "pairs",
-    "loss",
-    "train",
-    "rl",
-    "reward",
-]
+TARGET_GROUPS = list(PART_GROUPS)
 
 
 @pytest.mark.parametrize("group", TARGET_GROUPS)

@@ -90,6 +90,24 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+# The config groups that pick a class by `_target_` and are instantiated before any compute (each is type-checked)
+PART_GROUPS = (
+    "data",
+    "model",
+    "eval",
+    "sampler",
+    "executor",
+    "sampling",
+    "selector",
+    "refiner",
+    "pairs",
+    "loss",
+    "train",
+    "tldr",
+    "rl",
+    "reward",
+)
+
 # The steps `cfg.steps` may list; `base_model` always runs first and `trained_eval` after a training step.
 STEPS = ("base_eval", "construct", "train", "tldr", "rl")
 # the steps that train a policy (one per run)
@@ -221,21 +239,7 @@ def check_steps(cfg: DictConfig) -> None:
 def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
     """The run context and every config object, validated; raises naming the key on a bad value."""
     check_steps(cfg)
-    for group in (
-        "data",
-        "model",
-        "eval",
-        "sampler",
-        "sampling",
-        "selector",
-        "refiner",
-        "pairs",
-        "loss",
-        "train",
-        "tldr",
-        "rl",
-        "reward",
-    ):
+    for group in PART_GROUPS:
         check_group(cfg, group)  # a value of the wrong type names its key here, not as a TypeError later
     world = instantiate(cfg.data, _convert_="all")
     parts = Parts(
