@@ -99,3 +99,11 @@ def test_rl_with_several_processes_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="rl trains in one process"):
         build_parts(cfg)
+
+
+def test_an_rl_split_the_world_lacks_is_refused_by_key(tmp_path):
+    cfg = compose_config(
+        [*TINY, "method=grpo", "rl.split=nope", f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
+    )
+    with pytest.raises(ValueError, match="rl.split='nope'"):
+        build_parts(cfg)

@@ -258,6 +258,13 @@ def build_parts(cfg: DictConfig) -> tuple[RunContext, Parts]:
     parts.evaluator.problems(world)  # fail on an empty or unknown split before any training
     if "construct" in cfg.steps:
         parts.sampling.problems(world)
+    if "rl" in cfg.steps:
+        try:
+            prompts = world.split(parts.rl.split)
+        except ValueError as err:
+            raise ValueError(f"rl.split={parts.rl.split!r}: {err}") from err
+        if not prompts:
+            raise ValueError(f"rl.split={parts.rl.split!r}: the world {world.name} has no problems in it")
     ctx = RunContext(
         world=world,
         store=ArtifactStore(
