@@ -1,0 +1,68 @@
+"""The cost plan (`python -m tsq.plan`): its token counts against hand-computed values, and the command."""
+
+import pytest
+
+from tsq.plan import (
+    Assumptions,
+    StageCost,
+    Throughput,
+    evaluation_cost,
+    main,
+    preference_training_cost,
+    refinement_cost,
+    rl_cost,
+    wall,
+)
+
+A = Assumptions(response_tokens=40.0, refined_per_problem=2.0, step_tokens=8.0)
+
+
+def test_evaluation_tokens_by_hand():
+    # 10 problems x 4 responses x 20 tokens, plus 2 forced answers per problem at budgets 8, 16 and 32 (a response of
+    # 20 tokens is cut at 8 and 16 and whole at 32): 800 + 10 x 2 x (8 + 16 + 20)
+    cost = evaluation_cost("eval", 10, 4, [8, 16, 32], 2, Assumptions(response_tokens=20.0))
+    assert cost.generated == 800 + 880 and cost.units == 10
+
+
+def test_refinement_tokens_by_hand():
+    # 10 problems x 2 refined traces = 20 traces of 40 tokens in steps of 8: 100 steps, 4 candidates each = 400;
+    # generated 400 x min(48, 8); scored 400 x min(512, 40 / 2) plus one forward over each trace (20 x 40)
+    cost = refinement_cost(10, 4, 512, 48, A)
+    assert (cost.units, cost.generated, cost.scored) == (20, 3200, 8800) and not cost.spread
+    assert refinement_cost(10, 4, 512, 48, A, kl=False).scored == 0
+
+
+def test_training_tokens_by_hand():
+    # 100 steps x 16 pairs x (chosen + rejected) x 40 tokens
+    ref, policy = preference_training_cost(100, 16, A, reference=True)
+    assert ref.scored == policy.trained == 128_000 and ref.units == 1600
+    assert [c.stage for c in preference_training_cost(100, 16, A, reference=False)] == ["policy"]
+    # GRPO: 10 steps x 64 rollouts x 40 tokens; a reference model (beta > 0) and a second pass each score them once
+    rl = rl_cost(10, 64, 2, 0.04, A)
+    assert (rl.generated, rl.scored, rl.trained) == (25_600, 51_200, 51_200)
+    assert rl_cost(10, 64, 1, 0.0, A).scored == 0
+
+
+def test_seconds_spread_generation_over_replicas_only_where_the_stage_runs_on_them():
+    rate = Throughput(generate=100, score=1000, train=50, replicas=2)
+    assert StageCost("samples", 1, "x", generated=1000).seconds(rate) == 5
+    assert StageCost("refined", 1, "x", generated=1000, scored=2000, spread=False).seconds(rate) == 10 + 2
+    assert StageCost("policy", 1, "x", trained=100).seconds(rate) == 2
+    assert [wall(s) for s in (30, 600, 36_000)] == ["30 s", "10.0 min", "10.0 h"]
+    with pytest.raises(ValueError, match="plan: throughputs"):
+        Throughput(0, 1, 1)
+
+
+def test_the_command_prints_every_stage_of_the_run_and_its_assumptions(capsys, tmp_path):
+    given = ["+plan.generate_tokens_per_s=1000", "+plan.score_tokens_per_s=20000", "+plan.train_tokens_per_s=5000"]
+    main(["debug=smoke", f"paths.cache_dir={tmp_path}", "+plan.response_tokens=30", *given])
+    out = capsys.readouterr().out
+    for stage in ("eval (base)", "samples", "refined", "ref_logps", "policy", "eval (trained)", "total"):
+        assert stage in out
+    assert "response_tokens 30, given" in out and "refined_per_problem 2.0, default" in out
+    main(["debug=smoke", "method=grpo_kimi", f"paths.cache_dir={tmp_path}", *given])
+    out = capsys.readouterr().out
+    assert "rl_policy" in out and "samples" not in out
+    assert "half of sampling.max_new_tokens (no cached evaluation)" in out
+    with pytest.raises(SystemExit, match=r"\+plan.train_tokens_per_s"):
+        main(["debug=smoke", f"paths.cache_dir={tmp_path}", *given[:2]])

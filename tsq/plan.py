@@ -1,0 +1,272 @@
+"""A cost plan before the first GPU-hour: per stage of a run, its work units, the tokens it generates, scores and
+trains on, and the hours that takes at given (or measured) throughputs, with every assumption printed.
+
+    python -m tsq.plan preset=paper model=r1_distill_qwen_7b data=math +plan.generate_tokens_per_s=2500 \\
+        +plan.score_tokens_per_s=40000 +plan.train_tokens_per_s=8000 +plan.response_tokens=3500
+    python -m tsq.plan +plan.measure=true          # throughputs measured here on the (built) base model
+
+Nothing is sampled or trained. Token counts follow the settings (problems, samples per problem, candidates, steps,
+batch sizes); what the settings do not fix is an assumption with a default, printed beside the plan, that
+`+plan.<name>=` overrides: the mean response length (default: the base model's cached evaluation, if there is one),
+the positives refined per training problem, tokens per reasoning step. Generation spreads over the executor's
+replicas (`executor=ray`); scoring and training run in one process. docs/performance.md compares the plan with
+measured wall times.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+# what the settings do not fix (`+plan.<name>=` overrides each); pairs_per_problem only counts when training runs
+# whole epochs over the pairs (train.max_steps null)
+ASSUMPTION_DEFAULTS = {"refined_per_problem": 2.0, "step_tokens": 8.0, "pairs_per_problem": 8.0}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Tokens per second: generated per replica, scored (forward only) and trained (forward and backward)."""
+
+    generate: float
+    score: float
+    train: float
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.generate, self.score, self.train) <= 0 or self.replicas <= 0:
+            raise ValueError(f"plan: throughputs and replicas must be > 0, got {self}")
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One stage's work: `units` of `unit`, tokens generated, scored and trained; `spread` whether its generation
+    runs on the executor's replicas."""
+
+    stage: str
+    units: int
+    unit: str
+    generated: float = 0.0
+    scored: float = 0.0
+    trained: float = 0.0
+    spread: bool = True
+
+    def seconds(self, rate: Throughput) -> float:
+        replicas = rate.replicas if self.spread else 1
+        return self.generated / (rate.generate * replicas) + self.scored / rate.score + self.trained / rate.train
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What the settings do not fix: mean response tokens, positives refined per problem, tokens per step, pairs
+    per problem."""
+
+    response_tokens: float
+    refined_per_problem: float = ASSUMPTION_DEFAULTS["refined_per_problem"]
+    step_tokens: float = ASSUMPTION_DEFAULTS["step_tokens"]
+    pairs_per_problem: float = ASSUMPTION_DEFAULTS["pairs_per_problem"]
+    notes: dict = field(default_factory=dict)
+
+
+def evaluation_cost(
+    name: str, problems: int, n: int, budgets: list[int] | None, forced: int, a: Assumptions
+) -> StageCost:
+    """An evaluation: n responses per problem, plus `forced` answers per problem at every forced budget (a forced
+    answer continues a response cut at the budget: at most the budget's tokens of it, the response's if shorter)."""
+    cut = sum(min(b, a.response_tokens) for b in budgets or [])
+    generated = problems * n * a.response_tokens + problems * forced * cut
+    return StageCost(name, problems, "problems", generated=generated)
+
+
+def sampling_cost(problems: int, n: int, a: Assumptions) -> StageCost:
+    return StageCost("samples", problems, "problems", generated=problems * n * a.response_tokens)
+
+
+def refinement_cost(
+    problems: int, k: int, window: int, max_step_tokens: int, a: Assumptions, kl: bool = True
+) -> StageCost:
+    """Step refinement: k candidate steps per step of every refined trace; with the KL rule each candidate is scored
+    over the next `window` tokens (at most what is left of the trace, half of it on average) after one forward pass
+    over the trace. It runs in the driver process (not spread over replicas)."""
+    traces = problems * a.refined_per_problem
+    steps = traces * a.response_tokens / a.step_tokens
+    candidates = steps * k
+    generated = candidates * min(max_step_tokens, a.step_tokens)
+    scored = candidates * min(window, a.response_tokens / 2) + traces * a.response_tokens if kl else 0.0
+    return StageCost("refined", math.ceil(traces), "traces", generated=generated, scored=scored, spread=False)
+
+
+def preference_training_cost(steps: int, rows_per_step: int, a: Assumptions, reference: bool) -> list[StageCost]:
+    """Reference log-probs of the pairs read (forward only) and the policy's steps (chosen and rejected)."""
+    tokens = steps * rows_per_step * 2 * a.response_tokens
+    out = [StageCost("ref_logps", steps * rows_per_step, "pairs", scored=tokens)] if reference else []
+    return [*out, StageCost("policy", steps, "optimizer steps", trained=tokens)]
+
+
+def rl_cost(steps: int, completions: int, iterations: int, beta: float, a: Assumptions) -> StageCost:
+    """GRPO: every step generates its rollouts (in the trainer's process), scores them with the reference model when
+    beta > 0 and with the old policy when it trains on them more than once, and trains on them `iterations` times."""
+    tokens = steps * completions * a.response_tokens
+    scored = tokens * ((beta > 0) + (iterations > 1))
+    trained = tokens * iterations
+    return StageCost("rl_policy", steps, "optimizer steps", tokens, scored, trained, spread=False)
+
+
+def plan_table(costs: list[StageCost], rate: Throughput) -> pd.DataFrame:
+    """One row per stage and a total: units, tokens in millions, hours."""
+    rows = [
+        {
+            "stage": c.stage,
+            "work units": f"{c.units:,} {c.unit}",
+            "generated (M tokens)": round(c.generated / 1e6, 3),
+            "scored (M tokens)": round(c.scored / 1e6, 3),
+            "trained (M tokens)": round(c.trained / 1e6, 3),
+            "hours": round(c.seconds(rate) / 3600, 3),
+        }
+        for c in costs
+    ]
+    total = {k: round(sum(r[k] for r in rows), 3) for k in rows[0] if k not in ("stage", "work units")}
+    table = pd.DataFrame([*rows, {"stage": "total", "work units": "", **total}])
+    seconds = [c.seconds(rate) for c in costs]
+    table["wall"] = [wall(x) for x in [*seconds, sum(seconds)]]
+    return table
+
+
+def wall(seconds: float) -> str:
+    """A duration as a reader wants it: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
+    """The stages `cfg.steps` runs, costed (a preference run, a TL;DR run or an RL run)."""
+    steps = list(cfg.steps)
+    ev = parts.evaluator
+    n_eval = len(ev.problems(world))
+    evaluation = evaluation_cost("eval", n_eval, ev.n_samples, ev.forced_budgets, ev.forced_samples, a)
+    costs: list[StageCost] = []
+    trains = {"train", "tldr", "rl"} & set(steps)
+    if "base_eval" in steps or trains:
+        costs.append(StageCost("eval (base)", evaluation.units, evaluation.unit, generated=evaluation.generated))
+    if "construct" in steps or "tldr" in steps:
+        costs.append(sampling_cost(len(parts.sampling.problems(world)), parts.sampling.n, a))
+    if "construct" in steps and getattr(parts.refiner, "k", None):
+        problems = len(parts.sampling.problems(world))
+        refiner = parts.refiner
+        kl = getattr(refiner, "accept", None) == "kl"
+        costs.append(refinement_cost(problems, refiner.k, refiner.window, refiner.max_step_tokens, a, kl))
+    if "train" in steps:
+        train = parts.train
+        rows = train.global_batch_size or train.batch_size
+        steps_of_training = train.max_steps
+        if steps_of_training is None:  # whole epochs over pairs whose number construction decides
+            pairs = len(parts.sampling.problems(world)) * a.pairs_per_problem
+            steps_of_training = math.ceil(pairs / rows) * train.epochs
+        reference = parts.loss.needs_reference and train.reference == "precomputed"
+        costs += preference_training_cost(steps_of_training, rows, a, reference)
+    if "tldr" in steps:
+        tldr = parts.tldr
+        trained = tldr.steps * tldr.batch_size * a.response_tokens
+        costs.append(StageCost("tldr_policy", tldr.steps, "optimizer steps", trained=trained))
+    if "rl" in steps:
+        rl = parts.rl
+        costs.append(rl_cost(rl.max_steps, rl.completions_per_step, rl.num_iterations, rl.beta, a))
+    if trains:
+        costs.append(StageCost("eval (trained)", evaluation.units, evaluation.unit, generated=evaluation.generated))
+    return costs
+
+
+def measured_throughput(model_path: Path, sampler_factory, replicas: int, seconds: float = 5.0) -> Throughput:
+    """Tokens/s of this machine on the model: sampling (the configured sampler, 64 prompts of 8 tokens, up to 64 new
+    tokens), scoring (forward passes) and training (forward and backward) of 16 x 128-token rows."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tsq.sampling.base import SamplingParams
+
+    sampler = sampler_factory(model_path=model_path, revision=None, progress=False)
+    prompts = [[1 + (i * 7 + j) % 50 for j in range(8)] for i in range(64)]
+    start = time.perf_counter()
+    out = sampler.generate_ids(prompts, SamplingParams(n=1, max_new_tokens=64, temperature=0.9, seed=0))
+    generate = sum(len(c[0].token_ids) + 1 for c in out) / (time.perf_counter() - start)
+    sampler.close()
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    batch = torch.randint(1, min(model.config.vocab_size, 1000), (16, 128))
+    rates = []
+    for grad in (False, True):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 2:
+            if grad:
+                model(batch, labels=batch).loss.backward()
+            else:
+                with torch.no_grad():
+                    model(batch)
+            done += batch.numel()
+        rates.append(done / (time.perf_counter() - start))
+    return Throughput(generate, rates[0], rates[1], replicas)
+
+
+def main(argv: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from tsq.stages.recipe import build_parts, planned_keys
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    if not any(a.startswith("paths.output_dir=") for a in argv):  # (Hydra's run folder: no job starts here)
+        argv = [*argv, f"paths.output_dir={tempfile.gettempdir()}"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=argv)
+    options = OmegaConf.to_container(cfg.get("plan") or {}, resolve=True)
+    with open_dict(cfg):
+        cfg.pop("plan", None)
+    ctx, parts = build_parts(cfg)
+    replicas = int(options.get("replicas", getattr(ctx.executor, "replicas", 1)))
+    notes = {}
+    response = options.get("response_tokens")
+    if response is None:
+        keys = planned_keys(ctx, parts)
+        evaluated = Path(ctx.store.root) / "eval" / keys["eval_base"] / "samples.jsonl"
+        if evaluated.exists():
+            response = float(pd.read_json(evaluated, lines=True)["n_tokens"].mean())
+            notes["response_tokens"] = f"{response:.1f}, the mean of the base model's cached evaluation {evaluated}"
+        else:
+            response = cfg.sampling.max_new_tokens / 2
+            notes["response_tokens"] = f"{response:.0f}, half of sampling.max_new_tokens (no cached evaluation)"
+    else:
+        notes["response_tokens"] = f"{response}, given"
+    for name, default in ASSUMPTION_DEFAULTS.items():
+        notes[name] = f"{options.get(name, default)}, {'given' if name in options else 'default'}"
+    assumptions = Assumptions(
+        float(response), **{k: float(options.get(k, v)) for k, v in ASSUMPTION_DEFAULTS.items()}, notes=notes
+    )
+    if options.get("measure"):
+        from tsq.stages.base_model import base_model
+
+        model = base_model(ctx.world, ctx.store, parts.model_source)
+        rate = measured_throughput(model.path, ctx.sampler.factory, replicas)
+        notes["throughput"] = "measured here"
+    else:
+        given = {k: options.get(f"{k}_tokens_per_s") for k in ("generate", "score", "train")}
+        missing = [f"plan.{k}_tokens_per_s" for k, v in given.items() if v is None]
+        if missing:
+            raise SystemExit(f"plan: give {', '.join('+' + m for m in missing)} (tokens/s), or +plan.measure=true")
+        rate = Throughput(**{k: float(v) for k, v in given.items()}, replicas=replicas)
+        notes["throughput"] = "given"
+    table = plan_table(run_costs(cfg, ctx.world, parts, assumptions), rate)
+    print(table.to_string(index=False))
+    print(
+        f"\nthroughput (tokens/s): generate {rate.generate:,.0f} per replica x {rate.replicas} replicas, score "
+        f"{rate.score:,.0f}, train {rate.train:,.0f} ({notes.pop('throughput')})"
+    )
+    print("assumptions: " + "; ".join(f"{k} {v}" for k, v in notes.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
