@@ -23,9 +23,13 @@ SMALL = ["debug=smoke", "model.pretrain.steps=60", "model.pretrain.warmup_steps=
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    import signal
+
     import ray
 
+    before = signal.getsignal(signal.SIGTERM)
     RayExecutor(replicas=2).connect()  # a local cluster, as executor=ray starts one
+    assert signal.getsignal(signal.SIGTERM) == before  # the run's SIGTERM handling is kept
     yield
     ray.shutdown()
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +127,17 @@ class RayExecutor:
 
         root = str(Path(tsq.__file__).resolve().parents[1])
         paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        # ray.init installs its own SIGTERM handler (exit status 15); the run's (exit status 143 through the normal
+        # unwinding, tsq.stages.recipe.exit_on_sigterm) stays in force
+        previous = signal.getsignal(signal.SIGTERM)
         ray.init(
             address=self.address,
             include_dashboard=False,
             log_to_driver=False,
             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}},
         )
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
     def run(self, jobs, world, sampler, replica, done) -> None:
         if not jobs:
