@@ -212,7 +212,20 @@ def measured_throughput(model_path: Path, sampler_factory, replicas: int, second
     return Throughput(generate, rates[0], rates[1], replicas)
 
 
-def main(argv: list[str]) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """A run's costed stages, the throughputs they are timed at and the assumptions behind them."""
+
+    costs: list[StageCost]
+    rate: Throughput
+    notes: dict
+
+    def table(self) -> pd.DataFrame:
+        return plan_table(self.costs, self.rate)
+
+
+def plan(argv: list[str]) -> Plan:
+    """The plan of the run that `python run.py <argv>` would start (`+plan.*` options among them)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
@@ -259,8 +272,13 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"plan: give {', '.join('+' + m for m in missing)} (tokens/s), or +plan.measure=true")
         rate = Throughput(**{k: float(v) for k, v in given.items()}, replicas=replicas)
         notes["throughput"] = "given"
-    table = plan_table(run_costs(cfg, ctx.world, parts, assumptions), rate)
-    print(table.to_string(index=False))
+    return Plan(run_costs(cfg, ctx.world, parts, assumptions), rate, notes)
+
+
+def main(argv: list[str]) -> None:
+    made = plan(argv)
+    rate, notes = made.rate, dict(made.notes)
+    print(made.table().to_string(index=False))
     print(
         f"\nthroughput (tokens/s): generate {rate.generate:,.0f} per replica x {rate.replicas} replicas, score "
         f"{rate.score:,.0f}, train {rate.train:,.0f} ({notes.pop('throughput')})"
