@@ -183,15 +183,16 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
 
 
 def measured_throughput(model_path: Path, sampler_factory, replicas: int, seconds: float = 5.0) -> Throughput:
-    """Tokens/s of this machine on the model: sampling (the configured sampler, 64 prompts of 8 tokens, up to 64 new
-    tokens), scoring (forward passes) and training (forward and backward) of 16 x 128-token rows."""
+    """Tokens/s of this machine on the model: sampling (the configured sampler, 256 prompts of 8 tokens, as many rows
+    as one batch of the default HF sampler, up to 64 new tokens), scoring (forward passes) and training (forward and
+    backward) of 16 x 128-token rows."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from tsq.sampling.base import SamplingParams
 
     sampler = sampler_factory(model_path=model_path, revision=None, progress=False)
-    prompts = [[1 + (i * 7 + j) % 50 for j in range(8)] for i in range(64)]
+    prompts = [[1 + (i * 7 + j) % 50 for j in range(8)] for i in range(256)]
     start = time.perf_counter()
     out = sampler.generate_ids(prompts, SamplingParams(n=1, max_new_tokens=64, temperature=0.9, seed=0))
     generate = sum(len(c[0].token_ids) + 1 for c in out) / (time.perf_counter() - start)
