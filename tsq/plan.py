@@ -19,10 +19,12 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+
+from tsq.sampling.executors import ModelReplica
 
 # what the settings do not fix (`+plan.<name>=` overrides each); pairs_per_problem only counts when training runs
 # whole epochs over the pairs (train.max_steps null)
@@ -146,18 +148,21 @@ def wall(seconds: float) -> str:
 
 def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
     """The stages `cfg.steps` runs, costed (a preference run, a TL;DR run or an RL run)."""
+    from tsq.stages.recipe import TRAINING_STEPS
+
     steps = list(cfg.steps)
     ev = parts.evaluator
-    n_eval = len(ev.problems(world))
-    evaluation = evaluation_cost("eval", n_eval, ev.n_samples, ev.forced_budgets, ev.forced_samples, a)
+    evaluation = evaluation_cost(
+        "eval (base)", len(ev.problems(world)), ev.n_samples, ev.forced_budgets, ev.forced_samples, a
+    )
+    problems = len(parts.sampling.problems(world))
     costs: list[StageCost] = []
-    trains = {"train", "tldr", "rl"} & set(steps)
+    trains = set(TRAINING_STEPS) & set(steps)
     if "base_eval" in steps or trains:
-        costs.append(StageCost("eval (base)", evaluation.units, evaluation.unit, generated=evaluation.generated))
+        costs.append(evaluation)
     if "construct" in steps or "tldr" in steps:
-        costs.append(sampling_cost(len(parts.sampling.problems(world)), parts.sampling.n, a))
+        costs.append(sampling_cost(problems, parts.sampling.n, a))
     if "construct" in steps and getattr(parts.refiner, "k", None):
-        problems = len(parts.sampling.problems(world))
         refiner = parts.refiner
         kl = getattr(refiner, "accept", None) == "kl"
         costs.append(refinement_cost(problems, refiner.k, refiner.window, refiner.max_step_tokens, a, kl))
@@ -166,7 +171,7 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
         rows = train.global_batch_size or train.batch_size
         steps_of_training = train.max_steps
         if steps_of_training is None:  # whole epochs over pairs whose number construction decides
-            pairs = len(parts.sampling.problems(world)) * a.pairs_per_problem
+            pairs = problems * a.pairs_per_problem
             steps_of_training = math.ceil(pairs / rows) * train.epochs
         reference = parts.loss.needs_reference and train.reference == "precomputed"
         costs += preference_training_cost(steps_of_training, rows, a, reference)
@@ -178,11 +183,11 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
         rl = parts.rl
         costs.append(rl_cost(rl.max_steps, rl.completions_per_step, rl.num_iterations, rl.beta, a))
     if trains:
-        costs.append(StageCost("eval (trained)", evaluation.units, evaluation.unit, generated=evaluation.generated))
+        costs.append(replace(evaluation, stage="eval (trained)"))  # the policy answers the same problems
     return costs
 
 
-def measured_throughput(model_path: Path, sampler_factory, replicas: int, seconds: float = 5.0) -> Throughput:
+def measured_throughput(replica: ModelReplica, replicas: int, seconds: float = 5.0) -> Throughput:
     """Tokens/s of this machine on the model: sampling (the configured sampler, 256 prompts of 8 tokens, as many rows
     as one batch of the default HF sampler, up to 64 new tokens), scoring (forward passes) and training (forward and
     backward) of 16 x 128-token rows."""
@@ -191,13 +196,13 @@ def measured_throughput(model_path: Path, sampler_factory, replicas: int, second
 
     from tsq.sampling.base import SamplingParams
 
-    sampler = sampler_factory(model_path=model_path, revision=None, progress=False)
+    sampler = replica.sampler()
     prompts = [[1 + (i * 7 + j) % 50 for j in range(8)] for i in range(256)]
     start = time.perf_counter()
     out = sampler.generate_ids(prompts, SamplingParams(n=1, max_new_tokens=64, temperature=0.9, seed=0))
     generate = sum(len(c[0].token_ids) + 1 for c in out) / (time.perf_counter() - start)
     sampler.close()
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(replica.model_path, revision=replica.revision)
     batch = torch.randint(1, min(model.config.vocab_size, 1000), (16, 128))
     rates = []
     for grad in (False, True):
@@ -230,7 +235,10 @@ def plan(argv: list[str]) -> Plan:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
+    from tsq.sampling.graded import read_samples
+    from tsq.stages.eval import EVAL
     from tsq.stages.recipe import build_parts, planned_keys
+    from tsq.stages.samples import SAMPLES_FILE
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     if not any(a.startswith("paths.output_dir=") for a in argv):  # (Hydra's run folder: no job starts here)
@@ -245,10 +253,10 @@ def plan(argv: list[str]) -> Plan:
     notes = {}
     response = options.get("response_tokens")
     if response is None:
-        keys = planned_keys(ctx, parts)
-        evaluated = Path(ctx.store.root) / "eval" / keys["eval_base"] / "samples.jsonl"
-        if evaluated.exists():
-            response = float(pd.read_json(evaluated, lines=True)["n_tokens"].mean())
+        key = planned_keys(ctx, parts)["eval_base"]
+        if ctx.store.exists(EVAL.name, key):
+            evaluated = ctx.store.path(EVAL.name, key) / SAMPLES_FILE
+            response = float(read_samples(evaluated)["n_tokens"].mean())
             notes["response_tokens"] = f"{response:.1f}, the mean of the base model's cached evaluation {evaluated}"
         else:
             response = cfg.sampling.max_new_tokens / 2
@@ -264,7 +272,7 @@ def plan(argv: list[str]) -> Plan:
         from tsq.stages.base_model import base_model
 
         model = base_model(ctx.world, ctx.store, parts.model_source)
-        rate = measured_throughput(model.path, ctx.sampler.factory, replicas)
+        rate = measured_throughput(ModelReplica(ctx.sampler.factory, model.path, model.revision), replicas)
         notes["throughput"] = "measured here"
     else:
         given = {k: options.get(f"{k}_tokens_per_s") for k in ("generate", "score", "train")}

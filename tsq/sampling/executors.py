@@ -60,6 +60,10 @@ class ModelReplica:
     model_path: Path
     revision: str | None
 
+    def sampler(self) -> Sampler:
+        """A sampler over the model (no progress display: stages draw their own)."""
+        return self.factory(model_path=self.model_path, revision=self.revision, progress=False)
+
 
 class Executor(Protocol):
     """The interface of `executor=`: run every job (each writes its own shard file), calling `done(index, accuracy)`
@@ -89,7 +93,7 @@ class ShardWorker:
     """A Ray Data actor: one sampler (one model replica) that samples, grades and writes the shards it is given."""
 
     def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[ShardJob]) -> None:
-        self.sampler = replica.factory(model_path=replica.model_path, revision=replica.revision, progress=False)
+        self.sampler = replica.sampler()
         self.world, self.jobs = world, {job.index: job for job in jobs}
 
     def __call__(self, batch: dict) -> dict:
@@ -158,15 +162,13 @@ class RayExecutor:
             max_restarts=self.max_retries,
             max_task_retries=self.max_retries,
         )
-        finished: set[int] = set()
         workers: set[int] = set()
         try:
             for row in results.iter_rows():
-                finished.add(int(row["shard"]))
                 workers.add(int(row["pid"]))
                 done(int(row["shard"]), float(row["accuracy"]))
         except Exception as err:
-            missing = sorted(job.index for job in jobs if job.index not in finished and not job.path.exists())
+            missing = sorted(job.index for job in jobs if not job.path.exists())  # a finished shard has its file
             raise RuntimeError(
                 f"executor=ray: shard(s) {missing} failed after {self.max_retries} retries ({err}); the shards "
                 "already written are kept, a rerun resumes from them"

@@ -15,7 +15,7 @@ from tsq.cache import ArtifactStore, result_settings
 from tsq.data.base import ProblemSource
 from tsq.models.base import ModelHandle
 from tsq.sampling.base import Sampler
-from tsq.sampling.executors import Executor, LocalExecutor
+from tsq.sampling.executors import Executor, LocalExecutor, ModelReplica
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class SamplerChoice:
             return self._live["sampler"]
         self.release()
         # (stages draw one progress display each: tsq.progress.StageProgress; the sampler draws none)
-        sampler = self.factory(model_path=model.path, revision=model.revision, progress=False)
+        sampler = ModelReplica(self.factory, model.path, model.revision).sampler()
         self._live.update(model=(model.key, model.path), sampler=sampler)
         return sampler
 

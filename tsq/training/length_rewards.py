@@ -113,8 +113,12 @@ class LengthReward(ConfiguredPart):
         raise NotImplementedError
 
     def rewards(self, group: Group, step: int) -> list[float]:
-        parts = self.components(group, step)
-        return [sum(values) for values in zip(*parts.values(), strict=True)]
+        return total(self.components(group, step))
+
+
+def total(components: dict[str, list[float]]) -> list[float]:
+    """Each response's reward: the sum of its components."""
+    return [sum(values) for values in zip(*components.values(), strict=True)]
 
 
 @dataclass

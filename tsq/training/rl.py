@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsq.data.base import Problem, ProblemSource
-from tsq.training.length_rewards import Group, LengthReward
+from tsq.training.length_rewards import Group, LengthReward, total
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class RolloutReward:
                 components.setdefault(name, [0.0] * len(completions))
                 for i, value in zip(span, values, strict=True):
                     components[name][i] = value
-            for i, value in zip(span, self.reward.rewards(group, step), strict=True):
+            for i, value in zip(span, total(parts), strict=True):
                 totals[i] = value
         for i, pid in enumerate(problem_id):
             self.rollouts.append(
