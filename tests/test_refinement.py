@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tsq.data.synthetic import SyntheticWorld
-from tsq.refinement.kl import StepRefiner, step_spans, think_bounds, token_kl, trace_step_spans
+from tsq.refinement.kl import StepRefiner, TraceScorer, step_spans, think_bounds, token_kl, trace_step_spans
 from tsq.sampling.hf import HFSampler
 
 
@@ -70,6 +70,64 @@ def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler, chunk):
     slow = refiner.score_loop(copy_sampler.model, p, r, work)
     for f, s in zip(fast, slow, strict=True):
         assert f == pytest.approx(s, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("score_batch", [1, 3, 64])
+def test_shortest_first_scoring_chooses_the_exhaustive_rules_step_with_less_work(copy_sampler, score_batch):
+    """The rule applied by hand to every candidate's KL from the per-candidate reference loop: the shortest
+    candidate under epsilon, ties to the earlier one, else the original step. Candidates of equal length are
+    included, and epsilon is set between KLs of the same step so that the winner is not always the shortest."""
+    p = ids(copy_sampler, "1 +2 = ?")
+    r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; then 4 ; </think> 4")
+    spans = trace_step_spans(copy_sampler.tokenizer, r, ";")
+    rng = random.Random(1)
+    vocab = list(range(4, len(copy_sampler.tokenizer)))
+    work = [(a, b, [[rng.choice(vocab) for _ in range(rng.randint(1, 3))] for _ in range(12)]) for a, b in spans]
+    reference = StepRefiner(reduction="mean", window=3).score_loop(copy_sampler.model, p, r, work)
+
+    def rule(cands, kls, epsilon):
+        ok = [(len(c), i) for i, c in enumerate(cands) if kls[i] < epsilon]
+        return min(ok)[1] if ok else None
+
+    def decisions(epsilon):
+        return [rule(cands, kls, epsilon) for (_, _, cands), kls in zip(work, reference, strict=True)]
+
+    def longer_winner(chosen):
+        return any(e is not None and len(c[e]) > min(map(len, c)) for (_, _, c), e in zip(work, chosen, strict=True))
+
+    # the smallest epsilon (between two observed KLs) at which some step's winner is not among its shortest
+    # candidates, so that stopping early has to skip past candidates that fail
+    observed = sorted({kl for kls in reference for kl in kls})
+    cuts = [(x + y) / 2 for x, y in zip(observed, observed[1:], strict=False) if y - x > 1e-4]
+    epsilon = next(x for x in cuts if longer_winner(decisions(x)))
+    expected = decisions(epsilon)
+    assert None in decisions(cuts[0]) and longer_winner(expected)
+    early = StepRefiner(reduction="mean", window=3, epsilon=epsilon, score_batch=score_batch)
+    exhaustive = StepRefiner(reduction="mean", window=3, epsilon=epsilon)
+    for refiner in (early, exhaustive):
+        choices, _ = refiner.choose(TraceScorer.of(refiner, copy_sampler.model, p, r), work)
+        assert [None if c is None else c[0] for c in choices] == expected
+        for kls, choice in zip(reference, choices, strict=True):
+            if choice is not None:
+                assert choice[1] == pytest.approx(kls[choice[0]], rel=1e-4, abs=1e-6)
+    total = sum(len(c) for *_, c in work)
+    assert exhaustive.choose(TraceScorer.of(exhaustive, copy_sampler.model, p, r), work)[1] == total
+    # shortest first stops once a batch holds a winner: it scores every candidate up to the winner's batch
+    rank = [
+        sorted(range(len(c)), key=lambda i: (len(c[i]), i)).index(e) if e is not None else len(c) - 1
+        for (_, _, c), e in zip(work, expected, strict=True)
+    ]
+    needed = sum(min(len(c), (k // score_batch + 1) * score_batch) for (_, _, c), k in zip(work, rank, strict=True))
+    assert early.choose(TraceScorer.of(early, copy_sampler.model, p, r), work)[1] == needed
+    if score_batch < 12:
+        assert needed < total
+
+
+def test_score_batch_is_left_out_of_the_key_only_when_unset():
+    assert "score_batch" not in StepRefiner().key_material()
+    assert StepRefiner(score_batch=8).key_material()["score_batch"] == 8
+    with pytest.raises(ValueError, match="refiner.score_batch"):
+        StepRefiner(score_batch=0)
 
 
 @pytest.mark.parametrize("accept", ["kl", "shortest"])

@@ -16,6 +16,11 @@ Scoring cost: one forward pass over each whole original trace gives the original
 every step *and* the KV cache of every step's prefix (by cropping); each step then runs its candidates
 as one batch on top of that cache. `score_loop` is the straightforward per-candidate version, kept
 for the benchmark and as a reference in tests.
+
+The rule needs less than every candidate's KL: the answer is the shortest candidate under epsilon, so
+with `score_batch` set candidates are scored shortest first, `score_batch` at a time, and a step stops
+at the first batch holding one under epsilon; no longer candidate can change the answer (ties in length
+go to the earlier sampled candidate either way). A step whose candidates all fail is scored in full.
 """
 
 from __future__ import annotations
@@ -117,6 +122,9 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
     name: str = "kl"
     # (candidate, position) rows projected to the vocabulary at once while scoring KL
     score_chunk_tokens: int = 2048
+    # candidates scored at once, shortest first, stopping at the first batch with one under epsilon; None
+    # scores every candidate of a step in one batch (the same choice, more work; see the module docstring)
+    score_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.accept not in ("kl", "shortest"):
@@ -128,6 +136,8 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
         if self.epsilon < 0:
             raise ValueError(f"refiner.epsilon must be >= 0, got {self.epsilon}")
+        if self.score_batch is not None and self.score_batch <= 0:
+            raise ValueError(f"refiner.score_batch must be > 0 or null, got {self.score_batch}")
         self.params = SamplingParams.configured(
             "refiner",
             {"n": "k"},
@@ -137,6 +147,14 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
             top_p=self.top_p,
             seed=self.seed,
         )
+
+    def key_material(self) -> dict:
+        # score_batch=None is how every refined artifact before the setting existed was scored: left out of the
+        # key there, so those artifacts stay valid; a set value enters it (its KLs may differ in the last bits)
+        material = super().key_material()
+        if self.score_batch is None:
+            del material["score_batch"]
+        return material
 
     # ------------------------------------------------------------------ public
     def refine(
@@ -148,7 +166,7 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         response_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
         spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
-        scored = [0] * len(responses)
+        scored, scored_candidates = [0] * len(responses), 0
         steps = sum(map(len, spans))
         log.info("refiner=%s: sampling %d candidates for each of %d steps in one batch", self.name, self.k, steps)
         candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
@@ -163,12 +181,19 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 if self.accept == "shortest":
                     chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
                     continue
-                kls = self.score(sampler.model, p, r, work)
-                for (a, b, cands), kl in zip(work, kls, strict=True):
-                    ok = [(len(c), i) for i, c in enumerate(cands) if kl[i] < self.epsilon]
-                    if ok:
-                        best = min(ok)[1]
-                        chosen[t].append((a, b, cands[best], float(kl[best])))
+                choices, n_scored = self.choose(TraceScorer.of(self, sampler.model, p, r), work)
+                scored_candidates += n_scored
+                for (a, b, cands), choice in zip(work, choices, strict=True):
+                    if choice is not None:
+                        chosen[t].append((a, b, cands[choice[0]], choice[1]))
+        if self.accept == "kl":
+            log.info(
+                "refiner=%s: scored %d of %d candidates shorter than their step (refiner.score_batch=%s)",
+                self.name,
+                scored_candidates,
+                sum(len(c) for trace in candidates for c in trace),
+                self.score_batch,
+            )
         return [
             assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter, *counts[t])
             for t, r in enumerate(response_ids)
@@ -200,42 +225,34 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
             counts.append((sampled, cut))
         return out, counts
 
-    @torch.inference_mode()
-    def score(self, model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
-        """KL of every candidate of every step of one trace: one pass over the trace, then one batch
-        per step on top of the step prefix's cropped KV cache. Only hidden states are kept; the
-        vocabulary distributions are formed `score_chunk_tokens` (candidate, position) rows at a time."""
-        body, head = split_causal_lm(model)
-        device = next(model.parameters()).device
-        full = torch.tensor([prompt_ids + response_ids], device=device)
-        out = body(input_ids=full, use_cache=True)
-        hidden_full = out.last_hidden_state[0]
-        base = len(prompt_ids)
-        results = []
+    def choose(self, scorer: TraceScorer, work) -> tuple[list[tuple[int, float] | None], int]:
+        """For each (start, end, candidates) step of the scorer's trace: (index, KL) of the shortest candidate
+        with KL under epsilon (ties to the earlier one), or None to keep the step; and how many were scored."""
+        choices, n_scored = [], 0
         for a, b, cands in work:
-            cont = response_ids[b : b + self.window]
-            if not cont:  # nothing follows the step: the constraint cannot be checked, keep it
-                results.append([float("inf")] * len(cands))
+            if self.score_batch is None:
+                kls = scorer.kls(a, b, cands)
+                n_scored += len(cands)
+                ok = [(len(c), i) for i, c in enumerate(cands) if kls[i] < self.epsilon]
+                best = min(ok)[1] if ok else None
+                choices.append(None if best is None else (best, kls[best]))
                 continue
-            ref_hidden = hidden_full[base + b - 1 : base + b - 1 + len(cont)]
-            prefix_len = base + a
-            cache = prefix_cache(out.past_key_values, prefix_len, len(cands))
-            rows = [c + cont for c in cands]
-            width = max(map(len, rows))
-            ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-            mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long, device=device)
-            mask[:, :prefix_len] = 1
-            for i, row in enumerate(rows):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, prefix_len : prefix_len + len(row)] = 1
-            positions = torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1)
-            hidden = body(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions)
-            index = torch.stack([torch.arange(len(c) - 1, len(c) - 1 + len(cont)) for c in cands]).to(device)
-            cand_hidden = hidden.last_hidden_state.gather(
-                1, index[..., None].expand(-1, -1, hidden.last_hidden_state.shape[-1])
-            )
-            results.append(chunked_kl(head, ref_hidden, cand_hidden, self.reduction, self.score_chunk_tokens).tolist())
-        return results
+            order, choice = sorted(range(len(cands)), key=lambda i: (len(cands[i]), i)), None
+            for at in range(0, len(order), self.score_batch):
+                batch = order[at : at + self.score_batch]
+                kls = scorer.kls(a, b, [cands[i] for i in batch])
+                n_scored += len(batch)
+                # `batch` is in (length, index) order, so its first candidate under epsilon is the rule's answer
+                choice = next(((i, kl) for i, kl in zip(batch, kls, strict=True) if kl < self.epsilon), None)
+                if choice is not None:
+                    break
+            choices.append(choice)
+        return choices, n_scored
+
+    def score(self, model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int], work) -> list[list[float]]:
+        """KL of every candidate of every (start, end, candidates) step of one trace, in the candidates' order."""
+        scorer = TraceScorer.of(self, model, prompt_ids, response_ids)
+        return [scorer.kls(a, b, cands) for a, b, cands in work]
 
     @torch.inference_mode()
     def score_loop(
@@ -258,6 +275,97 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 kls.append(float(token_kl(lp_orig, lp_alt, self.reduction)))
             results.append(kls)
         return results
+
+
+@dataclass
+class TraceScorer:
+    """Scores candidate steps of one trace: one forward pass over the whole original trace at creation
+    (its hidden states give every step's original distributions, its KV cache every step's prefix), then
+    one batch per call on top of the step prefix's cropped cache. Only hidden states are kept; the
+    vocabulary distributions are formed `chunk_tokens` (candidate, position) rows at a time."""
+
+    body: torch.nn.Module
+    head: torch.nn.Module
+    cache: DynamicCache
+    hidden: torch.Tensor  # [prompt + response, H]
+    base: int  # prompt length
+    response_ids: list[int]
+    window: int
+    reduction: str
+    chunk_tokens: int
+
+    @classmethod
+    @torch.inference_mode()
+    def of(cls, refiner: StepRefiner, model: torch.nn.Module, prompt_ids: list[int], response_ids: list[int]):
+        body, head = split_causal_lm(model)
+        full = torch.tensor([prompt_ids + response_ids], device=next(model.parameters()).device)
+        out = body(input_ids=full, use_cache=True)
+        return cls(
+            body,
+            head,
+            out.past_key_values,
+            out.last_hidden_state[0],
+            len(prompt_ids),
+            response_ids,
+            refiner.window,
+            refiner.reduction,
+            refiner.score_chunk_tokens,
+        )
+
+    def kls(self, a: int, b: int, cands: list[list[int]]) -> list[float]:
+        """KL of each candidate replacing the step [a, b) over the next `window` original tokens."""
+        batch = self.windows(a, b, cands)
+        return [float("inf")] * len(cands) if batch is None else self.forward_kl(batch)
+
+    @torch.inference_mode()
+    def windows(self, a: int, b: int, cands: list[list[int]]) -> Windows | None:
+        """The inputs of one scoring batch: each candidate followed by the original continuation, on the step
+        prefix's cache; None when nothing follows the step (the constraint cannot be checked: keep it)."""
+        cont = self.response_ids[b : b + self.window]
+        if not cont:
+            return None
+        device = self.hidden.device
+        prefix_len = self.base + a
+        rows = [c + cont for c in cands]
+        width = max(map(len, rows))
+        ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long, device=device)
+        mask[:, :prefix_len] = 1
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, prefix_len : prefix_len + len(row)] = 1
+        return Windows(
+            ids=ids,
+            mask=mask,
+            positions=torch.arange(prefix_len, prefix_len + width, device=device).expand(len(rows), -1),
+            cache=prefix_cache(self.cache, prefix_len, len(cands)),
+            index=torch.stack([torch.arange(len(c) - 1, len(c) - 1 + len(cont)) for c in cands]).to(device),
+            ref_hidden=self.hidden[self.base + b - 1 : self.base + b - 1 + len(cont)],
+        )
+
+    @torch.inference_mode()
+    def forward_kl(self, batch: Windows) -> list[float]:
+        """The candidates' forward pass over their windows and the KL against the original: the work every
+        scored candidate needs (benchmarks/bench_refine_floor.py calls this the floor)."""
+        last = self.body(
+            input_ids=batch.ids, attention_mask=batch.mask, past_key_values=batch.cache, position_ids=batch.positions
+        ).last_hidden_state
+        cand_hidden = last.gather(1, batch.index[..., None].expand(-1, -1, last.shape[-1]))
+        return chunked_kl(self.head, batch.ref_hidden, cand_hidden, self.reduction, self.chunk_tokens).tolist()
+
+
+@dataclass
+class Windows:
+    """One scoring batch: candidate + continuation token rows [n, width] (right-padded), their attention mask
+    over prefix and rows, positions, the prefix cache repeated n times, where each row's continuation
+    predictions sit ([n, L]), and the original's final hidden states over the continuation ([L, H])."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    cache: DynamicCache
+    index: torch.Tensor
+    ref_hidden: torch.Tensor
 
 
 def warn_cut(refiner: str, what: str, counts: list[tuple[int, int]], max_step_tokens: int) -> None:
