@@ -1,16 +1,20 @@
-"""KL refinement: batched, KV-cached scoring against the straightforward per-candidate loop.
+"""KL refinement: batched, KV-cached scoring against the straightforward per-candidate loop, and the refiner's
+choice with every candidate scored against shortest first (`refine_budget.score_batch`).
 
     python benchmarks/bench_refine.py                      # default world and base model (cached)
     python benchmarks/bench_refine.py debug=smoke bench.traces=4
 
 Both scorers get the same traces, steps and candidates (sampled once from the model); the script
 checks that their KL values agree, then prints steps/s of each, the speed-up, and how the batched
-refiner's wall time splits between candidate generation and scoring. Writes `bench_refine.csv`
-in the run's output folder. A benchmark, not a test: the suite only runs it at smoke size.
+refiner's wall time splits between candidate generation and scoring. Then the refiner's choice (`choose`) with
+every candidate scored and shortest first, `+bench.score_batch` (default 4) at a time, interleaved `+bench.reps`
+times (default 3): candidates scored, median and range of the wall time; the chosen steps must agree. Writes
+`bench_refine.csv` in the run's output folder. A benchmark, not a test: the suite only runs it at smoke size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import time
@@ -25,8 +29,9 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import median_and_range  # noqa: E402
 from tsq.cache import ArtifactStore  # noqa: E402
-from tsq.refinement.kl import trace_step_spans  # noqa: E402
+from tsq.refinement.kl import StepRefiner, TraceScorer, trace_step_spans  # noqa: E402
 from tsq.stages.base_model import base_model  # noqa: E402
 from tsq.stages.recipe import quiet_libraries  # noqa: E402
 
@@ -60,6 +65,34 @@ def timed(fn, *args) -> tuple[list, float]:
     start = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - start
+
+
+def compare_choice(refiner: StepRefiner, model, p_ids, r_ids, work, score_batch: int, reps: int) -> None:
+    """The refiner's choice with every candidate scored and shortest first, interleaved; the choices must agree."""
+    runs, chosen = [], {}
+    for rep in range(reps):
+        for batch in (None, score_batch):
+            variant = dataclasses.replace(refiner, score_batch=batch)
+            start, scored, picks = time.perf_counter(), 0, []
+            for p, r, w in zip(p_ids, r_ids, work, strict=True):
+                choices, n = variant.choose(TraceScorer.of(variant, model, p, r), w)
+                scored += n
+                picks.append([c and c[0] for c in choices])
+            name = "every candidate" if batch is None else f"shortest first, {batch} at a time"
+            chosen[name] = picks
+            runs.append({"scorer": name, "rep": rep, "scored": scored, "seconds": time.perf_counter() - start})
+    table = pd.DataFrame(runs)
+    summary = median_and_range(table, "scorer", ["seconds"]).merge(
+        table.groupby("scorer")["scored"].first(), on="scorer"
+    )
+    accepted = sum(c is not None for trace in next(iter(chosen.values())) for c in trace)
+    print(
+        f"\nthe refiner's choice (epsilon {refiner.epsilon}, {accepted} steps accepted), {reps} interleaved repetitions"
+    )
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len({str(v) for v in chosen.values()}) > 1:
+        raise SystemExit("shortest-first and exhaustive scoring chose different steps")
+    print("chosen steps equal: True")
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
@@ -111,6 +144,7 @@ def main(cfg: DictConfig) -> None:
         f"batched refiner wall time: generation {generation:.2f}s ({100 * generation / (generation + fast_s):.0f}%), "
         f"scoring {fast_s:.2f}s ({100 * fast_s / (generation + fast_s):.0f}%)"
     )
+    compare_choice(refiner, model, p_ids, r_ids, work, int(bench.get("score_batch", 4)), int(bench.get("reps", 3)))
     out = Path(cfg.paths.output_dir) / "bench_refine.csv"
     table.assign(speedup=slow_s / fast_s, max_kl_diff=max_diff, generation_s=generation).to_csv(out, index=False)
     print(f"csv: {out}")

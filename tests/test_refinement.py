@@ -72,11 +72,13 @@ def test_batched_kv_scoring_equals_the_per_candidate_loop(copy_sampler, chunk):
         assert f == pytest.approx(s, rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("score_batch", [1, 3, 64])
-def test_shortest_first_scoring_chooses_the_exhaustive_rules_step_with_less_work(copy_sampler, score_batch):
+@pytest.mark.parametrize(("score_batch", "score_positions"), [(1, None), (3, None), (64, None), (None, 1), (3, 2)])
+def test_scoring_shortcuts_choose_the_exhaustive_rules_step_with_less_work(copy_sampler, score_batch, score_positions):
     """The rule applied by hand to every candidate's KL from the per-candidate reference loop: the shortest
     candidate under epsilon, ties to the earlier one, else the original step. Candidates of equal length are
-    included, and epsilon is set between KLs of the same step so that the winner is not always the shortest."""
+    included, and epsilon is set between KLs of the same step so that the winner is not always the shortest.
+    Shortest first (score_batch) scores fewer candidates; dropping a candidate once its KL so far reaches
+    epsilon (score_positions) feeds fewer window tokens."""
     p = ids(copy_sampler, "1 +2 = ?")
     r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; then 4 ; </think> 4")
     spans = trace_step_spans(copy_sampler.tokenizer, r, ";")
@@ -102,32 +104,67 @@ def test_shortest_first_scoring_chooses_the_exhaustive_rules_step_with_less_work
     epsilon = next(x for x in cuts if longer_winner(decisions(x)))
     expected = decisions(epsilon)
     assert None in decisions(cuts[0]) and longer_winner(expected)
-    early = StepRefiner(reduction="mean", window=3, epsilon=epsilon, score_batch=score_batch)
-    exhaustive = StepRefiner(reduction="mean", window=3, epsilon=epsilon)
-    for refiner in (early, exhaustive):
-        choices, _ = refiner.choose(TraceScorer.of(refiner, copy_sampler.model, p, r), work)
+    settings = {"reduction": "mean", "window": 3, "epsilon": epsilon}
+    variants = {
+        "early": StepRefiner(**settings, score_batch=score_batch, score_positions=score_positions),
+        "without stopping": StepRefiner(**settings, score_batch=score_batch),
+        "exhaustive": StepRefiner(**settings),
+    }
+    scored, forwarded = {}, {}
+    for name, refiner in variants.items():
+        scorer = TraceScorer.of(refiner, copy_sampler.model, p, r)
+        choices, scored[name] = refiner.choose(scorer, work)
+        forwarded[name] = scorer.forwarded_tokens
         assert [None if c is None else c[0] for c in choices] == expected
         for kls, choice in zip(reference, choices, strict=True):
             if choice is not None:
                 assert choice[1] == pytest.approx(kls[choice[0]], rel=1e-4, abs=1e-6)
     total = sum(len(c) for *_, c in work)
-    assert exhaustive.choose(TraceScorer.of(exhaustive, copy_sampler.model, p, r), work)[1] == total
+    assert scored["exhaustive"] == total
+    # each candidate and its window: the next 3 tokens, fewer where the trace ends sooner
+    assert forwarded["exhaustive"] == sum(len(c) + min(3, len(r) - b) for _, b, cands in work for c in cands)
     # shortest first stops once a batch holds a winner: it scores every candidate up to the winner's batch
     rank = [
         sorted(range(len(c)), key=lambda i: (len(c[i]), i)).index(e) if e is not None else len(c) - 1
         for (_, _, c), e in zip(work, expected, strict=True)
     ]
-    needed = sum(min(len(c), (k // score_batch + 1) * score_batch) for (_, _, c), k in zip(work, rank, strict=True))
-    assert early.choose(TraceScorer.of(early, copy_sampler.model, p, r), work)[1] == needed
-    if score_batch < 12:
-        assert needed < total
+    batch = score_batch or 12
+    needed = sum(min(len(c), (k // batch + 1) * batch) for (_, _, c), k in zip(work, rank, strict=True))
+    assert scored["early"] == scored["without stopping"] == needed
+    assert needed < total if batch < 12 else needed == total
+    if score_positions is not None:  # a failing candidate is dropped before the end of its window (with none
+        # dropped, each scored candidate would feed one token fewer: the window's last token predicts nothing)
+        assert forwarded["early"] < forwarded["without stopping"] - needed
+    else:
+        assert forwarded["early"] == forwarded["without stopping"]
 
 
-def test_score_batch_is_left_out_of_the_key_only_when_unset():
-    assert "score_batch" not in StepRefiner().key_material()
-    assert StepRefiner(score_batch=8).key_material()["score_batch"] == 8
-    with pytest.raises(ValueError, match="refiner.score_batch"):
-        StepRefiner(score_batch=0)
+def test_kl_fed_a_few_positions_at_a_time_equals_the_whole_window(copy_sampler):
+    """Candidates right-aligned and the window fed 1 or 2 tokens per pass, nothing dropped (stop_at inf): the
+    same KLs as the per-candidate loop, for candidates of different lengths and both reductions."""
+    p = ids(copy_sampler, "1 +2 = ?")
+    r = ids(copy_sampler, "<think> ok so 4 ; again 4 ; then 4 ; </think> 4")
+    rng = random.Random(2)
+    vocab = list(range(4, len(copy_sampler.tokenizer)))
+    work = [
+        (a, b, [[rng.choice(vocab) for _ in range(rng.randint(1, 4))] for _ in range(6)])
+        for a, b in trace_step_spans(copy_sampler.tokenizer, r, ";")
+    ]
+    for reduction in ("sum", "mean"):
+        for positions in (1, 2):
+            refiner = StepRefiner(reduction=reduction, window=4, score_positions=positions)
+            reference = refiner.score_loop(copy_sampler.model, p, r, work)
+            scorer = TraceScorer.of(refiner, copy_sampler.model, p, r)
+            for (a, b, cands), expected in zip(work, reference, strict=True):
+                assert scorer.kls(a, b, cands, stop_at=float("inf")) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("key", ["score_batch", "score_positions"])
+def test_scoring_shortcuts_are_left_out_of_the_key_only_when_unset(key):
+    assert key not in StepRefiner().key_material()
+    assert StepRefiner(**{key: 8}).key_material()[key] == 8
+    with pytest.raises(ValueError, match=f"refiner.{key}"):
+        StepRefiner(**{key: 0})
 
 
 @pytest.mark.parametrize("accept", ["kl", "shortest"])

@@ -111,6 +111,21 @@ def test_refinement_benchmark_runs_at_smoke_size(tmp_path):
     assert "speed-up" in result.stdout
     table = (tmp_path / "bench" / "bench_refine.csv").read_text().splitlines()
     assert table[0].startswith("scorer,steps,candidates,seconds,steps_per_s") and len(table) == 3
+    assert "chosen steps equal: True" in result.stdout  # every candidate scored vs shortest first
+
+
+def test_refinement_floor_benchmark_runs_at_smoke_size(tmp_path, smollm2_cache):
+    """SmolLM2's real BPE vocabulary at a tiny K and L: the three scorers run and choose the same steps."""
+    out = tmp_path / "floor.csv"
+    args = "--k 4 --window 16 --steps 2 --max-step-tokens 8 --reps 1 --max-tokens 300".split()
+    result = start("benchmarks/bench_refine_floor.py", *args, "--cache", str(smollm2_cache), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "chosen steps equal for every trace and reduction: True" in result.stdout
+    runs = pd.read_csv(out)
+    assert set(runs["reduction"]) == {"sum", "mean"} and len(set(runs["scorer"])) == 3
+    timed = runs.dropna(subset=["floor_s"])  # the scorer that drops candidates part-way has no full-window floor
+    assert len(timed) == 2 * len(runs) // 3 and (timed["floor_s"] <= timed["wall_s"]).all()
+    assert (runs["scored"] <= runs["candidates"]).all()
 
 
 @pytest.mark.slow

@@ -20,7 +20,10 @@ for the benchmark and as a reference in tests.
 The rule needs less than every candidate's KL: the answer is the shortest candidate under epsilon, so
 with `score_batch` set candidates are scored shortest first, `score_batch` at a time, and a step stops
 at the first batch holding one under epsilon; no longer candidate can change the answer (ties in length
-go to the earlier sampled candidate either way). A step whose candidates all fail is scored in full.
+go to the earlier sampled candidate either way). With `score_positions` set, the continuation is fed
+`score_positions` tokens per forward pass on the growing cache, and a candidate is dropped as soon as its KL
+so far reaches epsilon (with `mean`, epsilon x the window's length): per-position KLs are >= 0, so its final
+KL could not be under epsilon either. Both keep the rule's answer and the chosen candidate's KL exact.
 """
 
 from __future__ import annotations
@@ -105,6 +108,10 @@ def think_bounds(response_ids: list[int], open_id: int | None, close_id: int | N
     return open_at, close_at
 
 
+# settings that cut scoring work and keep the rule's result (module docstring); unset, they are not in the key
+EXACT_SHORTCUTS = ("score_batch", "score_positions")
+
+
 @dataclass
 class StepRefiner(ModelRefiner, part="refiner/kl"):
     """`refiner=kl` (accept="kl": the shortest candidate under epsilon) or `refiner=rewrite`
@@ -125,6 +132,9 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
     # candidates scored at once, shortest first, stopping at the first batch with one under epsilon; None
     # scores every candidate of a step in one batch (the same choice, more work; see the module docstring)
     score_batch: int | None = None
+    # continuation tokens fed per forward pass while scoring, a candidate dropped once its KL so far reaches
+    # epsilon; None feeds the whole window at once and computes every candidate's full KL
+    score_positions: int | None = None
 
     def __post_init__(self) -> None:
         if self.accept not in ("kl", "shortest"):
@@ -136,8 +146,9 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
         if self.epsilon < 0:
             raise ValueError(f"refiner.epsilon must be >= 0, got {self.epsilon}")
-        if self.score_batch is not None and self.score_batch <= 0:
-            raise ValueError(f"refiner.score_batch must be > 0 or null, got {self.score_batch}")
+        for key in EXACT_SHORTCUTS:
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"refiner.{key} must be > 0 or null, got {getattr(self, key)}")
         self.params = SamplingParams.configured(
             "refiner",
             {"n": "k"},
@@ -149,11 +160,12 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         )
 
     def key_material(self) -> dict:
-        # score_batch=None is how every refined artifact before the setting existed was scored: left out of the
+        # unset, the shortcuts score as every refined artifact before they existed was scored: left out of the
         # key there, so those artifacts stay valid; a set value enters it (its KLs may differ in the last bits)
         material = super().key_material()
-        if self.score_batch is None:
-            del material["score_batch"]
+        for key in EXACT_SHORTCUTS:
+            if material[key] is None:
+                del material[key]
         return material
 
     # ------------------------------------------------------------------ public
@@ -166,7 +178,7 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         response_ids = tok(list(responses), add_special_tokens=False)["input_ids"] if responses else []
         spans = [trace_step_spans(tok, r, step_delimiter) for r in response_ids]
         chosen: list[list[tuple[int, int, list[int], float]]] = [[] for _ in responses]
-        scored, scored_candidates = [0] * len(responses), 0
+        scored, scored_candidates, forwarded = [0] * len(responses), 0, 0
         steps = sum(map(len, spans))
         log.info("refiner=%s: sampling %d candidates for each of %d steps in one batch", self.name, self.k, steps)
         candidates, counts = self.sample_candidates(sampler, prompt_ids, response_ids, spans, step_delimiter)
@@ -181,18 +193,23 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 if self.accept == "shortest":
                     chosen[t] = [(a, b, min(c, key=len), float("nan")) for a, b, c in work]
                     continue
-                choices, n_scored = self.choose(TraceScorer.of(self, sampler.model, p, r), work)
+                scorer = TraceScorer.of(self, sampler.model, p, r)
+                choices, n_scored = self.choose(scorer, work)
                 scored_candidates += n_scored
+                forwarded += scorer.forwarded_tokens
                 for (a, b, cands), choice in zip(work, choices, strict=True):
                     if choice is not None:
                         chosen[t].append((a, b, cands[choice[0]], choice[1]))
         if self.accept == "kl":
             log.info(
-                "refiner=%s: scored %d of %d candidates shorter than their step (refiner.score_batch=%s)",
+                "refiner=%s: scored %d of %d candidates shorter than their step, %d window tokens forwarded "
+                "(refiner.score_batch=%s, refiner.score_positions=%s)",
                 self.name,
                 scored_candidates,
                 sum(len(c) for trace in candidates for c in trace),
+                forwarded,
                 self.score_batch,
+                self.score_positions,
             )
         return [
             assemble_trace(tok, r, spans[t], chosen[t], scored[t], step_delimiter, *counts[t])
@@ -225,13 +242,18 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
             counts.append((sampled, cut))
         return out, counts
 
+    @property
+    def stop_at(self) -> float | None:
+        """The KL at which scoring may drop a candidate (with `score_positions` set)."""
+        return self.epsilon if self.score_positions is not None else None
+
     def choose(self, scorer: TraceScorer, work) -> tuple[list[tuple[int, float] | None], int]:
         """For each (start, end, candidates) step of the scorer's trace: (index, KL) of the shortest candidate
         with KL under epsilon (ties to the earlier one), or None to keep the step; and how many were scored."""
         choices, n_scored = [], 0
         for a, b, cands in work:
             if self.score_batch is None:
-                kls = scorer.kls(a, b, cands)
+                kls = scorer.kls(a, b, cands, self.stop_at)
                 n_scored += len(cands)
                 ok = [(len(c), i) for i, c in enumerate(cands) if kls[i] < self.epsilon]
                 best = min(ok)[1] if ok else None
@@ -240,7 +262,7 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
             order, choice = sorted(range(len(cands)), key=lambda i: (len(cands[i]), i)), None
             for at in range(0, len(order), self.score_batch):
                 batch = order[at : at + self.score_batch]
-                kls = scorer.kls(a, b, [cands[i] for i in batch])
+                kls = scorer.kls(a, b, [cands[i] for i in batch], self.stop_at)
                 n_scored += len(batch)
                 # `batch` is in (length, index) order, so its first candidate under epsilon is the rule's answer
                 choice = next(((i, kl) for i, kl in zip(batch, kls, strict=True) if kl < self.epsilon), None)
@@ -282,7 +304,8 @@ class TraceScorer:
     """Scores candidate steps of one trace: one forward pass over the whole original trace at creation
     (its hidden states give every step's original distributions, its KV cache every step's prefix), then
     one batch per call on top of the step prefix's cropped cache. Only hidden states are kept; the
-    vocabulary distributions are formed `chunk_tokens` (candidate, position) rows at a time."""
+    vocabulary distributions are formed `chunk_tokens` (candidate, position) rows at a time.
+    `forwarded_tokens` counts the candidate and continuation tokens fed so far (padding not counted)."""
 
     body: torch.nn.Module
     head: torch.nn.Module
@@ -293,6 +316,8 @@ class TraceScorer:
     window: int
     reduction: str
     chunk_tokens: int
+    positions: int | None = None  # StepRefiner.score_positions
+    forwarded_tokens: int = 0
 
     @classmethod
     @torch.inference_mode()
@@ -310,12 +335,61 @@ class TraceScorer:
             refiner.window,
             refiner.reduction,
             refiner.score_chunk_tokens,
+            refiner.score_positions,
         )
 
-    def kls(self, a: int, b: int, cands: list[list[int]]) -> list[float]:
-        """KL of each candidate replacing the step [a, b) over the next `window` original tokens."""
+    def kls(self, a: int, b: int, cands: list[list[int]], stop_at: float | None = None) -> list[float]:
+        """KL of each candidate replacing the step [a, b) over the next `window` original tokens. With `stop_at`
+        and `positions` set, a candidate whose KL reaches `stop_at` part-way is dropped, and its value is its
+        KL so far (a lower bound, itself at least `stop_at`)."""
+        if stop_at is not None and self.positions is not None:
+            return self.kls_stopping(a, b, cands, stop_at)
         batch = self.windows(a, b, cands)
         return [float("inf")] * len(cands) if batch is None else self.forward_kl(batch)
+
+    @torch.inference_mode()
+    def kls_stopping(self, a: int, b: int, cands: list[list[int]], stop_at: float) -> list[float]:
+        """`kls` fed `positions` continuation tokens per forward pass on the growing cache, dropping every
+        candidate whose KL so far reaches `stop_at` (per-position KLs are >= 0: it cannot end below). The
+        candidates are right-aligned (padded between prefix and candidate) so every row's continuation sits in
+        the same columns: column width - 1 + t predicts continuation token t."""
+        cont = self.response_ids[b : b + self.window]
+        if not cont:  # nothing follows the step: the constraint cannot be checked, keep it
+            return [float("inf")] * len(cands)
+        device, length, width = self.hidden.device, len(cont), max(map(len, cands))
+        prefix_len, columns = self.base + a, width + len(cont) - 1  # the last token predicts nothing in the window
+        ids = torch.zeros((len(cands), columns), dtype=torch.long, device=device)
+        mask = torch.zeros((len(cands), prefix_len + columns), dtype=torch.long, device=device)
+        mask[:, :prefix_len] = 1
+        where = torch.full((len(cands), columns), prefix_len, dtype=torch.long, device=device)
+        for i, c in enumerate(cands):
+            pad = width - len(c)
+            ids[i, pad:] = torch.tensor(c + cont[:-1])
+            mask[i, prefix_len + pad :] = 1
+            where[i, pad:] = torch.arange(prefix_len, prefix_len + columns - pad)
+        cache = prefix_cache(self.cache, prefix_len, len(cands))
+        limit = stop_at if self.reduction == "sum" else stop_at * length
+        total = torch.zeros(len(cands), device=device)
+        alive = torch.arange(len(cands), device=device)
+        fed = done = 0  # columns fed so far; continuation positions scored so far
+        while done < length and len(alive):
+            upto = min(done + self.positions, length)
+            stop = width - 1 + upto
+            last = self.body(
+                input_ids=ids[alive, fed:stop],
+                attention_mask=mask[alive, : prefix_len + stop],
+                past_key_values=cache,
+                position_ids=where[alive, fed:stop],
+            ).last_hidden_state[:, width - 1 + done - fed :]
+            ref = self.hidden[self.base + b - 1 + done : self.base + b - 1 + upto]
+            total[alive] += chunked_kl(self.head, ref, last, "sum", self.chunk_tokens).float()
+            self.forwarded_tokens += int(mask[alive, prefix_len + fed : prefix_len + stop].sum())
+            fed, done = stop, upto
+            keep = total[alive] < limit
+            if not keep.all():
+                cache.batch_select_indices(keep.nonzero().squeeze(-1))
+                alive = alive[keep]
+        return (total if self.reduction == "sum" else total / length).tolist()
 
     @torch.inference_mode()
     def windows(self, a: int, b: int, cands: list[list[int]]) -> Windows | None:
@@ -351,6 +425,7 @@ class TraceScorer:
             input_ids=batch.ids, attention_mask=batch.mask, past_key_values=batch.cache, position_ids=batch.positions
         ).last_hidden_state
         cand_hidden = last.gather(1, batch.index[..., None].expand(-1, -1, last.shape[-1]))
+        self.forwarded_tokens += int(batch.mask[:, -batch.ids.shape[1] :].sum())
         return chunked_kl(self.head, batch.ref_hidden, cand_hidden, self.reduction, self.chunk_tokens).tolist()
 
 

@@ -413,8 +413,7 @@ def preference_compute(built: Construction, training: dict, settings: TrainSetti
     """What a preference row's training signal cost (tsq.training.compute): the training samples' tokens (exact),
     refinement's candidate tokens and the trained tokens (estimated from counts and mean lengths)."""
     stats = built.pairs.stats
-    step_len = stats.get("step_len_before")
-    refinement = refinement_tokens_estimate(stats.get("refine_candidates", 0), step_len if step_len == step_len else 0)
+    refinement = refinement_tokens_estimate(stats.get("refine_candidates", 0), stats.get("step_len_before"))
     rows_per_step = settings.batch_size * training["accumulate_grad_batches"] * training["processes"]
     trained = preference_trained_tokens(
         training["steps"], rows_per_step, stats["chosen_len_mean"], stats["rejected_len_mean"]

@@ -36,8 +36,10 @@ def mixture_trained_tokens(
     return total
 
 
-def refinement_tokens_estimate(candidates: int, mean_step_tokens: float) -> float:
+def refinement_tokens_estimate(candidates: int, mean_step_tokens: float | None) -> float:
     """Refinement's generated tokens: the candidate steps it sampled, estimated as candidates x the mean length of the
     steps it rewrote (tsq records the number of candidates, not their lengths; a candidate is cut at
     `refine_budget.max_step_tokens`)."""
+    if not candidates:  # no step refined: its mean length is undefined (NaN, or None once read back from JSON)
+        return 0.0
     return candidates * mean_step_tokens
