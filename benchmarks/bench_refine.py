@@ -1,5 +1,5 @@
 """KL refinement: batched, KV-cached scoring against the straightforward per-candidate loop, and the refiner's
-choice with every candidate scored against shortest first (`refine_budget.score_batch`).
+choice with every candidate scored against the exact shortcuts (`refine_budget.score_batch`, `score_positions`).
 
     python benchmarks/bench_refine.py                      # default world and base model (cached)
     python benchmarks/bench_refine.py debug=smoke bench.traces=4
@@ -7,9 +7,11 @@ choice with every candidate scored against shortest first (`refine_budget.score_
 Both scorers get the same traces, steps and candidates (sampled once from the model); the script
 checks that their KL values agree, then prints steps/s of each, the speed-up, and how the batched
 refiner's wall time splits between candidate generation and scoring. Then the refiner's choice (`choose`) with
-every candidate scored and shortest first, `+bench.score_batch` (default 4) at a time, interleaved `+bench.reps`
-times (default 3): candidates scored, median and range of the wall time; the chosen steps must agree. Writes
-`bench_refine.csv` in the run's output folder. A benchmark, not a test: the suite only runs it at smoke size.
+every candidate scored, shortest first (`+bench.score_batch`, default 4 at a time) and shortest first dropping a
+candidate once its KL so far reaches epsilon (`+bench.score_positions`, default 4 window tokens a pass),
+interleaved `+bench.reps` times (default 3): candidates scored, window tokens fed, median and range of the wall
+time; the chosen steps must agree. Writes `bench_refine.csv` in the run's output folder. A benchmark, not a test:
+the suite only runs it at smoke size.
 """
 
 from __future__ import annotations
@@ -67,23 +69,37 @@ def timed(fn, *args) -> tuple[list, float]:
     return out, time.perf_counter() - start
 
 
-def compare_choice(refiner: StepRefiner, model, p_ids, r_ids, work, score_batch: int, reps: int) -> None:
-    """The refiner's choice with every candidate scored and shortest first, interleaved; the choices must agree."""
+def compare_choice(refiner: StepRefiner, model, p_ids, r_ids, work, score_batch: int, positions: int, reps: int):
+    """The refiner's choice with every candidate scored, shortest first, and shortest first dropping candidates once
+    their KL so far reaches epsilon, interleaved; the choices must agree."""
+    variants = {
+        "every candidate": (None, None),
+        f"shortest first, {score_batch} at a time": (score_batch, None),
+        f"... + drop at epsilon, {positions} tokens a pass": (score_batch, positions),
+    }
     runs, chosen = [], {}
     for rep in range(reps):
-        for batch in (None, score_batch):
-            variant = dataclasses.replace(refiner, score_batch=batch)
-            start, scored, picks = time.perf_counter(), 0, []
+        for name, (batch, stop) in variants.items():
+            variant = dataclasses.replace(refiner, score_batch=batch, score_positions=stop)
+            start, scored, fed, picks = time.perf_counter(), 0, 0, []
             for p, r, w in zip(p_ids, r_ids, work, strict=True):
-                choices, n = variant.choose(TraceScorer.of(variant, model, p, r), w)
-                scored += n
+                scorer = TraceScorer.of(variant, model, p, r)
+                choices, n = variant.choose(scorer, w)
+                scored, fed = scored + n, fed + scorer.forwarded_tokens
                 picks.append([c and c[0] for c in choices])
-            name = "every candidate" if batch is None else f"shortest first, {batch} at a time"
             chosen[name] = picks
-            runs.append({"scorer": name, "rep": rep, "scored": scored, "seconds": time.perf_counter() - start})
+            runs.append(
+                {
+                    "scorer": name,
+                    "rep": rep,
+                    "scored": scored,
+                    "window_tokens": fed,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
     table = pd.DataFrame(runs)
     summary = median_and_range(table, "scorer", ["seconds"]).merge(
-        table.groupby("scorer")["scored"].first(), on="scorer"
+        table.groupby("scorer")[["scored", "window_tokens"]].first(), on="scorer"
     )
     accepted = sum(c is not None for trace in next(iter(chosen.values())) for c in trace)
     print(
@@ -91,7 +107,7 @@ def compare_choice(refiner: StepRefiner, model, p_ids, r_ids, work, score_batch:
     )
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if len({str(v) for v in chosen.values()}) > 1:
-        raise SystemExit("shortest-first and exhaustive scoring chose different steps")
+        raise SystemExit("the scorers chose different steps")
     print("chosen steps equal: True")
 
 
@@ -144,7 +160,16 @@ def main(cfg: DictConfig) -> None:
         f"batched refiner wall time: generation {generation:.2f}s ({100 * generation / (generation + fast_s):.0f}%), "
         f"scoring {fast_s:.2f}s ({100 * fast_s / (generation + fast_s):.0f}%)"
     )
-    compare_choice(refiner, model, p_ids, r_ids, work, int(bench.get("score_batch", 4)), int(bench.get("reps", 3)))
+    compare_choice(
+        refiner,
+        model,
+        p_ids,
+        r_ids,
+        work,
+        int(bench.get("score_batch", 4)),
+        int(bench.get("score_positions", 4)),
+        int(bench.get("reps", 3)),
+    )
     out = Path(cfg.paths.output_dir) / "bench_refine.csv"
     table.assign(speedup=slow_s / fast_s, max_kl_diff=max_diff, generation_s=generation).to_csv(out, index=False)
     print(f"csv: {out}")
