@@ -316,7 +316,7 @@ class TraceScorer:
     window: int
     reduction: str
     chunk_tokens: int
-    positions: int | None = None  # StepRefiner.score_positions
+    tokens_per_pass: int | None = None  # StepRefiner.score_positions
     forwarded_tokens: int = 0
 
     @classmethod
@@ -340,16 +340,16 @@ class TraceScorer:
 
     def kls(self, a: int, b: int, cands: list[list[int]], stop_at: float | None = None) -> list[float]:
         """KL of each candidate replacing the step [a, b) over the next `window` original tokens. With `stop_at`
-        and `positions` set, a candidate whose KL reaches `stop_at` part-way is dropped, and its value is its
+        and `tokens_per_pass` set, a candidate whose KL reaches `stop_at` part-way is dropped, and its value is its
         KL so far (a lower bound, itself at least `stop_at`)."""
-        if stop_at is not None and self.positions is not None:
+        if stop_at is not None and self.tokens_per_pass is not None:
             return self.kls_stopping(a, b, cands, stop_at)
         batch = self.windows(a, b, cands)
         return [float("inf")] * len(cands) if batch is None else self.forward_kl(batch)
 
     @torch.inference_mode()
     def kls_stopping(self, a: int, b: int, cands: list[list[int]], stop_at: float) -> list[float]:
-        """`kls` fed `positions` continuation tokens per forward pass on the growing cache, dropping every
+        """`kls` fed `tokens_per_pass` continuation tokens per forward pass on the growing cache, dropping every
         candidate whose KL so far reaches `stop_at` (per-position KLs are >= 0: it cannot end below). The
         candidates are right-aligned (padded between prefix and candidate) so every row's continuation sits in
         the same columns: column width - 1 + t predicts continuation token t."""
@@ -373,7 +373,7 @@ class TraceScorer:
         alive = torch.arange(len(cands), device=device)
         fed = done = 0  # columns fed so far; continuation positions scored so far
         while done < length and len(alive):
-            upto = min(done + self.positions, length)
+            upto = min(done + self.tokens_per_pass, length)
             stop = width - 1 + upto
             last = self.body(
                 input_ids=ids[alive, fed:stop],
@@ -386,7 +386,7 @@ class TraceScorer:
             self.forwarded_tokens += int(mask[alive, prefix_len + fed : prefix_len + stop].sum())
             fed, done = stop, upto
             keep = total[alive] < limit
-            if not keep.all():
+            if done < length and not keep.all():  # after the last pass no row is fed again: nothing to drop
                 cache.batch_select_indices(keep.nonzero().squeeze(-1))
                 alive = alive[keep]
         return (total if self.reduction == "sum" else total / length).tolist()
