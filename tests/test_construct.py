@@ -1,8 +1,9 @@
 import json
 import random
+from dataclasses import replace
 
 import pytest
-from helpers import run_context
+from helpers import SharedSamplerChoice, run_context
 
 from tsq.cache import ArtifactStore
 from tsq.data.synthetic import SyntheticWorld, TeacherStyle
@@ -104,3 +105,54 @@ def test_a_second_construction_is_a_cache_hit(setup, caplog):
         capped.pairs.stats["pairs"] == capped.pairs.stats["problems_with_pairs"]
         and "stage refined: cache hit" in caplog.text
     )
+
+
+class DiesAfter:
+    """The setup's real HFSampler, 'killed' after `calls` candidate-sampling calls (one per refined shard)."""
+
+    def __init__(self, sampler, calls: int) -> None:
+        self.sampler, self.calls = sampler, calls
+        self.model, self.tokenizer = sampler.model, sampler.tokenizer
+
+    def generate_ids(self, prompts, params, stop=None):
+        if self.calls == 0:
+            raise KeyboardInterrupt
+        self.calls -= 1
+        return self.sampler.generate_ids(prompts, params, stop)
+
+
+def test_sharded_refinement_resumes_to_the_same_artifact(setup, tmp_path):
+    world, ctx, handle, sampling = setup
+    sampler = ctx.sampler(handle)
+    refiner = StepRefiner(accept="kl", k=4, epsilon=0.05, max_step_tokens=12, shard_traces=3)
+    whole = run(setup, refiner).refined
+    records = [json.loads(line) for line in (whole.path / "refined.jsonl").read_text().splitlines()]
+    shards = -(-len(records) // 3)
+    assert shards >= 3
+    assert whole.key != run(setup, replace(refiner, shard_traces=None)).refined.key  # shards draw other candidates
+
+    def construct(store, live):
+        choice = SharedSamplerChoice(lambda **_: live, ctx.sampler.settings)  # the samples' key is the setup's
+        fresh = replace(ctx, store=store, sampler=choice)
+        write_samples(fresh, handle, sampling)
+        return construct_step(fresh, handle, sampling, QDyn(alpha=0.2), refiner, PairSettings())
+
+    store = ArtifactStore(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        construct(store, DiesAfter(sampler, 2))
+    assert len(list(store.scratch("refined", whole.key).glob("shard-*.jsonl"))) == 2  # finished shards survive
+    resumed_calls = DiesAfter(sampler, shards - 2)  # exactly the missing shards are refined
+    resumed = construct(store, resumed_calls).refined
+    assert resumed_calls.calls == 0 and resumed.key == whole.key
+    assert (resumed.path / "refined.jsonl").read_bytes() == (whole.path / "refined.jsonl").read_bytes()
+    assert not store.scratch("refined", whole.key).exists()
+
+
+def test_a_shards_refiner_draws_its_own_candidates():
+    refiner = StepRefiner(k=4, seed=7, shard_traces=2)
+    assert refiner.for_shard(0) is refiner  # one shard refines as the unsharded stage did
+    seeds = {refiner.for_shard(i).params.seed for i in range(50)}
+    assert len(seeds) == 50 and refiner.for_shard(3).k == 4 and refiner.for_shard(3).shard_traces == 2
+    assert "shard_traces" not in StepRefiner(k=4).key_material()  # unset: the keys of earlier artifacts
+    with pytest.raises(ValueError, match="refiner.shard_traces"):
+        StepRefiner(shard_traces=0)

@@ -13,6 +13,9 @@ from tsq.plan import (
     rl_cost,
     wall,
 )
+from tsq.plan import (
+    plan as plan_of,
+)
 
 A = Assumptions(response_tokens=40.0, refined_per_problem=2.0, step_tokens=8.0)
 
@@ -47,6 +50,8 @@ def test_seconds_spread_generation_over_replicas_only_where_the_stage_runs_on_th
     rate = Throughput(generate=100, score=1000, train=50, replicas=2)
     assert StageCost("samples", 1, "x", generated=1000).seconds(rate) == 5
     assert StageCost("refined", 1, "x", generated=1000, scored=2000, spread=False).seconds(rate) == 10 + 2
+    assert StageCost("refined", 1, "x", generated=1000, scored=2000, spread=True).seconds(rate) == (10 + 2) / 2
+    assert refinement_cost(10, 4, 512, 48, A, spread=True).spread  # (sharded refinement: refine_budget.shard_traces)
     assert StageCost("policy", 1, "x", trained=100).seconds(rate) == 2
     assert [wall(s) for s in (30, 600, 36_000)] == ["30 s", "10.0 min", "10.0 h"]
     with pytest.raises(ValueError, match="plan: throughputs"):
@@ -66,3 +71,13 @@ def test_the_command_prints_every_stage_of_the_run_and_its_assumptions(capsys, t
     assert "half of sampling.max_new_tokens (no cached evaluation)" in out
     with pytest.raises(SystemExit, match=r"\+plan.train_tokens_per_s"):
         main(["debug=smoke", f"paths.cache_dir={tmp_path}", *given[:2]])
+
+
+def test_sharded_refinement_is_planned_on_the_replicas(tmp_path):
+    given = ["+plan.generate_tokens_per_s=1000", "+plan.score_tokens_per_s=20000", "+plan.train_tokens_per_s=5000"]
+    base = ["debug=smoke", f"paths.cache_dir={tmp_path}", "+plan.response_tokens=30", "executor=ray", *given]
+    for shards, spread in ((None, False), (2, True)):
+        setting = [] if shards is None else [f"refine_budget.shard_traces={shards}"]
+        made = plan_of([*base, *setting])
+        refined = next(c for c in made.costs if c.stage == "refined")
+        assert refined.spread == spread and made.rate.replicas == 2

@@ -8,8 +8,9 @@ trains on, and the hours that takes at given (or measured) throughputs, with eve
 Nothing is sampled or trained. Token counts follow the settings (problems, samples per problem, candidates, steps,
 batch sizes); what the settings do not fix is an assumption with a default, printed beside the plan, that
 `+plan.<name>=` overrides: the mean response length (default: the base model's cached evaluation, if there is one),
-the positives refined per training problem, tokens per reasoning step. Generation spreads over the executor's
-replicas (`executor=ray`); scoring and training run in one process. docs/performance.md compares the plan with
+the positives refined per training problem, tokens per reasoning step. Sampling stages spread over the executor's
+replicas (`executor=ray`), refinement (generation and scoring) too when it is sharded (`refine_budget.shard_traces`);
+training runs in one process. docs/performance.md compares the plan with
 measured wall times.
 """
 
@@ -47,8 +48,8 @@ class Throughput:
 
 @dataclass(frozen=True)
 class StageCost:
-    """One stage's work: `units` of `unit`, tokens generated, scored and trained; `spread` whether its generation
-    runs on the executor's replicas."""
+    """One stage's work: `units` of `unit`, tokens generated, scored and trained; `spread` whether its generation and
+    scoring run on the executor's replicas (training never does)."""
 
     stage: str
     units: int
@@ -60,7 +61,7 @@ class StageCost:
 
     def seconds(self, rate: Throughput) -> float:
         replicas = rate.replicas if self.spread else 1
-        return self.generated / (rate.generate * replicas) + self.scored / rate.score + self.trained / rate.train
+        return (self.generated / rate.generate + self.scored / rate.score) / replicas + self.trained / rate.train
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,18 @@ def sampling_cost(problems: int, n: int, a: Assumptions) -> StageCost:
 
 
 def refinement_cost(
-    problems: int, k: int, window: int, max_step_tokens: int, a: Assumptions, kl: bool = True
+    problems: int, k: int, window: int, max_step_tokens: int, a: Assumptions, kl: bool = True, spread: bool = False
 ) -> StageCost:
     """Step refinement: k candidate steps per step of every refined trace; with the KL rule each candidate is scored
     over the next `window` tokens (at most what is left of the trace, half of it on average) after one forward pass
-    over the trace. It runs in the driver process (not spread over replicas)."""
+    over the trace. `spread`: its shards run on the executor's replicas (`refine_budget.shard_traces` set), else
+    all of it on one."""
     traces = problems * a.refined_per_problem
     steps = traces * a.response_tokens / a.step_tokens
     candidates = steps * k
     generated = candidates * min(max_step_tokens, a.step_tokens)
     scored = candidates * min(window, a.response_tokens / 2) + traces * a.response_tokens if kl else 0.0
-    return StageCost("refined", math.ceil(traces), "traces", generated=generated, scored=scored, spread=False)
+    return StageCost("refined", math.ceil(traces), "traces", generated=generated, scored=scored, spread=spread)
 
 
 def preference_training_cost(steps: int, rows_per_step: int, a: Assumptions, reference: bool) -> list[StageCost]:
@@ -165,7 +167,8 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
     if "construct" in steps and getattr(parts.refiner, "k", None):
         refiner = parts.refiner
         kl = getattr(refiner, "accept", None) == "kl"
-        costs.append(refinement_cost(problems, refiner.k, refiner.window, refiner.max_step_tokens, a, kl))
+        sharded = refiner.shard_traces is not None
+        costs.append(refinement_cost(problems, refiner.k, refiner.window, refiner.max_step_tokens, a, kl, sharded))
     if "train" in steps:
         train = parts.train
         rows = train.global_batch_size or train.batch_size

@@ -77,12 +77,20 @@ class ScoringSampler(Sampler, Protocol):
 
 class Refiner(Protocol):
     """`needs_policy`: whether `refine_chosen` gets a `ScoringSampler` over the policy (else None, and no
-    model is loaded). Results come back in the order of `traces`."""
+    model is loaded). Results come back in the order of `traces`. The `refined` stage cuts the traces into shards
+    of `shard_traces` (None: one shard of them all), each refined by `for_shard(index)` and written on its own, so
+    a killed run resumes from its last shard and `executor=ray` spreads them over model replicas."""
 
     name: str
     needs_policy: bool
+    shard_traces: int | None
 
     def key_material(self) -> dict: ...
+
+    def for_shard(self, index: int) -> Refiner:
+        """The refiner of shard `index`: its random draws its own (shard 0's are the refiner's), so a shard is the
+        same whichever worker builds it."""
+        ...
 
     def refine_chosen(
         self, policy: ScoringSampler | None, traces: Sequence[ChosenTrace], step_delimiter: str
@@ -93,6 +101,11 @@ class ModelRefiner(ConfiguredPart):
     """Base of refiners that rewrite steps with a model: `refine` works on (prompt, response) texts."""
 
     needs_policy: ClassVar[bool] = True
+    shard_traces: ClassVar[int | None] = None  # (a refiner that samples may make it a setting: StepRefiner)
+
+    def for_shard(self, index: int) -> Refiner:
+        # greedy or rule-based rewriting draws nothing at random: every shard's refiner is this one
+        return self
 
     def refine(
         self, sampler: ScoringSampler, prompts: list[str], responses: list[str], step_delimiter: str
@@ -118,6 +131,10 @@ class NoRefiner(ConfiguredPart, part="refiner/none"):
 
     name: str = "none"
     needs_policy: ClassVar[bool] = False
+    shard_traces: ClassVar[int | None] = None
+
+    def for_shard(self, index: int) -> Refiner:
+        return self
 
     def refine_chosen(
         self, policy: ScoringSampler | None, traces: Sequence[ChosenTrace], step_delimiter: str

@@ -29,7 +29,7 @@ KL could not be under epsilon either. Both keep the rule's answer and the chosen
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
@@ -37,6 +37,7 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 from tsq.progress import StageProgress
 from tsq.refinement.base import ModelRefiner, RefinedTrace, ScoringSampler
 from tsq.sampling.base import SamplingParams
+from tsq.sampling.executors import shard_seed
 from tsq.training.logps import split_causal_lm
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ def think_bounds(response_ids: list[int], open_id: int | None, close_id: int | N
 
 # settings that cut scoring work and keep the rule's result (module docstring); unset, they are not in the key
 EXACT_SHORTCUTS = ("score_batch", "score_positions")
+# settings that did not exist when this world's protocol artifacts were built: unset, they are not in the key (the
+# shortcuts; `shard_traces`, whose unset value, one shard with the refiner's own seed, refines as before)
+OPTIONAL_IN_KEY = (*EXACT_SHORTCUTS, "shard_traces")
 
 
 @dataclass
@@ -135,6 +139,8 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
     # continuation tokens fed per forward pass while scoring, a candidate dropped once its KL so far reaches
     # epsilon; None feeds the whole window at once and computes every candidate's full KL
     score_positions: int | None = None
+    # chosen traces per shard of the `refined` stage, each with a seed of its own (`for_shard`); None: one shard
+    shard_traces: int | None = None
 
     def __post_init__(self) -> None:
         if self.accept not in ("kl", "shortest"):
@@ -146,7 +152,7 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
                 raise ValueError(f"refiner.{key} must be > 0, got {getattr(self, key)}")
         if self.epsilon < 0:
             raise ValueError(f"refiner.epsilon must be >= 0, got {self.epsilon}")
-        for key in EXACT_SHORTCUTS:
+        for key in OPTIONAL_IN_KEY:
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ValueError(f"refiner.{key} must be > 0 or null, got {getattr(self, key)}")
         self.params = SamplingParams.configured(
@@ -163,10 +169,14 @@ class StepRefiner(ModelRefiner, part="refiner/kl"):
         # unset, the shortcuts score as every refined artifact before they existed was scored: left out of the
         # key there, so those artifacts stay valid; a set value enters it (its KLs may differ in the last bits)
         material = super().key_material()
-        for key in EXACT_SHORTCUTS:
+        for key in OPTIONAL_IN_KEY:
             if material[key] is None:
                 del material[key]
         return material
+
+    def for_shard(self, index: int) -> StepRefiner:
+        """This refiner with shard `index`'s seed (candidates are the only random draw)."""
+        return self if index == 0 else replace(self, seed=shard_seed(self.seed, index))
 
     # ------------------------------------------------------------------ public
     def refine(

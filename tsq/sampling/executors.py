@@ -1,16 +1,18 @@
-"""`executor=`: where the shards of a generating stage run (training samples, evaluation).
+"""`executor=`: where the shards of a generating stage run (training samples, evaluation, step refinement).
 
-A sampling stage cuts its problems into shards, each with its own seed (`tsq.stages.samples.graded_samples`). An
-executor runs the shards that are missing and writes each one atomically to its path; the stage then joins them.
-The seeds belong to the shards, never to the workers, so every executor builds the same artifact under the same
-key (the executor is not part of any key), and a shard written before a crash is not redone.
+A generating stage cuts its work into shards (problems for sampling, `tsq.stages.samples.graded_samples`; chosen
+traces for refinement, `tsq.stages.refined`), each with its own seed (`shard_seed`). An executor builds the shards
+that are missing, each writing itself atomically to its path; the stage then joins them. The seeds belong to the
+shards, never to the workers, so every executor builds the same artifact under the same key (the executor is not
+part of any key), and a shard written before a crash is not redone.
 
 * `local` runs the shards in order in this process, with the run's one live sampler.
 * `ray` runs them on a Ray cluster of model replicas through Ray Data: `map_batches` over a class that holds one
   sampler (tsq's own, HF or vLLM) per replica, `executor.replicas` replicas with `cpus_per_replica` CPUs and
   `gpus_per_replica` GPUs each (tensor parallelism inside a replica is the sampler's own setting, e.g.
   `sampler.tensor_parallel_size`). Ray Data's LLM processors (`ray.data.llm`) are not used: they return vLLM's
-  outputs, not tsq's completions (EOS and stop handling, token counts), and they cannot run the HF sampler.
+  outputs, not tsq's completions (EOS and stop handling, token counts), they cannot run the HF sampler, and KL
+  refinement scores candidates with the replica's model in memory, which they do not expose.
   `executor.address` joins an existing cluster (`auto` on a node of a `ray start` cluster); null starts a local one.
   A shard whose task fails is retried `max_retries` times; after that the stage fails naming the shard.
 """
@@ -35,21 +37,38 @@ from tsq.sampling.graded import grade_completions
 log = logging.getLogger(__name__)
 
 
+SHARD_SEED_STRIDE = 100_003  # seeds of different shards never collide (fewer batches than this per shard)
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """The seed of shard `index` of a stage seeded with `seed` (shard 0 keeps the stage's seed)."""
+    return seed + index * SHARD_SEED_STRIDE
+
+
+class Shard(Protocol):
+    """One shard of a generating stage: `build` makes its rows with the sampler (created on first call), writes
+    them atomically to `path` and returns a summary for the progress display (sampling: accuracy)."""
+
+    index: int
+    path: Path
+
+    def build(self, sampler: Callable[[], Sampler], world: ProblemSource) -> float: ...
+
+
 @dataclass(frozen=True)
-class ShardJob:
-    """One shard of a sampling stage: its problems, its own sampling parameters (seed included) and its file."""
+class SampleShard:
+    """One shard of a sampling stage: its problems and its own sampling parameters (seed included)."""
 
     index: int
     problems: tuple[Problem, ...]
     params: SamplingParams
     path: Path
 
-
-def write_shard(world: ProblemSource, sampler: Sampler, job: ShardJob) -> float:
-    """Sample and grade one shard, write it atomically; returns the shard's accuracy."""
-    rows = grade_completions(world, sampler, list(job.problems), job.params)
-    atomic_write_text(job.path, "".join(json.dumps(r) + "\n" for r in rows))
-    return sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
+    def build(self, sampler: Callable[[], Sampler], world: ProblemSource) -> float:
+        """Sample and grade the shard, write it; returns its accuracy."""
+        rows = grade_completions(world, sampler(), list(self.problems), self.params)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        return sum(r["correct"] for r in rows) / len(rows) if rows else 0.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +85,13 @@ class ModelReplica:
 
 
 class Executor(Protocol):
-    """The interface of `executor=`: run every job (each writes its own shard file), calling `done(index, accuracy)`
+    """The interface of `executor=`: build every shard (each writes its own file), calling `done(index, summary)`
     after each; `sampler()` gives the run's live sampler (the local executor's), `replica` how a remote one builds
     its own."""
 
     def run(
         self,
-        jobs: Sequence[ShardJob],
+        jobs: Sequence[Shard],
         world: ProblemSource,
         sampler: Callable[[], Sampler],
         replica: ModelReplica,
@@ -86,20 +105,26 @@ class LocalExecutor:
 
     def run(self, jobs, world, sampler, replica, done) -> None:
         for job in jobs:
-            done(job.index, write_shard(world, sampler(), job))
+            done(job.index, job.build(sampler, world))
 
 
 class ShardWorker:
-    """A Ray Data actor: one sampler (one model replica) that samples, grades and writes the shards it is given."""
+    """A Ray Data actor: one model replica that builds the shards it is given (its sampler created on the first
+    shard that asks for it, and kept for the next)."""
 
-    def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[ShardJob]) -> None:
-        self.sampler = replica.sampler()
+    def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[Shard]) -> None:
+        self.replica, self.live = replica, None
         self.world, self.jobs = world, {job.index: job for job in jobs}
+
+    def sampler(self) -> Sampler:
+        if self.live is None:
+            self.live = self.replica.sampler()
+        return self.live
 
     def __call__(self, batch: dict) -> dict:
         indices = [int(i) for i in batch["shard"]]
-        accuracies = [write_shard(self.world, self.sampler, self.jobs[i]) for i in indices]
-        return {"shard": indices, "accuracy": accuracies, "pid": [os.getpid()] * len(indices)}
+        summaries = [self.jobs[i].build(self.sampler, self.world) for i in indices]
+        return {"shard": indices, "summary": summaries, "pid": [os.getpid()] * len(indices)}
 
 
 @dataclass(frozen=True)
@@ -166,7 +191,7 @@ class RayExecutor:
         try:
             for row in results.iter_rows():
                 workers.add(int(row["pid"]))
-                done(int(row["shard"]), float(row["accuracy"]))
+                done(int(row["shard"]), float(row["summary"]))
         except Exception as err:
             missing = sorted(job.index for job in jobs if not job.path.exists())  # a finished shard has its file
             raise RuntimeError(

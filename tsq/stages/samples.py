@@ -20,7 +20,7 @@ from tsq.data.base import Problem, ThinkingFormat
 from tsq.models.base import ModelHandle
 from tsq.progress import StageProgress
 from tsq.sampling.base import Sampler, SamplingParams
-from tsq.sampling.executors import ModelReplica, ShardJob
+from tsq.sampling.executors import ModelReplica, SampleShard, shard_seed
 from tsq.sampling.graded import read_samples, warn_if_cut
 from tsq.sampling.settings import SamplingSettings
 from tsq.stages.context import RunContext
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 SAMPLES = Stage("samples", 2)  # 2: n_tokens counts the EOS
 SAMPLES_FILE = "samples.jsonl"
-SHARD_SEED_STRIDE = 100_003  # seeds of different shards never collide (fewer batches than this per shard)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def graded_samples(
         done = sum(len(c) for c, shard in zip(chunks, shards, strict=True) if shard.exists())
         # each shard's seed is its own (never a worker's), so every executor writes the same files
         jobs = [
-            ShardJob(s, tuple(chunk), replace(params, seed=params.seed + s * SHARD_SEED_STRIDE), shard)
+            SampleShard(s, tuple(chunk), replace(params, seed=shard_seed(params.seed, s)), shard)
             for s, (chunk, shard) in enumerate(zip(chunks, shards, strict=True))
             if not shard.exists()
         ]
