@@ -2,8 +2,10 @@
 
 import pytest
 
+from tsq.data.base import Problem
 from tsq.plan import (
     Assumptions,
+    GenerationProbe,
     StageCost,
     Throughput,
     evaluation_cost,
@@ -16,6 +18,7 @@ from tsq.plan import (
 from tsq.plan import (
     plan as plan_of,
 )
+from tsq.sampling.base import SamplingParams
 
 A = Assumptions(response_tokens=40.0, refined_per_problem=2.0, step_tokens=8.0)
 
@@ -81,3 +84,25 @@ def test_sharded_refinement_is_planned_on_the_replicas(tmp_path):
         made = plan_of([*base, *setting])
         refined = next(c for c in made.costs if c.stage == "refined")
         assert refined.spread == spread and made.rate.replicas == 2
+
+
+def test_a_generation_probe_is_the_start_of_the_stages_first_call():
+    problems = [Problem(str(i), "b", f"prompt {i}", "1", 1) for i in range(10)]
+    params = SamplingParams(n=4, max_new_tokens=100, temperature=0.7, seed=3)
+    probe = GenerationProbe.of(("samples",), problems, params, shard=8, rows=12, tokens=64)
+    assert probe.prompts == ["prompt 0", "prompt 1", "prompt 2"]  # 3 prompts x 4 responses fill 12 rows
+    assert probe.params == SamplingParams(n=4, max_new_tokens=64, temperature=0.7, seed=3)
+    assert len(GenerationProbe.of(("s",), problems, params, shard=2, rows=256, tokens=64).prompts) == 2  # one shard
+    assert len(GenerationProbe.of(("s",), problems, params, shard=8, rows=1, tokens=64).prompts) == 1  # at least one
+    assert GenerationProbe.of(("s",), problems, params, 8, 12, tokens=500).params.max_new_tokens == 100
+
+
+def test_measured_generation_is_timed_per_sampling_stage(smoke_run):
+    folder, _ = smoke_run
+    made = plan_of(["debug=smoke", f"paths.cache_dir={folder / 'cache'}", "+plan.measure=true", "+plan.probe_rows=12"])
+    rate = made.rate
+    assert set(rate.generate_by_stage) == {"eval (base)", "eval (trained)", "samples"}
+    assert rate.generate == rate.generate_by_stage["eval (base)"]  # (stages without a probe of their own)
+    samples = next(c for c in made.costs if c.stage == "samples")
+    assert samples.seconds(rate) == pytest.approx(samples.generated / rate.generate_by_stage["samples"])
+    assert "first 12 responses" in made.notes["throughput"]

@@ -5,6 +5,10 @@ trains on, and the hours that takes at given (or measured) throughputs, with eve
         +plan.score_tokens_per_s=40000 +plan.train_tokens_per_s=8000 +plan.response_tokens=3500
     python -m tsq.plan +plan.measure=true          # throughputs measured here on the (built) base model
 
+Measured generation is timed per sampling stage on that stage's own first call, cut short (its first prompts, as
+many as fill `+plan.probe_rows` responses, 256 by default, of at most `+plan.probe_tokens`, 64): prompt length and
+rows per call decide a real model's tokens/s, and a probe of short made-up prompts was 3.6-4.4x off on SmolLM2.
+
 Nothing is sampled or trained. Token counts follow the settings (problems, samples per problem, candidates, steps,
 batch sizes); what the settings do not fix is an assumption with a default, printed beside the plan, that
 `+plan.<name>=` overrides: the mean response length (default: the base model's cached evaluation, if there is one),
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsq.sampling.base import SamplingParams
 from tsq.sampling.executors import ModelReplica
 
 # what the settings do not fix (`+plan.<name>=` overrides each); pairs_per_problem only counts when training runs
@@ -34,16 +39,24 @@ ASSUMPTION_DEFAULTS = {"refined_per_problem": 2.0, "step_tokens": 8.0, "pairs_pe
 
 @dataclass(frozen=True)
 class Throughput:
-    """Tokens per second: generated per replica, scored (forward only) and trained (forward and backward)."""
+    """Tokens per second: generated per replica, scored (forward only) and trained (forward and backward).
+    `generate_by_stage` holds the generation rates measured on a stage's own calls (its prompts, its rows per call),
+    which replace `generate` for that stage."""
 
     generate: float
     score: float
     train: float
     replicas: int = 1
+    generate_by_stage: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if min(self.generate, self.score, self.train) <= 0 or self.replicas <= 0:
+        rates = [self.generate, self.score, self.train, *self.generate_by_stage.values()]
+        if min(rates) <= 0 or self.replicas <= 0:
             raise ValueError(f"plan: throughputs and replicas must be > 0, got {self}")
+
+    def generation(self, stage: str) -> float:
+        """Generated tokens/s per replica for `stage`."""
+        return self.generate_by_stage.get(stage, self.generate)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,8 @@ class StageCost:
 
     def seconds(self, rate: Throughput) -> float:
         replicas = rate.replicas if self.spread else 1
-        return (self.generated / rate.generate + self.scored / rate.score) / replicas + self.trained / rate.train
+        generating = self.generated / rate.generation(self.stage)
+        return (generating + self.scored / rate.score) / replicas + self.trained / rate.train
 
 
 @dataclass(frozen=True)
@@ -190,20 +204,45 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
     return costs
 
 
-def measured_throughput(replica: ModelReplica, replicas: int, seconds: float = 5.0) -> Throughput:
-    """Tokens/s of this machine on the model: sampling (the configured sampler, 256 prompts of 8 tokens, as many rows
-    as one batch of the default HF sampler, up to 64 new tokens), scoring (forward passes) and training (forward and
-    backward) of 16 x 128-token rows."""
+@dataclass(frozen=True)
+class GenerationProbe:
+    """A sampling stage's first call, cut short: the first prompts of its first shard (as many as fill `rows`
+    responses, at least one prompt) at the stage's settings, at most `tokens` new tokens each. `stages`: the plan
+    stages whose generation it times."""
+
+    stages: tuple[str, ...]
+    prompts: list[str]
+    params: SamplingParams
+
+    @classmethod
+    def of(cls, stages: tuple[str, ...], problems, params: SamplingParams, shard: int, rows: int, tokens: int):
+        count = max(1, min(shard, len(problems), rows // params.n))
+        short = replace(params, max_new_tokens=min(params.max_new_tokens, tokens))
+        return cls(stages, [p.prompt for p in problems[:count]], short)
+
+
+def probe_rate(sampler, probe: GenerationProbe) -> float:
+    """Generated tokens/s of one probe call."""
+    start = time.perf_counter()
+    out = sampler.generate(probe.prompts, probe.params)
+    return sum(c.n_tokens for group in out for c in group) / (time.perf_counter() - start)
+
+
+def measured_throughput(
+    replica: ModelReplica, replicas: int, probes: list[GenerationProbe], seconds: float = 5.0
+) -> Throughput:
+    """Tokens/s of this machine on the model: generation on each sampling stage's own probe (the first one's rate
+    also stands for stages without a probe: refinement's candidates, RL rollouts), scoring (forward passes) and
+    training (forward and backward) of 16 x 128-token rows."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tsq.sampling.base import SamplingParams
-
     sampler = replica.sampler()
-    prompts = [[1 + (i * 7 + j) % 50 for j in range(8)] for i in range(256)]
-    start = time.perf_counter()
-    out = sampler.generate_ids(prompts, SamplingParams(n=1, max_new_tokens=64, temperature=0.9, seed=0))
-    generate = sum(len(c[0].token_ids) + 1 for c in out) / (time.perf_counter() - start)
+    probe_rate(sampler, replace(probes[0], prompts=probes[0].prompts[:1]))  # warm-up (first-call allocations)
+    by_stage = {}
+    for probe in probes:
+        rate = probe_rate(sampler, probe)
+        by_stage.update(dict.fromkeys(probe.stages, rate))
     sampler.close()
     model = AutoModelForCausalLM.from_pretrained(replica.model_path, revision=replica.revision)
     batch = torch.randint(1, min(model.config.vocab_size, 1000), (16, 128))
@@ -218,7 +257,7 @@ def measured_throughput(replica: ModelReplica, replicas: int, seconds: float = 5
                     model(batch)
             done += batch.numel()
         rates.append(done / (time.perf_counter() - start))
-    return Throughput(generate, rates[0], rates[1], replicas)
+    return Throughput(by_stage[probes[0].stages[0]], rates[0], rates[1], replicas, by_stage)
 
 
 @dataclass(frozen=True)
@@ -272,11 +311,26 @@ def plan(argv: list[str]) -> Plan:
         float(response), **{k: float(options.get(k, v)) for k, v in ASSUMPTION_DEFAULTS.items()}, notes=notes
     )
     if options.get("measure"):
-        from tsq.stages.base_model import base_model
+        from tsq.stages.recipe import base_model_step
+        from tsq.stages.samples import SHARD_PROBLEMS
 
-        model = base_model(ctx.world, ctx.store, parts.model_source)
-        rate = measured_throughput(ModelReplica(ctx.sampler.factory, model.path, model.revision), replicas)
-        notes["throughput"] = "measured here"
+        ctx, model = base_model_step(ctx, parts)  # (prompts rendered as the run renders them)
+        rows, tokens = int(options.get("probe_rows", 256)), int(options.get("probe_tokens", 64))
+        ev, sampling = parts.evaluator, parts.sampling
+        probes = [
+            GenerationProbe.of(
+                ("eval (base)", "eval (trained)"), ev.problems(ctx.world), ev.params, SHARD_PROBLEMS, rows, tokens
+            ),
+            GenerationProbe.of(
+                ("samples",), sampling.problems(ctx.world), sampling.params, sampling.shard_size, rows, tokens
+            ),
+        ]
+        replica = ModelReplica(ctx.sampler.factory, model.path, model.revision)
+        rate = measured_throughput(replica, replicas, probes)
+        notes["throughput"] = (
+            f"measured here; generation on each sampling stage's first {rows} responses (at most) of at most "
+            f"{tokens} tokens (+plan.probe_rows, +plan.probe_tokens)"
+        )
     else:
         given = {k: options.get(f"{k}_tokens_per_s") for k in ("generate", "score", "train")}
         missing = [f"plan.{k}_tokens_per_s" for k, v in given.items() if v is None]
@@ -291,9 +345,10 @@ def main(argv: list[str]) -> None:
     made = plan(argv)
     rate, notes = made.rate, dict(made.notes)
     print(made.table().to_string(index=False))
+    stages = "".join(f", {stage} {value:,.0f}" for stage, value in rate.generate_by_stage.items())
     print(
-        f"\nthroughput (tokens/s): generate {rate.generate:,.0f} per replica x {rate.replicas} replicas, score "
-        f"{rate.score:,.0f}, train {rate.train:,.0f} ({notes.pop('throughput')})"
+        f"\nthroughput (tokens/s): generate {rate.generate:,.0f}{stages} per replica x {rate.replicas} replicas, "
+        f"score {rate.score:,.0f}, train {rate.train:,.0f} ({notes.pop('throughput')})"
     )
     print("assumptions: " + "; ".join(f"{k} {v}" for k, v in notes.items()))
 

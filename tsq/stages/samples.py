@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES = Stage("samples", 2)  # 2: n_tokens counts the EOS
 SAMPLES_FILE = "samples.jsonl"
+SHARD_PROBLEMS = 64  # problems per shard of a sampling stage that sets no `shard_size` (evaluations)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def graded_samples(
     stage: Stage,
     config: dict,
     inputs: dict[str, str],
-    shard_size: int = 64,
+    shard_size: int = SHARD_PROBLEMS,
     description: dict | None = None,
     extra: Callable[[Sampler], dict] | None = None,
 ) -> GradedSamples:
