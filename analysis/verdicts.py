@@ -48,11 +48,19 @@ def _effect(comparison: Comparison, interval: SeedInterval, versus_value: float)
     if comparison.paper_effect is None:
         return text + " (the paper gives no number)"
     paper = comparison.paper_effect
+    return f"{text} vs paper {paper:+.1f}{unit}: {size_verdict(value, low, high, paper)}"
+
+
+def size_verdict(value: float, low: float, high: float, paper: float) -> str:
+    """Whether a measured effect (estimate and interval) has the paper's size: its interval covers the paper's
+    effect and excludes no effect; an interval that covers both cannot tell them apart."""
     if low <= paper <= high:
-        size = "the paper's size reproduces"
-    else:
-        size = "smaller than the paper's" if abs(value) < abs(paper) else "larger than the paper's"
-    return f"{text} vs paper {paper:+.1f}{unit}: {size}"
+        if paper != 0 and low <= 0 <= high:
+            return "covers the paper's size and no effect alike"
+        return "the paper's size reproduces"
+    if value * paper < 0:
+        return "opposite in sign to the paper's"
+    return "smaller than the paper's" if abs(value) < abs(paper) else "larger than the paper's"
 
 
 def resolve_row(experiment: str, row: str, selected: dict[str, dict]) -> str | None:

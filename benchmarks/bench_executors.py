@@ -5,15 +5,19 @@ each), and `executor=local`, interleaved (+bench.reps rounds of local, ray x1, r
     python benchmarks/bench_executors.py +bench.problems=32 +bench.reps=3
     python benchmarks/bench_executors.py +bench.stage=refined refine_budget.shard_traces=8   # KL refinement
 
-`+bench.stage=refined` times the `refined` stage instead, on samples built once beforehand (not timed), in shards of
-`refine_budget.shard_traces` traces. Every build writes the same artifact: sampling files are checked
-byte-identical; refinement records are checked identical but for the last digits of the accepted KLs, which follow
-the torch thread count (2 threads in `local` and `ray x1`, 1 per replica in `ray x2`). Prints the median and range
-over rounds and writes bench_executors.csv in the run's output folder. Run it on an otherwise idle machine.
+`+bench.stage=refined` times the `refined` stage instead, on samples built once beforehand (not timed), in shards
+of `refine_budget.shard_traces` traces. Every build writes the same artifact: sampling files are checked
+byte-identical; refinement records are checked identical but for the last digits of the accepted KLs (to a
+relative 1e-3), which follow the torch thread count (2 threads in `local` and `ray x1`, 1 per replica in `ray x2`;
+measured: `local` and `ray x1` byte-identical, `ray x2` 6 of 181 KLs off by at most 5e-5 relative, every chosen
+step the same). Prints the median and range over rounds and writes bench_executors.csv in the run's output folder.
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 import tempfile
@@ -38,13 +42,14 @@ from tsq.stages.samples import SAMPLES_FILE, samples  # noqa: E402
 
 
 def same_refinement(a: list[dict], b: list[dict]) -> bool:
-    """The same refined records, accepted KLs equal to 6 significant digits (their last digits follow the thread
-    count)."""
+    """The same refined records (texts, steps chosen, counts), accepted KLs equal to a relative 1e-3 (their last
+    digits follow the torch thread count: BLAS reduction order)."""
 
-    def rounded(records: list[dict]) -> list[dict]:
-        return [{**r, "accepted_kl": [float(f"{x:.6g}") for x in r["accepted_kl"]]} for r in records]
+    def without_kl(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "accepted_kl"} for r in records]
 
-    return rounded(a) == rounded(b)
+    kls = [(x, y) for r, q in zip(a, b, strict=True) for x, y in zip(r["accepted_kl"], q["accepted_kl"], strict=True)]
+    return without_kl(a) == without_kl(b) and all(math.isclose(x, y, rel_tol=1e-3) for x, y in kls)
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="config")
@@ -95,6 +100,9 @@ def main(cfg: DictConfig) -> None:
         identical = all(out == first for out in outputs.values())
     else:
         identical = all(same_refinement(first, out) for out in outputs.values())
+        for name, records in outputs.items():  # kept for a look when they differ
+            path = Path(cfg.paths.output_dir) / f"refined-{name.replace(' ', '_')}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
     frame = pd.DataFrame(runs)
     summary = median_and_range(frame, "executor", ["seconds", frame.columns[-1]])
     print(summary.to_string())

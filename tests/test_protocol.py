@@ -22,6 +22,7 @@ from analysis.layouts import LAYOUTS
 from analysis.protocol import difference, load_protocol, pooled, row_override, select_setting
 from analysis.runs import RowResult
 from analysis.tables import sweep_points
+from analysis.verdicts import size_verdict
 from tsq.evaluation.intervals import Interval
 
 
@@ -58,6 +59,21 @@ def test_the_margin_is_inclusive():
 )
 def test_verdict_of_one_comparison(interval, relation, threshold, want):
     assert verdict(interval, relation, threshold) == want
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high", "paper", "want"),
+    [
+        (-4.0, -6.0, -2.0, -4.9, "the paper's size reproduces"),
+        (1.6, -2.7, 6.0, -0.8, "covers the paper's size and no effect alike"),  # Table 4's DPO alone, stop 34
+        (-0.3, -0.5, -0.1, -4.9, "smaller than the paper's"),
+        (35.3, 30.0, 40.0, 28.1, "larger than the paper's"),
+        (3.0, 1.0, 5.0, -0.8, "opposite in sign to the paper's"),
+        (0.2, -0.5, 0.9, 0.0, "the paper's size reproduces"),  # a paper's null effect, covered
+    ],
+)
+def test_whether_an_effect_has_the_papers_size(value, low, high, paper, want):
+    assert size_verdict(value, low, high, paper) == want
 
 
 def test_a_claim_holds_only_when_every_part_holds_and_fails_when_any_part_fails():
