@@ -3,9 +3,11 @@
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import compose_config
 from transformers import AutoConfig, AutoTokenizer
 
 from tsq.cache import ArtifactStore
@@ -13,7 +15,8 @@ from tsq.models.gguf import GGUFModel
 from tsq.refinement.kl import StepRefiner, trace_step_spans
 from tsq.refinement.rewrite import PromptRewriter
 from tsq.sampling.hf import HFSampler
-from tsq.stages.base_model import base_model
+from tsq.stages.base_model import base_model, base_model_key
+from tsq.stages.recipe import build_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -161,3 +164,35 @@ def test_lora_trains_the_adapters_only_and_saves_a_merged_hf_policy(smol, tmp_pa
     merged = AutoModelForCausalLM.from_pretrained(policy.path)  # plain transformers, no peft
     assert not any("lora" in name for name in merged.state_dict())
     assert (policy.path / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_fine_tuned_on_the_worlds_teacher(smol, tmp_path):
+    import torch
+    from hydra.utils import instantiate
+    from safetensors.torch import load_file
+
+    from tsq.sampling.base import SamplingParams
+
+    cfg = compose_config(
+        ["model=smollm2_world", "model.pretrain.steps=3", "model.pretrain.batch_size=2", f"paths.output_dir={tmp_path}"]
+    )
+    ctx, parts = build_parts(cfg)
+    source = parts.model_source
+    assert source.base.name == "smollm2_135m" and source.pretrain.steps == 3
+    handle = base_model(ctx.world, ArtifactStore(tmp_path / "cache"), source)
+    summary = json.loads((handle.path / "pretrain_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["final_loss"] == summary["final_loss"]  # trained, loss not NaN
+    tuned, converted = load_file(handle.path / "model.safetensors"), load_file(smol[1].path / "model.safetensors")
+    assert tuned.keys() == converted.keys()
+    assert any(not torch.equal(tuned[k], converted[k]) for k in tuned)  # fine-tuned from the converted weights
+    # it answers the world's prompts with the real tokenizer, ending at its EOS
+    out = HFSampler(handle.path, batch_size=4, progress=False).generate(
+        [ctx.world.split("test")[0].prompt], SamplingParams(n=2, max_new_tokens=24, temperature=1.0, seed=0)
+    )
+    assert len(out[0]) == 2 and all(c.n_tokens > 0 for c in out[0])
+    longer = replace(source, pretrain=replace(source.pretrain, steps=4))
+    assert base_model_key(longer, ctx.world) != base_model_key(source, ctx.world)
+    gsm8k = instantiate(compose_config(["data=gsm8k", f"paths.output_dir={tmp_path}"]).data, _convert_="all")
+    with pytest.raises(ValueError, match="teacher"):
+        source.key_inputs(gsm8k)

@@ -19,7 +19,14 @@ from typing import ClassVar
 import lightning as L
 from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils.data import DataLoader
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from tsq.cache import world_key
 from tsq.data.base import ProblemSource, Teacher
@@ -66,6 +73,25 @@ class Pretraining:
     # Batches of similar length, sorted within windows of this many batches (see LengthBucketBatchSampler).
     bucket_window: int = 4
 
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "lr"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"model.pretrain.{key} must be > 0, got {getattr(self, key)}")
+
+
+def teacher_corpus(world: Teacher, pretrain: Pretraining, teacher_style: str) -> tuple[list[str], list[str]]:
+    """(prompts, responses): a teacher trace for every example of `pretrain` (steps x batch size), each on a fresh
+    problem, never on a dev or test prompt."""
+    rng = random.Random(pretrain.seed)
+    style = world.style(teacher_style)
+    held_out = world.held_out_prompts()
+    prompts, responses = [], []
+    for _ in range(pretrain.steps * pretrain.batch_size):
+        problem = world.sample_problem(rng, held_out)
+        prompts.append(problem.prompt)
+        responses.append(world.teacher_response(problem, rng, style))
+    return prompts, responses
+
 
 @dataclass
 class TinyReasoningModel:
@@ -88,11 +114,6 @@ class TinyReasoningModel:
             self.architecture = Architecture(**dict(self.architecture))
         if not isinstance(self.pretrain, Pretraining):
             self.pretrain = Pretraining(**dict(self.pretrain))
-        for key in ("steps", "batch_size"):
-            if getattr(self.pretrain, key) <= 0:
-                raise ValueError(f"model.pretrain.{key} must be > 0, got {getattr(self.pretrain, key)}")
-        if self.pretrain.lr <= 0:
-            raise ValueError(f"model.pretrain.lr must be > 0, got {self.pretrain.lr}")
         if self.architecture.hidden_size % self.architecture.num_heads:
             raise ValueError("model.architecture.hidden_size must be divisible by num_heads")
 
@@ -116,16 +137,7 @@ class TinyReasoningModel:
 
     # -----------------------------------------------------------------------
     def corpus(self, world: Teacher) -> tuple[list[str], list[str]]:
-        """Teacher traces on fresh problems, never on a dev or test prompt."""
-        rng = random.Random(self.pretrain.seed)
-        style = world.style(self.teacher_style)
-        held_out = world.held_out_prompts()
-        prompts, responses = [], []
-        for _ in range(self.pretrain.steps * self.pretrain.batch_size):
-            problem = world.sample_problem(rng, held_out)
-            prompts.append(problem.prompt)
-            responses.append(world.teacher_response(problem, rng, style))
-        return prompts, responses
+        return teacher_corpus(world, self.pretrain, self.teacher_style)
 
     def _pretrain(self, world, out_dir: Path) -> None:
         start = time.perf_counter()
@@ -153,52 +165,65 @@ class TinyReasoningModel:
                 f"model.architecture.max_position_embeddings={arch.max_position_embeddings} is shorter "
                 f"than the longest teacher trace ({too_long} tokens)"
             )
-        lengths = [len(p) + len(r) for p, r in examples]
-        pre = self.pretrain
-        sampler = LengthBucketBatchSampler(lengths, pre.batch_size, pre.seed, pre.bucket_window)
-        loader = DataLoader(
-            examples, batch_sampler=sampler, collate_fn=lambda b: collate_pairs(b, tokenizer.pad_token_id)
-        )
-        module = CausalLMModule(
-            model,
-            lr=self.pretrain.lr,
-            weight_decay=self.pretrain.weight_decay,
-            warmup_steps=self.pretrain.warmup_steps,
-            total_steps=self.pretrain.steps,
-            tokens_per_batch=self.pretrain.batch_size * sum(len(r) for _, r in examples) / len(examples),
-        )
-        trainer = L.Trainer(
-            max_steps=self.pretrain.steps,
-            # the epochs those steps span (left unset, the progress bar reads "Epoch 0/-2")
-            max_epochs=math.ceil(self.pretrain.steps / len(loader)),
-            callbacks=[StepLog("pretraining", self.pretrain.steps)],
-            accelerator=self.accelerator,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            gradient_clip_val=1.0,
-            log_every_n_steps=50,
-            default_root_dir=str(out_dir),
-        )
-        trainer.fit(module, loader)
-        model.generation_config = GenerationConfig(
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-        )
-        model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        summary = {
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": self.pretrain.steps,
-            "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
-            "wall_seconds": round(time.perf_counter() - start, 1),
-        }
-        (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
-        log.info(
-            "pretrained %s parameters in %.0fs, final loss %.3f",
-            summary["parameters"],
-            summary["wall_seconds"],
-            summary["final_loss"],
-        )
+        fit_on_traces(model, tokenizer, examples, self.pretrain, self.accelerator, out_dir, "pretraining", start)
+
+
+def fit_on_traces(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[tuple[list[int], list[int]]],
+    pretrain: Pretraining,
+    accelerator: str,
+    out_dir: Path,
+    what: str,
+    start: float,
+) -> None:
+    """Train `model` on (prompt ids, response ids + EOS) examples for `pretrain.steps` steps (loss on the responses),
+    then save it, its tokenizer and `pretrain_summary.json` into `out_dir`; `start`: when the build began."""
+    model.train()  # (from_pretrained returns a model in eval mode)
+    lengths = [len(p) + len(r) for p, r in examples]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampler = LengthBucketBatchSampler(lengths, pretrain.batch_size, pretrain.seed, pretrain.bucket_window)
+    loader = DataLoader(examples, batch_sampler=sampler, collate_fn=lambda b: collate_pairs(b, pad))
+    module = CausalLMModule(
+        model,
+        lr=pretrain.lr,
+        weight_decay=pretrain.weight_decay,
+        warmup_steps=pretrain.warmup_steps,
+        total_steps=pretrain.steps,
+        tokens_per_batch=pretrain.batch_size * sum(len(r) for _, r in examples) / len(examples),
+    )
+    trainer = L.Trainer(
+        max_steps=pretrain.steps,
+        # the epochs those steps span (left unset, the progress bar reads "Epoch 0/-2")
+        max_epochs=math.ceil(pretrain.steps / len(loader)),
+        callbacks=[StepLog(what, pretrain.steps)],
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        log_every_n_steps=50,
+        default_root_dir=str(out_dir),
+    )
+    trainer.fit(module, loader)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, bos_token_id=tokenizer.bos_token_id
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    summary = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": pretrain.steps,
+        "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    (out_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "%s: %s parameters in %.0fs, final loss %.3f",
+        what,
+        summary["parameters"],
+        summary["wall_seconds"],
+        summary["final_loss"],
+    )
