@@ -69,6 +69,7 @@ def combine(verdicts: list[str]) -> str:
 
 
 T1, T2, T3, T4, F4, TLDR = "ts_table1", "ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2"
+SMOL = "ts_smollm2"  # the headline on SmolLM2 fine-tuned on the world (conf/experiment/ts_smollm2.yaml)
 ALPHAS = ("0.05", "0.1", "0.4", "0.6", "1.0")
 
 CLAIMS: tuple[Claim, ...] = (
@@ -85,6 +86,20 @@ CLAIMS: tuple[Claim, ...] = (
         "TokenSqueeze shortens the correct responses (Len-T)",
         "Len-T MATH500 1773 vs 3638 (-51.3%); AIME24 5157 vs 7543 (-31.6%)",
         (Comparison("len_t", (T1, "tokensqueeze"), (T1, "base"), "<", paper_effect=-51.3),),
+    ),
+    Claim(
+        "SM-keeps-accuracy",
+        "TokenSqueeze Table 1 (the headline), on a pretrained model",
+        "On SmolLM2 fine-tuned on the world, TokenSqueeze keeps the base model's accuracy (within 1 point)",
+        "MATH500 92.4 vs 92.8; AIME24 57.5 vs 55.5 (R1-Distill-Qwen-7B)",
+        (Comparison("acc", (SMOL, "tokensqueeze"), (SMOL, "base"), ">", NONINFERIOR, paper_effect=-0.4),),
+    ),
+    Claim(
+        "SM-shortens",
+        "TokenSqueeze Table 1 (the headline), on a pretrained model",
+        "On SmolLM2 fine-tuned on the world, TokenSqueeze shortens the correct responses (Len-T)",
+        "Len-T MATH500 1773 vs 3638 (-51.3%); AIME24 5157 vs 7543 (-31.6%) (R1-Distill-Qwen-7B)",
+        (Comparison("len_t", (SMOL, "tokensqueeze"), (SMOL, "base"), "<", paper_effect=-51.3),),
     ),
     Claim(
         "T1-vs-kimi",

@@ -26,7 +26,7 @@ from analysis.page import write_results
 from analysis.protocol import PROTOCOL_FILE, load_protocol
 from analysis.runs import selection
 
-EXPERIMENTS = ("ts_table1", "ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2")
+EXPERIMENTS = ("ts_table1", "ts_table2", "ts_table3", "ts_table4", "ts_fig4", "tldr_table2", "ts_smollm2")
 
 
 def main() -> None:

