@@ -37,7 +37,7 @@ from tsq.cache import ArtifactStore  # noqa: E402
 from tsq.sampling.executors import LocalExecutor, RayExecutor  # noqa: E402
 from tsq.selection import select_all  # noqa: E402
 from tsq.stages.recipe import base_model_step, build_parts, quiet_libraries  # noqa: E402
-from tsq.stages.refined import REFINED_FILE, read_refined, refined  # noqa: E402
+from tsq.stages.refined import read_refined, refined  # noqa: E402
 from tsq.stages.samples import SAMPLES_FILE, samples  # noqa: E402
 
 
@@ -90,7 +90,6 @@ def main(cfg: DictConfig) -> None:
                     seconds, records = time.perf_counter() - start, read_refined(artifact)
                     rows = len(records)
                     outputs.setdefault(name, records)
-                    assert (artifact.path / REFINED_FILE).exists()
                 ctx.sampler.release()
             unit = "responses" if stage == "samples" else "traces"
             runs.append({"executor": name, "rep": rep, "seconds": seconds, f"{unit}_per_s": rows / seconds})

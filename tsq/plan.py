@@ -14,8 +14,7 @@ batch sizes); what the settings do not fix is an assumption with a default, prin
 `+plan.<name>=` overrides: the mean response length (default: the base model's cached evaluation, if there is one),
 the positives refined per training problem, tokens per reasoning step. Sampling stages spread over the executor's
 replicas (`executor=ray`), refinement (generation and scoring) too when it is sharded (`refine_budget.shard_traces`);
-training runs in one process. docs/performance.md compares the plan with
-measured wall times.
+training runs in one process. docs/performance.md compares the plan with measured wall times.
 """
 
 from __future__ import annotations

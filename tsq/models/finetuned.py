@@ -21,7 +21,7 @@ import lightning as L
 from tsq.cache import world_key
 from tsq.data.base import ProblemSource, Teacher
 from tsq.models.base import ModelHandle
-from tsq.models.tiny import Pretraining, fit_on_traces, teacher_corpus
+from tsq.models.tiny import Pretraining, check_teacher_style, fit_on_traces, teacher_corpus
 from tsq.training.lm import encode_pairs
 
 
@@ -40,8 +40,7 @@ class TeacherFineTunedModel:
     def __post_init__(self) -> None:
         if not isinstance(self.pretrain, Pretraining):
             self.pretrain = Pretraining(**dict(self.pretrain))
-        if self.teacher_style not in ("default", "concise", "system1"):
-            raise ValueError(f"model.teacher_style must be default, concise or system1, got {self.teacher_style!r}")
+        check_teacher_style(self.teacher_style)
         if getattr(self.base, "artifact", None) is None:
             # (an existing directory or hub id would be read at build time, outside any key: not supported)
             raise ValueError(f"model.base must be a model source that builds its model, got {self.base!r}")

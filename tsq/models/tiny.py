@@ -79,6 +79,12 @@ class Pretraining:
                 raise ValueError(f"model.pretrain.{key} must be > 0, got {getattr(self, key)}")
 
 
+def check_teacher_style(style: str) -> None:
+    """Refuse a `model.teacher_style` the world's teacher does not write (see TeacherStyle)."""
+    if style not in ("default", "concise", "system1"):
+        raise ValueError(f"model.teacher_style must be default, concise or system1, got {style!r}")
+
+
 def teacher_corpus(world: Teacher, pretrain: Pretraining, teacher_style: str) -> tuple[list[str], list[str]]:
     """(prompts, responses): a teacher trace for every example of `pretrain` (steps x batch size), each on a fresh
     problem, never on a dev or test prompt."""
@@ -108,8 +114,7 @@ class TinyReasoningModel:
     teacher_style: str = "default"
 
     def __post_init__(self) -> None:
-        if self.teacher_style not in ("default", "concise", "system1"):
-            raise ValueError(f"model.teacher_style must be default, concise or system1, got {self.teacher_style!r}")
+        check_teacher_style(self.teacher_style)
         if not isinstance(self.architecture, Architecture):
             self.architecture = Architecture(**dict(self.architecture))
         if not isinstance(self.pretrain, Pretraining):
