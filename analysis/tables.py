@@ -3,6 +3,8 @@ dev selection, TL;DR's per-level layout and kept checkpoints, the positives per 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -45,8 +47,10 @@ def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
 
 
 def seed_cell(result: RowResult, role: str, metric: str, protocol: Protocol) -> SeedInterval:
-    """A row's value pooled over its seeds, with the interval that covers seed and problem variance."""
-    return seed_aware_interval(result.sums(metric, role), n_boot=protocol.n_boot, level=protocol.level)
+    """A row's value pooled over its seeds, with the interval that covers seed and problem variance, within the
+    values the metric can take (an accuracy in [0, 1], a length at least 0)."""
+    bounds = (0.0, 1.0) if metric == "acc" else (0.0, math.inf)
+    return seed_aware_interval(result.sums(metric, role), n_boot=protocol.n_boot, level=protocol.level, bounds=bounds)
 
 
 def result_table(

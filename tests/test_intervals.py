@@ -86,6 +86,10 @@ def test_the_seed_aware_interval_by_hand():
     assert interval.se_problems == 0.0 and interval.df == np.inf and interval.low == interval.high == 0.25
     spread = seed_aware_interval((np.array([[2.0, 2.0], [0.0, 0.0]]), np.full((2, 2), 2.0)), n_boot=200)
     assert spread.per_seed == pytest.approx((1.0, 0.0)) and spread.se_seeds == pytest.approx(0.5)  # sd 0.707 / sqrt(2)
+    # t at 1 degree of freedom (12.7) x 0.5 reaches far past an accuracy's range; clipped to it, the rest unchanged
+    assert spread.low < 0 and spread.high > 1
+    bounded = seed_aware_interval((np.array([[2.0, 2.0], [0.0, 0.0]]), np.full((2, 2), 2.0)), n_boot=200, bounds=(0, 1))
+    assert (bounded.low, bounded.high) == (0, 1) and bounded.estimate == spread.estimate == 0.5
 
 
 @pytest.mark.parametrize("sd_points", [0.0, 0.5, 1.0])

@@ -161,6 +161,7 @@ def seed_aware_interval(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
 ) -> SeedInterval:
     """A row's pooled ratio metric, or with `versus` the difference row - versus (each seed's row against the same
     seed's `versus`: paired), with an interval that covers what a rerun with other seeds on other problems would
@@ -173,7 +174,9 @@ def seed_aware_interval(
     from how much larger the bootstrap variance of one seed's value is than the pooled value's
     ((mean per-seed variance - pooled variance) / (S - 1)). The interval is estimate +- t * SE with
     Welch-Satterthwaite degrees of freedom (the problems' part counted as known). With one seed it is the problem
-    bootstrap's normal interval. Measured coverage: tests/test_intervals.py simulates it.
+    bootstrap's normal interval. Measured coverage: tests/test_intervals.py simulates it. The interval is clipped to
+    `bounds`, the values the metric can take (an accuracy's [0, 1]): a t interval over few spread seeds can reach past
+    them, and clipping never drops a possible true value.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -213,8 +216,8 @@ def seed_aware_interval(
     half = float(stats.t.ppf((1 + level) / 2, df)) * math.sqrt(variance)
     return SeedInterval(
         estimate,
-        estimate - half,
-        estimate + half,
+        max(estimate - half, bounds[0]),
+        min(estimate + half, bounds[1]),
         tuple(per_seed.tolist()),
         math.sqrt(seed_variance),
         math.sqrt(problem_variance),
