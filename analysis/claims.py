@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from tsq.evaluation.intervals import Interval
 
 NONINFERIOR = "noninferior"  # a threshold placeholder: -noninferiority from the protocol
-# a row placeholder: the experiment's online-RL row with the highest dev accuracy at its selected setting (ties: the
-# shorter dev Len-T), chosen on dev like every setting (analysis.verdicts.resolve_row)
+# a row placeholder: the experiment's online-RL row with a length reward with the highest dev accuracy at its selected
+# setting (ties: the shorter dev Len-T), chosen on dev like every setting (analysis.verdicts.resolve_row)
 BEST_RL = "best_rl"
+# plain GRPO (correctness reward only) is the RL rows' reference point, not a Long2Short method: never BEST_RL
+RL_REFERENCE = "grpo"
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 
@@ -111,7 +113,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "T1-ts-vs-best-rl",
         "tsq: offline preference learning against online RL at equal steps",
-        "TokenSqueeze is at least as accurate as the best RL row (within 1 point) with shorter correct responses",
+        "TokenSqueeze is at least as accurate as the best RL row with a length reward (within 1 point) with shorter "
+        "correct responses",
         "no paper compares them under one protocol; R1-Distill-Qwen-7B MATH500 as each paper reports it: "
         "TokenSqueeze 92.4 at 2,045 tokens, DLER 94.2 at 1,634, DOT-8K 94.3 at 1,293",
         (
@@ -122,7 +125,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "T1-best-rl-vs-ts",
         "tsq: offline preference learning against online RL at equal steps",
-        "The best RL row is at least as accurate as TokenSqueeze (within 1 point) with shorter correct responses",
+        "The best RL row with a length reward is at least as accurate as TokenSqueeze (within 1 point) with shorter "
+        "correct responses",
         "as the claim above (the papers' numbers favour RL)",
         (
             Comparison("acc", (T1, BEST_RL), (T1, "tokensqueeze"), ">", NONINFERIOR),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.claims import BEST_RL, HOLDS, Claim, Comparison, combine, threshold_of, verdict
+from analysis.claims import BEST_RL, HOLDS, RL_REFERENCE, Claim, Comparison, combine, threshold_of, verdict
 from analysis.layouts import LAYOUTS, DevChoice
 from analysis.protocol import Protocol, difference, select_setting
 from analysis.runs import RowResult
@@ -64,8 +64,8 @@ def size_verdict(value: float, low: float, high: float, paper: float) -> str:
 
 
 def resolve_row(experiment: str, row: str, selected: dict[str, dict]) -> str | None:
-    """A claim's row: itself, or for `BEST_RL` the experiment's RL row with the highest dev accuracy at its selected
-    setting (ties: the shorter dev Len-T); None while no RL row has been searched."""
+    """A claim's row: itself, or for `BEST_RL` the experiment's RL row with a length reward (not `RL_REFERENCE`) with
+    the highest dev accuracy at its selected setting (ties: the shorter dev Len-T); None until all are searched."""
     if row != BEST_RL:
         return row
     layout = LAYOUTS[experiment]
@@ -75,7 +75,7 @@ def resolve_row(experiment: str, row: str, selected: dict[str, dict]) -> str | N
         len_t = entry["len_t"]
         return -entry["acc"], len_t if len_t is not None and math.isfinite(len_t) else math.inf
 
-    candidates = [name for name in layout.labels if layout.kind_of(name) == "rl"]
+    candidates = [name for name in layout.labels if layout.kind_of(name) == "rl" and name != RL_REFERENCE]
     if not candidates or any(name not in selected for name in candidates):
         return None  # chosen among all the RL rows, once each has been searched
     return min(candidates, key=dev_rank)

@@ -82,7 +82,7 @@ def test_a_claim_holds_only_when_every_part_holds_and_fails_when_any_part_fails(
     assert combine([INCONCLUSIVE, FAILS, HOLDS]) == FAILS
 
 
-def test_the_best_rl_row_is_chosen_on_dev_among_all_rl_rows():
+def test_the_best_rl_row_is_chosen_on_dev_among_the_rl_rows_with_a_length_reward():
     from analysis.verdicts import resolve_row
 
     rl_rows = [r for r in LAYOUTS["ts_table1"].labels if LAYOUTS["ts_table1"].kind_of(r) == "rl"]
@@ -94,9 +94,10 @@ def test_the_best_rl_row_is_chosen_on_dev_among_all_rl_rows():
     selected["grpo_dler"] = searched(0.7, 25.0)
     selected["grpo_dot"] = searched(0.7, 20.0)  # as accurate, shorter: the tie goes to it
     selected["tokensqueeze"] = searched(0.9, 10.0)  # not an RL row
+    selected["grpo"] = searched(0.95, 30.0)  # plain GRPO, the reference: no length reward
     assert resolve_row("ts_table1", BEST_RL, selected) == "grpo_dot"
     assert resolve_row("ts_table1", "kimi_dpo", selected) == "kimi_dpo"
-    del selected["grpo"]  # one RL row not searched yet: no choice
+    del selected["grpo_kimi"]  # one RL row not searched yet: no choice
     assert resolve_row("ts_table1", BEST_RL, selected) is None
 
 
