@@ -8,6 +8,7 @@ from tsq.plan import (
     GenerationProbe,
     StageCost,
     Throughput,
+    base_model_cost,
     evaluation_cost,
     main,
     preference_training_cost,
@@ -49,6 +50,12 @@ def test_training_tokens_by_hand():
     assert rl_cost(10, 64, 1, 0.0, A).scored == 0
 
 
+def test_base_model_tokens_by_hand():
+    # 200 steps x 16 examples x 60 tokens (prompt and response), trained in one process
+    cost = base_model_cost(200, 16, Assumptions(response_tokens=40.0, example_tokens=60.0))
+    assert (cost.units, cost.trained, cost.generated, cost.spread) == (200, 192_000, 0, False)
+
+
 def test_seconds_spread_generation_over_replicas_only_where_the_stage_runs_on_them():
     rate = Throughput(generate=100, score=1000, train=50, replicas=2)
     assert StageCost("samples", 1, "x", generated=1000).seconds(rate) == 5
@@ -68,6 +75,8 @@ def test_the_command_prints_every_stage_of_the_run_and_its_assumptions(capsys, t
     for stage in ("eval (base)", "samples", "refined", "ref_logps", "policy", "eval (trained)", "total"):
         assert stage in out
     assert "response_tokens 30, given" in out and "refined_per_problem 2.0, default" in out
+    # an empty cache: the run trains its tiny base model first, priced at 1.5 x 30 tokens an example
+    assert "base_model" in out and "example_tokens 45.0, default" in out
     main(["debug=smoke", "method=grpo_kimi", f"paths.cache_dir={tmp_path}", *given])
     out = capsys.readouterr().out
     assert "rl_policy" in out and "samples" not in out
@@ -106,3 +115,5 @@ def test_measured_generation_is_timed_per_sampling_stage(smoke_run):
     samples = next(c for c in made.costs if c.stage == "samples")
     assert samples.seconds(rate) == pytest.approx(samples.generated / rate.generate_by_stage["samples"])
     assert "first 12 responses" in made.notes["throughput"]
+    # the smoke run built its base model: nothing to build, nothing priced for it
+    assert "base_model" not in [c.stage for c in made.costs] and "example_tokens" not in made.notes

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsq.models.base import TrainedOnTeacher
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.executors import ModelReplica
 
@@ -86,7 +87,17 @@ class Assumptions:
     refined_per_problem: float = ASSUMPTION_DEFAULTS["refined_per_problem"]
     step_tokens: float = ASSUMPTION_DEFAULTS["step_tokens"]
     pairs_per_problem: float = ASSUMPTION_DEFAULTS["pairs_per_problem"]
+    # tokens of one example (prompt and response) the base model is trained on, where the run builds it
+    example_tokens: float = 0.0
     notes: dict = field(default_factory=dict)
+
+
+def base_model_cost(steps: int, batch_size: int, a: Assumptions) -> StageCost:
+    """Building the base model on the teacher's traces (`model=tiny` from scratch, `model=smollm2_world` fine-tuned):
+    `steps` optimizer steps of `batch_size` examples of `a.example_tokens` tokens each."""
+    return StageCost(
+        "base_model", steps, "optimizer steps", trained=steps * batch_size * a.example_tokens, spread=False
+    )
 
 
 def evaluation_cost(
@@ -161,8 +172,9 @@ def wall(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
-    """The stages `cfg.steps` runs, costed (a preference run, a TL;DR run or an RL run)."""
+def run_costs(cfg, world, parts, a: Assumptions, pretrain=None) -> list[StageCost]:
+    """The stages `cfg.steps` runs, costed (a preference run, a TL;DR run or an RL run); with `pretrain` (a
+    `Pretraining`) the base model's build first, where the run builds it."""
     from tsq.stages.recipe import TRAINING_STEPS
 
     steps = list(cfg.steps)
@@ -171,7 +183,7 @@ def run_costs(cfg, world, parts, a: Assumptions) -> list[StageCost]:
         "eval (base)", len(ev.problems(world)), ev.n_samples, ev.forced_budgets, ev.forced_samples, a
     )
     problems = len(parts.sampling.problems(world))
-    costs: list[StageCost] = []
+    costs = [base_model_cost(pretrain.steps, pretrain.batch_size, a)] if pretrain is not None else []
     trains = set(TRAINING_STEPS) & set(steps)
     if "base_eval" in steps or trains:
         costs.append(evaluation)
@@ -292,9 +304,12 @@ def plan(argv: list[str]) -> Plan:
     ctx, parts = build_parts(cfg)
     replicas = int(options.get("replicas", getattr(ctx.executor, "replicas", 1)))
     notes = {}
+    keys, source = planned_keys(ctx, parts), parts.model_source
+    # the base model's build is the run's work where it is trained here and not in the cache yet
+    builds_base = isinstance(source, TrainedOnTeacher) and not ctx.store.exists(source.artifact, keys["base_model"])
     response = options.get("response_tokens")
     if response is None:
-        key = planned_keys(ctx, parts)["eval_base"]
+        key = keys["eval_base"]
         if ctx.store.exists(EVAL.name, key):
             evaluated = ctx.store.path(EVAL.name, key) / SAMPLES_FILE
             response = float(read_samples(evaluated)["n_tokens"].mean())
@@ -306,14 +321,25 @@ def plan(argv: list[str]) -> Plan:
         notes["response_tokens"] = f"{response}, given"
     for name, default in ASSUMPTION_DEFAULTS.items():
         notes[name] = f"{options.get(name, default)}, {'given' if name in options else 'default'}"
+    example = float(options.get("example_tokens", 1.5 * float(response)))
+    if builds_base:
+        given = "given" if "example_tokens" in options else "default: 1.5 x response_tokens (prompt and response)"
+        notes["example_tokens"] = f"{example:.1f}, {given}; the base model's {source.pretrain.steps} training steps"
     assumptions = Assumptions(
-        float(response), **{k: float(options.get(k, v)) for k, v in ASSUMPTION_DEFAULTS.items()}, notes=notes
+        float(response),
+        **{k: float(options.get(k, v)) for k, v in ASSUMPTION_DEFAULTS.items()},
+        example_tokens=example,
+        notes=notes,
     )
     if options.get("measure"):
         from tsq.stages.recipe import base_model_step
         from tsq.stages.samples import SHARD_PROBLEMS
 
+        start = time.perf_counter()
         ctx, model = base_model_step(ctx, parts)  # (prompts rendered as the run renders them)
+        if builds_base:  # built now, to measure on it: the run will find it in the cache
+            notes["base_model"] = f"built while measuring, {wall(time.perf_counter() - start)} (not in the plan)"
+            builds_base = False
         rows, tokens = int(options.get("probe_rows", 256)), int(options.get("probe_tokens", 64))
         ev, sampling = parts.evaluator, parts.sampling
         probes = [
@@ -337,7 +363,7 @@ def plan(argv: list[str]) -> Plan:
             raise SystemExit(f"plan: give {', '.join('+' + m for m in missing)} (tokens/s), or +plan.measure=true")
         rate = Throughput(**{k: float(v) for k, v in given.items()}, replicas=replicas)
         notes["throughput"] = "given"
-    return Plan(run_costs(cfg, ctx.world, parts, assumptions), rate, notes)
+    return Plan(run_costs(cfg, ctx.world, parts, assumptions, source.pretrain if builds_base else None), rate, notes)
 
 
 def main(argv: list[str]) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from tsq.data.base import ProblemSource
+
+if TYPE_CHECKING:
+    from tsq.models.tiny import Pretraining
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class ModelSource(Protocol):
     def key_inputs(self, world: ProblemSource) -> dict[str, str]: ...
 
     def build(self, world: ProblemSource, out_dir: Path) -> None: ...
+
+
+@runtime_checkable
+class TrainedOnTeacher(Protocol):
+    """A model source built by training on a synthetic world's teacher traces (`model=tiny` from scratch,
+    `model=smollm2_world` fine-tuned), `pretrain` its training settings (steps, batch size, ...)."""
+
+    pretrain: Pretraining
 
 
 @dataclass
