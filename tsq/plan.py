@@ -13,9 +13,10 @@ Nothing is sampled or trained. Token counts follow the settings (problems, sampl
 batch sizes); what the settings do not fix is an assumption with a default, printed beside the plan, that
 `+plan.<name>=` overrides: the mean response length (default: the base model's cached evaluation, if there is one),
 the positives refined per training problem, tokens per reasoning step, tokens of a base-model training example
-(where the run builds its base model: `model=tiny`, `model=smollm2_world`, not cached yet). Sampling stages spread over the executor's
-replicas (`executor=ray`), refinement (generation and scoring) too when it is sharded (`refine_budget.shard_traces`);
-training runs in one process. docs/performance.md compares the plan with measured wall times.
+(where the run builds its base model: `model=tiny`, `model=smollm2_world`, not cached yet). Sampling stages spread
+over the executor's replicas (`executor=ray`), refinement (generation and scoring) too when it is sharded
+(`refine_budget.shard_traces`); training runs in one process. docs/performance.md compares the plan with measured
+wall times.
 """
 
 from __future__ import annotations
