@@ -73,7 +73,7 @@ def experiment_section(
             text += ["Per level (levels stand for TL;DR's datasets; Len = Len-A), pooled over seeds:", ""]
             text += [md(per_level_table(rows, base)), ""]
             text += ["Kept checkpoints (dev evaluation every `tldr.update_every` steps):", ""]
-            text += [md(tldr_checkpoints(rows, protocol.seed_key["tldr"]), index=False), ""]
+            text += [md(tldr_checkpoints(rows, protocol.seed_key), index=False), ""]
         k = k_table([(result.runs[0].record, result.label) for result in rows.values()])
         if len(k.columns) and layout.protocol_kind == "preference":
             text += ["Positives chosen per problem (k): problems per k.", "", md(k), ""]

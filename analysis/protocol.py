@@ -34,19 +34,19 @@ class Protocol:
     def __post_init__(self) -> None:
         for kind in KINDS:
             if kind not in self.search:
-                raise ValueError(f"{PROTOCOL_FILE}: search needs an entry for {kind!r}")
+                raise ValueError(f"search needs an entry for {kind!r}")
             for key, values in self.search[kind].items():
                 if not isinstance(values, list) or not values:
-                    raise ValueError(f"{PROTOCOL_FILE}: search.{kind}.{key} must be a non-empty list, got {values!r}")
+                    raise ValueError(f"search.{kind}.{key} must be a non-empty list, got {values!r}")
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"{PROTOCOL_FILE}: seeds must be at least 2 distinct seeds, got {list(self.seeds)}")
+            raise ValueError(f"seeds must be at least 2 distinct seeds, got {list(self.seeds)}")
         if self.search_seed in self.seeds:
             raise ValueError(
-                f"{PROTOCOL_FILE}: search_seed {self.search_seed} is one of the test seeds {list(self.seeds)}: a "
+                f"search_seed {self.search_seed} is one of the test seeds {list(self.seeds)}: a "
                 "setting chosen on a seed's draws would be tested on the same draws"
             )
         if not 0 <= self.acc_margin < 1 or not 0 <= self.noninferiority < 1:
-            raise ValueError(f"{PROTOCOL_FILE}: acc_margin and noninferiority are fractions of accuracy in [0, 1)")
+            raise ValueError("acc_margin and noninferiority are fractions of accuracy in [0, 1)")
 
     def grid(self, kind: str) -> list[dict[str, object]]:
         """Every setting of the kind's search grid, as {override key: value}, in a fixed order."""
@@ -64,6 +64,8 @@ def load_protocol(path: str | Path = PROTOCOL_FILE) -> Protocol:
         return Protocol(**{**spec, "seeds": tuple(spec["seeds"]), "dev_overrides": dev})
     except (TypeError, KeyError) as err:
         raise ValueError(f"{path}: bad protocol ({err})") from err
+    except ValueError as err:  # (the file that was read, which need not be conf/protocol.yaml)
+        raise ValueError(f"{path}: {err}") from err
 
 
 def select_setting(dev: pd.DataFrame, base_acc: float, acc_margin: float) -> object:

@@ -1,6 +1,7 @@
 """The tables' protocol (analysis/protocol.py) and the verdict rule (analysis/claims.py), against hand-made cases."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -200,7 +201,10 @@ def test_a_search_seed_among_the_test_seeds_is_refused(tmp_path):
         "seed_key: seed\nsearch_seed: 1\n"
         "seeds: [0, 1]\nacc_margin: 0.01\nnoninferiority: 0.01\n"
     )
-    with pytest.raises(ValueError, match="search_seed 1 is one of the test seeds"):
+    with pytest.raises(ValueError, match="protocol.yaml: search_seed 1 is one of the test seeds"):
+        load_protocol(path)
+    path.write_text(path.read_text().replace("seeds: [0, 1]", "seeds: [0]"))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: seeds must be at least 2 distinct")):  # the file read
         load_protocol(path)
 
 
@@ -271,3 +275,40 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         assert "seed=100" in overrides and "eval.n_samples=1" in overrides
     again = start(*command)
     assert again.returncode == 0 and len(launch.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run
+
+
+@pytest.mark.slow
+def test_the_protocol_writes_tldrs_section_on_the_smoke_world(smoke_run, tmp_path):
+    """TL;DR Table 2 through `python -m analysis.results` on debug=smoke (one learning rate, two test seeds): its
+    per-level table, the kept checkpoints with each run's seed and weights' history, and its claims judged."""
+    import shutil
+
+    from helpers import start
+
+    folder, _ = smoke_run
+    shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(
+        "search: {preference: {train.lr: [1.0e-3]}, tldr: {tldr.lr: [1.0e-3]}, rl: {rl.lr: [1.0e-3]}}\n"
+        "seed_key: seed\nsearch_seed: 100\nseeds: [3, 4]\ndev_overrides: [eval.n_samples=1]\n"
+        "acc_margin: 0.01\nnoninferiority: 0.01\nn_boot: 200\nlevel: 0.95\n"
+    )
+    out = tmp_path / "RESULTS.md"
+    command = [
+        "-m", "analysis.results", "--experiments", "tldr_table2", "--root", str(tmp_path / "logs"),
+        "--out", str(out), "--protocol", str(protocol), "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    done = start(*command, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    section = text[text.index("(`tldr_table2`)") :]
+    assert "Per level" in section and "Kept checkpoints" in section
+    table = section[section.index("Kept checkpoints") :].split("\n\n")[1].splitlines()
+    header, rows = [c.strip() for c in table[0].split("|")], [[c.strip() for c in r.split("|")] for r in table[2:]]
+    kept = pd.DataFrame([r[1:-1] for r in rows], columns=header[1:-1])
+    # one kept checkpoint per row and test seed, with its weights' history; the seed read from the run's overrides
+    labels = list(LAYOUTS["tldr_table2"].labels.values())
+    assert sorted(zip(kept["row"], kept["seed"], strict=True)) == sorted((label, s) for label in labels for s in ("3", "4"))
+    assert kept["System-1 weight by step"].str.match(r"\d+: \d\.\d\d").all()
+    verdicts = [line for line in text.splitlines() if line.startswith("| TLDR-")]
+    assert verdicts and all(any(f"**{v}**" in line for v in (HOLDS, FAILS, INCONCLUSIVE)) for line in verdicts)
