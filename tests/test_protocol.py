@@ -308,7 +308,8 @@ def test_the_protocol_writes_tldrs_section_on_the_smoke_world(smoke_run, tmp_pat
     kept = pd.DataFrame([r[1:-1] for r in rows], columns=header[1:-1])
     # one kept checkpoint per row and test seed, with its weights' history; the seed read from the run's overrides
     labels = list(LAYOUTS["tldr_table2"].labels.values())
-    assert sorted(zip(kept["row"], kept["seed"], strict=True)) == sorted((label, s) for label in labels for s in ("3", "4"))
+    expected = sorted((label, seed) for label in labels for seed in ("3", "4"))
+    assert sorted(zip(kept["row"], kept["seed"], strict=True)) == expected
     assert kept["System-1 weight by step"].str.match(r"\d+: \d\.\d\d").all()
     verdicts = [line for line in text.splitlines() if line.startswith("| TLDR-")]
     assert verdicts and all(any(f"**{v}**" in line for v in (HOLDS, FAILS, INCONCLUSIVE)) for line in verdicts)
