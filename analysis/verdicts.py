@@ -133,20 +133,27 @@ def claim_rows(
     return ClaimResult(combine(verdicts), parts, effects, equal_settings(claim, results, protocol))
 
 
+def grid_point(setting: dict[str, object]) -> tuple:
+    """A searched setting as a point of the protocol's grid, which is one for every kind of row: keys are compared by
+    their last part, so `train.lr`, `rl.lr` and `tldr.lr` at one value are the same learning rate."""
+    return tuple(sorted((key.rsplit(".", 1)[-1], value) for key, value in setting.items()))
+
+
 def equal_settings(
     claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
 ) -> str:
-    """For a claim about lengths between two trained rows: its verdict at every setting both rows searched, on the
-    dev search (one seed; an interval over problems only), e.g. "holds at 4 of 6 (...)"; empty otherwise."""
+    """For a claim about lengths between two trained rows: its verdict at every grid point both rows searched
+    (`grid_point`: a preference row and an RL row meet at equal learning rates), on the dev search (one seed; an
+    interval over problems only), e.g. "holds at 4 of 6 (...)"; empty otherwise."""
     if not any(c.metric in LENGTHS for c in claim.parts) or any(BASE in (c.row[1], c.versus[1]) for c in claim.parts):
         return ""
     by_setting: dict[tuple, list[str]] = {}
     for comparison in claim.parts:
         row_dev = results.get(comparison.row[0], ({}, None, {}))[2].get(comparison.row[1], {}).get("dev", [])
         versus_dev = results.get(comparison.versus[0], ({}, None, {}))[2].get(comparison.versus[1], {}).get("dev", [])
-        versus_at = {tuple(sorted(e["setting"].items())): e for e in versus_dev}
+        versus_at = {grid_point(e["setting"]): e for e in versus_dev}
         for entry in row_dev:
-            setting = tuple(sorted(entry["setting"].items()))
+            setting = grid_point(entry["setting"])
             if setting not in versus_at:
                 continue
             a, b = entry["run"].frame("trained"), versus_at[setting]["run"].frame("trained")

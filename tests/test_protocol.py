@@ -23,7 +23,7 @@ from analysis.layouts import LAYOUTS
 from analysis.protocol import difference, load_protocol, pooled, row_override, select_setting
 from analysis.runs import RowResult
 from analysis.tables import sweep_points
-from analysis.verdicts import size_verdict
+from analysis.verdicts import grid_point, size_verdict
 from tsq.evaluation.intervals import Interval
 
 
@@ -313,3 +313,10 @@ def test_the_protocol_writes_tldrs_section_on_the_smoke_world(smoke_run, tmp_pat
     assert kept["System-1 weight by step"].str.match(r"\d+: \d\.\d\d").all()
     verdicts = [line for line in text.splitlines() if line.startswith("| TLDR-")]
     assert verdicts and all(any(f"**{v}**" in line for v in (HOLDS, FAILS, INCONCLUSIVE)) for line in verdicts)
+
+
+def test_rows_of_every_kind_meet_at_equal_learning_rates():
+    # the protocol's grid is one learning rate grid, whichever trainer reads it
+    assert grid_point({"train.lr": 5e-6}) == grid_point({"rl.lr": 5e-6}) == grid_point({"tldr.lr": 5e-6})
+    assert grid_point({"train.lr": 5e-6}) != grid_point({"train.lr": 1.25e-5})
+    assert grid_point({"train.lr": 5e-6, "train.beta": 0.1}) == (("beta", 0.1), ("lr", 5e-6))
