@@ -221,27 +221,36 @@ def test_wall_times_take_the_computing_run_of_each_command_and_sum_them(tmp_path
     assert table.loc["", "computing (s)"] == 140.0
 
 
-def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
-    """`python -m analysis.results` for one table on debug=smoke: search on dev, selection, every seed of the
-    selected settings on test, RESULTS.md with intervals and verdicts; a second call starts no phase."""
+def smoke_protocol(smoke_run, tmp_path, experiment: str, preference_lrs: list[str], seeds: list[int], *extra: str):
+    """The `python -m analysis.results` arguments for one experiment on debug=smoke under a small protocol (the
+    preference grid given, one learning rate for TL;DR and RL rows, dev 1 sample a problem), the smoke run's base
+    model copied into its cache; and the RESULTS.md it writes."""
     import shutil
-
-    from helpers import start
 
     folder, _ = smoke_run
     shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(
-        "search: {preference: {train.lr: [1.0e-3, 2.0e-3]}, tldr: {tldr.lr: [1.0e-3]}, rl: {rl.lr: [1.0e-3]}}\n"
-        "seed_key: seed\nsearch_seed: 100\nseeds: [0, 1]\ndev_overrides: [eval.n_samples=1]\n"
+        f"search: {{preference: {{train.lr: [{', '.join(preference_lrs)}]}}, tldr: {{tldr.lr: [1.0e-3]}}, "
+        "rl: {rl.lr: [1.0e-3]}}\n"
+        f"seed_key: seed\nsearch_seed: 100\nseeds: {seeds}\ndev_overrides: [eval.n_samples=1]\n"
         "acc_margin: 0.01\nnoninferiority: 0.01\nn_boot: 200\nlevel: 0.95\n"
     )
     out = tmp_path / "RESULTS.md"
     command = [
-        "-m", "analysis.results", "--experiments", "ts_table3", "--root", str(tmp_path / "logs"),
-        "--out", str(out), "--protocol", str(protocol),
-        "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}", "train.max_steps=3",
+        "-m", "analysis.results", "--experiments", experiment, "--root", str(tmp_path / "logs"),
+        "--out", str(out), "--protocol", str(protocol), "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}",
+        *extra,
     ]  # fmt: skip
+    return out, command
+
+
+def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
+    """`python -m analysis.results` for one table on debug=smoke: search on dev, selection, every seed of the
+    selected settings on test, RESULTS.md with intervals and verdicts; a second call starts no phase."""
+    from helpers import start
+
+    out, command = smoke_protocol(smoke_run, tmp_path, "ts_table3", ["1.0e-3", "2.0e-3"], [0, 1], "train.max_steps=3")
     done = start(*command)
     assert done.returncode == 0, done.stderr[-3000:]
     ledger = launch.ledger(tmp_path / "logs")
@@ -281,23 +290,9 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
 def test_the_protocol_writes_tldrs_section_on_the_smoke_world(smoke_run, tmp_path):
     """TL;DR Table 2 through `python -m analysis.results` on debug=smoke (one learning rate, two test seeds): its
     per-level table, the kept checkpoints with each run's seed and weights' history, and its claims judged."""
-    import shutil
-
     from helpers import start
 
-    folder, _ = smoke_run
-    shutil.copytree(folder / "cache" / "base_model", tmp_path / "cache" / "base_model")  # its pretraining, reused
-    protocol = tmp_path / "protocol.yaml"
-    protocol.write_text(
-        "search: {preference: {train.lr: [1.0e-3]}, tldr: {tldr.lr: [1.0e-3]}, rl: {rl.lr: [1.0e-3]}}\n"
-        "seed_key: seed\nsearch_seed: 100\nseeds: [3, 4]\ndev_overrides: [eval.n_samples=1]\n"
-        "acc_margin: 0.01\nnoninferiority: 0.01\nn_boot: 200\nlevel: 0.95\n"
-    )
-    out = tmp_path / "RESULTS.md"
-    command = [
-        "-m", "analysis.results", "--experiments", "tldr_table2", "--root", str(tmp_path / "logs"),
-        "--out", str(out), "--protocol", str(protocol), "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}",
-    ]  # fmt: skip
+    out, command = smoke_protocol(smoke_run, tmp_path, "tldr_table2", ["1.0e-3"], [3, 4])
     done = start(*command, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
