@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import median_and_range  # noqa: E402
 from tsq.cache import ArtifactStore  # noqa: E402
+from tsq.data.base import evenly_spaced  # noqa: E402
 from tsq.sampling.base import SamplingParams  # noqa: E402
 from tsq.sampling.hf import HFSampler  # noqa: E402
 from tsq.stages.base_model import base_model  # noqa: E402
@@ -81,7 +82,7 @@ def backend_workloads(cfg: DictConfig, bench, store: ArtifactStore) -> list[dict
     if "tiny" in models:
         world = instantiate(cfg.data, _convert_="all")
         handle = base_model(world, store, instantiate(cfg.model, _convert_="all"))
-        tests = world.split("test")[:problems]
+        tests = evenly_spaced(world.split("test"), problems)  # every level, as the stages take a subset
         params = SamplingParams(n=16, max_new_tokens=int(bench.get("tiny_tokens", 128)), temperature=0.9)
         out.append({"model": "tiny", "path": handle.path, "prompts": [p.prompt for p in tests], "params": params,
                     "world": world, "problems": tests})  # fmt: skip

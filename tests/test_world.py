@@ -127,3 +127,22 @@ def test_anatomy_of_a_hand_written_response():
 def test_bad_world_config_names_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         SyntheticWorld(**kwargs)
+
+
+def test_a_subset_of_a_split_is_evenly_spaced_and_keeps_every_level():
+    from tsq.data.base import evenly_spaced
+    from tsq.evaluation.evaluate import Evaluator
+    from tsq.sampling.settings import SamplingSettings
+
+    ten = [f"p{i}" for i in range(10)]
+    assert evenly_spaced(ten, 4) == ["p0", "p2", "p5", "p7"]  # indices 0, 10//4, 20//4, 30//4
+    assert evenly_spaced(ten, 10) == ten and evenly_spaced(ten, 99) == ten and evenly_spaced(ten, None) == ten
+    w = small_world()  # each split stored level by level: train 30 = 6 per level, test 100 = 20 per level
+    train = SamplingSettings(max_problems=10).problems(w)
+    assert Counter(p.level for p in train) == {lvl: 2 for lvl in range(1, 6)}
+    assert Counter(p.level for p in Evaluator(max_problems=5).problems(w)) == {lvl: 1 for lvl in range(1, 6)}
+    # the rule is part of the key only where a subset is taken (whole-split keys are unchanged)
+    assert "subset" not in SamplingSettings().key_material() and "subset" not in Evaluator().key_material()
+    assert (
+        SamplingSettings(max_problems=10).key_material()["subset"] == Evaluator(max_problems=5).key_material()["subset"]
+    )

@@ -22,6 +22,20 @@ class Problem:
         return asdict(self)
 
 
+# How `max_problems` picks its subset; part of a stage's key wherever max_problems is set, so that a change of
+# rule can never reuse an artifact built by the old one.
+SUBSET_RULE = "evenly spaced"
+
+
+def evenly_spaced(problems: list[Problem], count: int | None) -> list[Problem]:
+    """`count` problems taken at even intervals over the split, in split order (all of them when `count` is None or
+    at least the split's size). Splits are stored level by level, so the first `count` problems would all be the
+    easiest level; evenly spaced ones keep each level's share to within one problem."""
+    if count is None or count >= len(problems):
+        return list(problems)
+    return [problems[(i * len(problems)) // count] for i in range(count)]
+
+
 @dataclass(frozen=True)
 class Conversation:
     """A problem as chat messages, for trainers that apply a chat template themselves (TRL's conversational

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from tsq.data.base import ProblemSource
+from tsq.data.base import SUBSET_RULE, ProblemSource, evenly_spaced
 from tsq.evaluation import metrics as M
 from tsq.evaluation.intervals import metric_intervals
 from tsq.sampling.base import Sampler, SamplingParams
@@ -92,12 +92,15 @@ class Evaluator:
         problems = world.split(self.split)
         if not problems:
             raise ValueError(f"eval.split={self.split!r} of data={world.name} is empty")
-        return problems[: self.max_problems] if self.max_problems else problems
+        return evenly_spaced(problems, self.max_problems)
 
     def key_material(self) -> dict:
         """Everything that changes the sampled responses (budgets and curve points are read-outs; forced budgets
         are their own stage)."""
-        return {k: v for k, v in asdict(self).items() if k not in READ_OUTS}
+        material = {k: v for k, v in asdict(self).items() if k not in READ_OUTS}
+        if self.max_problems is not None:  # unset keeps the keys of runs on whole splits
+            material["subset"] = SUBSET_RULE
+        return material
 
     def probe_shortcut(self, world: ProblemSource, sampler: Sampler) -> dict[str, float]:
         """Accuracy per level when the model must answer right after an empty ``<think> </think>``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tsq.data.base import Problem, ProblemSource
+from tsq.data.base import SUBSET_RULE, Problem, ProblemSource, evenly_spaced
 from tsq.sampling.base import SamplingParams
 
 HELD_OUT_SPLITS = ("dev", "test")
@@ -52,8 +52,11 @@ class SamplingSettings:
         problems = world.split(self.split)
         if not problems:
             raise ValueError(f"sampling.split={self.split!r} of data={world.name} is empty")
-        return problems[: self.max_problems] if self.max_problems else problems
+        return evenly_spaced(problems, self.max_problems)
 
     def key_material(self) -> dict:
-        keys = ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size", "max_problems")
-        return {k: getattr(self, k) for k in keys if k != "max_problems" or self.max_problems is not None}
+        keys = ("split", "n", "temperature", "top_p", "max_new_tokens", "seed", "shard_size")
+        material = {k: getattr(self, k) for k in keys}
+        if self.max_problems is not None:  # unset keeps the keys of runs on whole splits
+            material |= {"max_problems": self.max_problems, "subset": SUBSET_RULE}
+        return material
