@@ -83,6 +83,8 @@ def test_the_command_prints_every_stage_of_the_run_and_its_assumptions(capsys, t
     assert "half of sampling.max_new_tokens (no cached evaluation)" in out
     with pytest.raises(SystemExit, match=r"\+plan.train_tokens_per_s"):
         main(["debug=smoke", f"paths.cache_dir={tmp_path}", *given[:2]])
+    with pytest.raises(SystemExit, match=r"\+plan.measure=true"):  # no +plan option at all
+        main(["debug=smoke", f"paths.cache_dir={tmp_path}"])
 
 
 def test_sharded_refinement_is_planned_on_the_replicas(tmp_path):

@@ -300,7 +300,7 @@ def plan(argv: list[str]) -> Plan:
         argv = [*argv, f"paths.output_dir={tempfile.gettempdir()}"]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=argv)
-    options = OmegaConf.to_container(cfg.get("plan") or {}, resolve=True)
+    options = OmegaConf.to_container(cfg.plan, resolve=True) if cfg.get("plan") else {}
     with open_dict(cfg):
         cfg.pop("plan", None)
     ctx, parts = build_parts(cfg)
