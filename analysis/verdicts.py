@@ -142,10 +142,11 @@ def grid_point(setting: dict[str, object]) -> tuple:
 def equal_settings(
     claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
 ) -> str:
-    """For a claim about lengths between two trained rows: its verdict at every grid point both rows searched
-    (`grid_point`: a preference row and an RL row meet at equal learning rates), on the dev search (one seed; an
-    interval over problems only), e.g. "holds at 4 of 6 (...)"; empty otherwise."""
-    if not any(c.metric in LENGTHS for c in claim.parts) or any(BASE in (c.row[1], c.versus[1]) for c in claim.parts):
+    """For a claim between two trained rows (about lengths or accuracy): its verdict at every grid point both rows
+    searched (`grid_point`: a preference row and an RL row meet at equal learning rates), on the dev search (one
+    seed; an interval over problems only), e.g. "holds at 4 of 6 (...)"; empty for a claim against the base model,
+    which has no setting."""
+    if any(BASE in (c.row[1], c.versus[1]) for c in claim.parts):
         return ""
     by_setting: dict[tuple, list[str]] = {}
     for comparison in claim.parts:

@@ -315,3 +315,34 @@ def test_rows_of_every_kind_meet_at_equal_learning_rates():
     assert grid_point({"train.lr": 5e-6}) == grid_point({"rl.lr": 5e-6}) == grid_point({"tldr.lr": 5e-6})
     assert grid_point({"train.lr": 5e-6}) != grid_point({"train.lr": 1.25e-5})
     assert grid_point({"train.lr": 5e-6, "train.beta": 0.1}) == (("beta", 0.1), ("lr", 5e-6))
+
+
+def test_an_accuracy_claim_between_trained_rows_is_judged_at_every_common_learning_rate():
+    """Two rows' dev runs at three learning rates: row a answers every problem right at 1e-5 (b half of them), both
+    answer the same at 1e-4, and only a searched 1e-3. The accuracy claim a > b holds at 1e-5 and not at 1e-4, and
+    1e-3 is not a common setting; a claim against the base model has no settings to meet at."""
+    from dataclasses import replace
+
+    from analysis.claims import Claim, Comparison
+    from analysis.runs import Run
+    from analysis.verdicts import equal_settings
+
+    def dev_run(correct: list[bool], lr: float) -> dict:
+        samples = pd.DataFrame(
+            {"problem_id": [f"p{i}" for i in range(len(correct))], "correct": correct, "n_tokens": 10}
+        )
+        return {"setting": {"train.lr": lr}, "run": Run(None, {}, "row", {"trained": samples})}
+
+    right, half = [True] * 40, [True, False] * 20
+    selected = {
+        "a": {"dev": [dev_run(right, 1e-5), dev_run(right, 1e-4), dev_run(right, 1e-3)]},
+        "b": {"dev": [dev_run(half, 1e-5), dev_run(right, 1e-4)]},
+    }
+    results = {"exp": ({}, None, selected)}
+    protocol = replace(load_protocol(), n_boot=500)
+    claim = Claim("X", "test", "a is more accurate than b", "", (Comparison("acc", ("exp", "a"), ("exp", "b"), ">"),))
+    line = equal_settings(claim, results, protocol)
+    assert line.startswith("at equal settings on dev: holds at 1 of 2 (")
+    assert f"1e-05: {HOLDS}" in line and f"0.0001: {INCONCLUSIVE}" in line and "0.001" not in line
+    against_base = Claim("Y", "test", "", "", (Comparison("acc", ("exp", "a"), ("exp", "base"), ">"),))
+    assert equal_settings(against_base, results, protocol) == ""
