@@ -1,5 +1,6 @@
 """The cost plan (`python -m tsq.plan`): its token counts against hand-computed values, and the command."""
 
+import pandas as pd
 import pytest
 
 from tsq.data.base import Problem
@@ -9,6 +10,7 @@ from tsq.plan import (
     StageCost,
     Throughput,
     base_model_cost,
+    construction_assumptions,
     evaluation_cost,
     main,
     preference_training_cost,
@@ -119,3 +121,24 @@ def test_measured_generation_is_timed_per_sampling_stage(smoke_run):
     assert "first 12 responses" in made.notes["throughput"]
     # the smoke run built its base model: nothing to build, nothing priced for it
     assert "base_model" not in [c.stage for c in made.costs] and "example_tokens" not in made.notes
+    # its training samples are cached: the traces refinement will refine are counted from them, not assumed
+    assert "from the run's cached training samples" in made.notes["refined_per_problem"]
+    (refined,) = (folder / "cache").rglob("refined.jsonl")
+    traces = next(c for c in made.costs if c.stage == "refined")
+    assert traces.units == len(refined.read_text().splitlines())
+
+
+def test_construction_assumptions_from_graded_samples_by_hand():
+    """Problem a: positives 0 (10 tokens) and 2 (30) under q = 1; 0 pairs with the longer wrong 1 and 3, 2 with 3.
+    Problem b has no wrong response (nothing to refine or pair), c no right one."""
+    from tsq.selection import QFix
+    from tsq.stages.pairs import PairSettings
+
+    rows = [("a", 10, True, 2, 8), ("a", 20, False, 1, 20), ("a", 30, True, 4, 24), ("a", 40, False, 1, 40)]
+    rows += [("b", 5, True, 1, 5), ("b", 50, True, 5, 50), ("c", 7, False, 1, 7), ("c", 9, False, 1, 9)]
+    frame = pd.DataFrame(rows, columns=["problem_id", "n_tokens", "correct", "n_steps", "step_tokens"])
+    frame["sample"] = frame.groupby("problem_id").cumcount()
+    made = construction_assumptions(frame, QFix(q=1.0), PairSettings(max_pairs=64))
+    assert made == pytest.approx({"refined_per_problem": 2 / 3, "pairs_per_problem": 3 / 3, "step_tokens": 32 / 6})
+    capped = construction_assumptions(frame, QFix(q=1.0), PairSettings(max_pairs=2))
+    assert capped["pairs_per_problem"] == pytest.approx(2 / 3)

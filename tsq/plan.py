@@ -33,6 +33,8 @@ import pandas as pd
 from tsq.models.base import TrainedOnTeacher
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.executors import ModelReplica
+from tsq.selection import Selector, build_pairs, positives_with_negatives, select_all
+from tsq.stages.pairs import PairSettings
 
 # what the settings do not fix (`+plan.<name>=` overrides each); pairs_per_problem only counts when training runs
 # whole epochs over the pairs (train.max_steps null)
@@ -94,6 +96,24 @@ class Assumptions:
     notes: dict = field(default_factory=dict)
 
 
+def construction_assumptions(samples: pd.DataFrame, selector: Selector, pairs: PairSettings) -> dict[str, float]:
+    """`refined_per_problem`, `step_tokens` and `pairs_per_problem` as data construction will find them in graded
+    training samples: the selector's positives that some negative pairs with (the traces refinement refines), their
+    tokens per step, and the pairs built from the unrefined lengths (a refined positive is shorter, so it can pair
+    with a few more negatives: a slight undercount)."""
+    selected = select_all(samples, selector)
+    refined = positives_with_negatives(selected)
+    chosen = pd.DataFrame([selected[pid][0].loc[row] for pid, row in refined])
+    pair_count = sum(
+        len(build_pairs(g["n_tokens"].tolist(), g["correct"].tolist(), sel, pairs.max_pairs, pairs.per, pairs.seed))
+        for g, sel in selected.values()
+    )
+    made = {"refined_per_problem": len(refined) / len(selected), "pairs_per_problem": pair_count / len(selected)}
+    if len(chosen) and chosen["n_steps"].sum() > 0:
+        made["step_tokens"] = float(chosen["step_tokens"].sum() / chosen["n_steps"].sum())
+    return made
+
+
 def base_model_cost(steps: int, batch_size: int, a: Assumptions) -> StageCost:
     """Building the base model on the teacher's traces (`model=tiny` from scratch, `model=smollm2_world` fine-tuned):
     `steps` optimizer steps of `batch_size` examples of `a.example_tokens` tokens each."""
@@ -128,7 +148,9 @@ def refinement_cost(
     candidates = steps * k
     generated = candidates * min(max_step_tokens, a.step_tokens)
     scored = candidates * min(window, a.response_tokens / 2) + traces * a.response_tokens if kl else 0.0
-    return StageCost("refined", math.ceil(traces), "traces", generated=generated, scored=scored, spread=spread)
+    return StageCost(
+        "refined", math.ceil(round(traces, 6)), "traces", generated=generated, scored=scored, spread=spread
+    )
 
 
 def preference_training_cost(steps: int, rows_per_step: int, a: Assumptions, reference: bool) -> list[StageCost]:
@@ -293,7 +315,7 @@ def plan(argv: list[str]) -> Plan:
     from tsq.sampling.graded import read_samples
     from tsq.stages.eval import EVAL
     from tsq.stages.recipe import build_parts, planned_keys
-    from tsq.stages.samples import SAMPLES_FILE
+    from tsq.stages.samples import SAMPLES, SAMPLES_FILE
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     if not any(a.startswith("paths.output_dir=") for a in argv):  # (Hydra's run folder: no job starts here)
@@ -321,8 +343,18 @@ def plan(argv: list[str]) -> Plan:
             notes["response_tokens"] = f"{response:.0f}, half of sampling.max_new_tokens (no cached evaluation)"
     else:
         notes["response_tokens"] = f"{response}, given"
+    found = {}
+    if "construct" in cfg.steps and ctx.store.exists(SAMPLES.name, keys["samples"]):  # the run's training samples
+        cached = ctx.store.path(SAMPLES.name, keys["samples"]) / SAMPLES_FILE
+        found = construction_assumptions(read_samples(cached), parts.selector, parts.pairs)
     for name, default in ASSUMPTION_DEFAULTS.items():
-        notes[name] = f"{options.get(name, default)}, {'given' if name in options else 'default'}"
+        if name in options:
+            notes[name] = f"{options[name]}, given"
+        elif name in found:
+            options[name] = found[name]
+            notes[name] = f"{found[name]:.2f}, from the run's cached training samples {cached}"
+        else:
+            notes[name] = f"{default}, default"
     example = float(options.get("example_tokens", 1.5 * float(response)))
     if builds_base:
         given = "given" if "example_tokens" in options else "default: 1.5 x response_tokens (prompt and response)"
