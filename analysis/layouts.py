@@ -32,6 +32,8 @@ class Layout:
     dev_choice: DevChoice | None = None
     # rows trained otherwise than the table's kind says (Table 1's TL;DR rows among preference methods): row -> kind
     row_kinds: dict[str, str] | None = None
+    # how many of the protocol's test seeds (the first ones) the table runs; None: all (a costly table may run fewer)
+    seeds: int | None = None
 
     @property
     def protocol_kind(self) -> str:

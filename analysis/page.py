@@ -38,6 +38,11 @@ def experiment_section(
     layout = LAYOUTS[experiment]
     figures = out.parent / "experiments" / "figures"
     text = [f"## {layout.caption or experiment} (`{experiment}`)", ""]
+    if layout.seeds is not None:
+        text += [
+            f"This table runs the protocol's first {layout.seeds} test seeds ({list(protocol.seeds)}; `table.seeds`).",
+            "",
+        ]
     missing = [layout.labels[r] for r in layout.labels if r not in rows]
     if missing:
         text += [f"Not run yet (no complete search or test): {', '.join(missing)}.", ""]
@@ -105,7 +110,8 @@ def protocol_paragraph(protocol: Protocol) -> str:
         f"optimizer steps; every row searches the same grid ({grids}) at search seed {protocol.search_seed}, "
         f"evaluated on the dev split ({', '.join(protocol.dev_overrides) or 'test settings'}); one rule selects each "
         f"row's setting on dev (the shortest dev Len-T within {100 * protocol.acc_margin:g} point of the base model's "
-        f"dev Acc); the selected setting runs with seeds {list(protocol.seeds)}, each a new draw of everything below "
+        f"dev Acc); the selected setting runs with seeds {list(protocol.seeds)} (a table whose section says so: the "
+        "first of them), each a new draw of everything below "
         "the base model (training samples, pairs, refinement, data order, evaluation samples), and is evaluated once "
         f"on the test split. A cell is the value pooled over seeds with its {100 * protocol.level:g}% interval over "
         "seeds and problems (tsq.evaluation.intervals.seed_aware_interval; coverage simulated in "
@@ -122,12 +128,13 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
     """RESULTS.md (at `out`) from the runs below `root`; figures go to `experiments/figures/` beside it."""
     sections, results, commands = [], {}, []
     for experiment in experiments:
-        selected, base_dev_acc = selection(experiment, protocol, root)
-        rows, base = test_results(experiment, selected, protocol, root)
+        table = protocol.with_seeds(LAYOUTS[experiment].seeds)  # (a costly table may run fewer test seeds)
+        selected, base_dev_acc = selection(experiment, table, root)
+        rows, base = test_results(experiment, selected, table, root)
         results[experiment] = (rows, base, selected)
-        commands += search_phases(experiment, protocol, root, extra)
-        commands += test_phases(experiment, selected, protocol, root, extra)
-        text = experiment_section(experiment, rows, base, selected, base_dev_acc, protocol, out)
+        commands += search_phases(experiment, table, root, extra)
+        commands += test_phases(experiment, selected, table, root, extra)
+        text = experiment_section(experiment, rows, base, selected, base_dev_acc, table, out)
         sections.append("\n".join(text))
     verdict_rows = []
     for claim in CLAIMS:

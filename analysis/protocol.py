@@ -6,7 +6,7 @@ protocol in words; `analysis/results.py` runs it; `analysis/claims.py` turns its
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +47,14 @@ class Protocol:
             )
         if not 0 <= self.acc_margin < 1 or not 0 <= self.noninferiority < 1:
             raise ValueError("acc_margin and noninferiority are fractions of accuracy in [0, 1)")
+
+    def with_seeds(self, count: int | None) -> Protocol:
+        """The protocol of a table that runs only the first `count` test seeds (`table.seeds`; None: every seed)."""
+        if count is None:
+            return self
+        if not 2 <= count <= len(self.seeds):
+            raise ValueError(f"table.seeds must lie between 2 and the protocol's {len(self.seeds)} seeds, got {count}")
+        return replace(self, seeds=self.seeds[:count])
 
     def grid(self, kind: str) -> list[dict[str, object]]:
         """Every setting of the kind's search grid, as {override key: value}, in a fixed order."""

@@ -52,13 +52,14 @@ def main() -> None:
     protocol, root, extra = load_protocol(args.protocol), ROOT / args.root, tuple(args.overrides)
     if not args.write_only:
         for experiment in experiments:
-            for phase in search_phases(experiment, protocol, root, extra):
+            table = protocol.with_seeds(LAYOUTS[experiment].seeds)
+            for phase in search_phases(experiment, table, root, extra):
                 run_phase(phase, root, args.rerun)
-            selected, _ = selection(experiment, protocol, root)
+            selected, _ = selection(experiment, table, root)
             missing = [r for r in LAYOUTS[experiment].labels if r not in selected]
             if missing:
                 raise RuntimeError(f"{experiment}: the search finished without every setting of rows {missing}")
-            for phase in test_phases(experiment, selected, protocol, root, extra):
+            for phase in test_phases(experiment, selected, table, root, extra):
                 run_phase(phase, root, args.rerun)
     written = [*EXPERIMENTS, *(e for e in experiments if e not in EXPERIMENTS)]
     print(write_results(written, protocol, root, Path(args.out), extra))

@@ -346,3 +346,22 @@ def test_an_accuracy_claim_between_trained_rows_is_judged_at_every_common_learni
     assert f"1e-05: {HOLDS}" in line and f"0.0001: {INCONCLUSIVE}" in line and "0.001" not in line
     against_base = Claim("Y", "test", "", "", (Comparison("acc", ("exp", "a"), ("exp", "base"), ">"),))
     assert equal_settings(against_base, results, protocol) == ""
+
+
+def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
+    protocol = load_protocol()
+    assert protocol.with_seeds(None) is protocol
+    assert protocol.with_seeds(3).seeds == protocol.seeds[:3] and protocol.with_seeds(3).search == protocol.search
+    for count in (1, len(protocol.seeds) + 1):
+        with pytest.raises(ValueError, match="table.seeds"):
+            protocol.with_seeds(count)
+    # the SmolLM2 table runs 3: its test multirun and its section say so (the page is written with no run at all)
+    assert LAYOUTS["ts_smollm2"].seeds == 3
+    table = protocol.with_seeds(3)
+    (phase,) = launch.test_phases("ts_smollm2", {"tokensqueeze": {"setting": {"train.lr": 5e-6}}}, table, tmp_path)
+    assert f"seed={','.join(map(str, protocol.seeds[:3]))}" in phase.overrides
+    out = tmp_path / "RESULTS.md"
+    results.write_results(["ts_smollm2", "ts_table2"], protocol, tmp_path / "logs", out)
+    section = out.read_text().split("(`ts_smollm2`)")[1].split("\n## ")[0]
+    assert f"first 3 test seeds ({list(protocol.seeds[:3])}" in section
+    assert "first 3" not in out.read_text().split("(`ts_table2`)")[1]
