@@ -49,12 +49,11 @@ class Protocol:
             raise ValueError("acc_margin and noninferiority are fractions of accuracy in [0, 1)")
 
     def with_seeds(self, count: int | None) -> Protocol:
-        """The protocol of a table that runs only the first `count` test seeds (`table.seeds`; None: every seed)."""
-        if count is None:
-            return self
-        if not 2 <= count <= len(self.seeds):
-            raise ValueError(f"table.seeds must lie between 2 and the protocol's {len(self.seeds)} seeds, got {count}")
-        return replace(self, seeds=self.seeds[:count])
+        """The protocol of a table that runs at most `count` test seeds, the first ones (`table.seeds`; None: every
+        seed; a protocol with fewer seeds runs them all)."""
+        if count is not None and count < 2:
+            raise ValueError(f"table.seeds must be at least 2 (an interval needs seed-to-seed variance), got {count}")
+        return self if count is None or count >= len(self.seeds) else replace(self, seeds=self.seeds[:count])
 
     def grid(self, kind: str) -> list[dict[str, object]]:
         """Every setting of the kind's search grid, as {override key: value}, in a fixed order."""
