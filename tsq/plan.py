@@ -148,9 +148,8 @@ def refinement_cost(
     candidates = steps * k
     generated = candidates * min(max_step_tokens, a.step_tokens)
     scored = candidates * min(window, a.response_tokens / 2) + traces * a.response_tokens if kl else 0.0
-    return StageCost(
-        "refined", math.ceil(round(traces, 6)), "traces", generated=generated, scored=scored, spread=spread
-    )
+    units = math.ceil(round(traces, 6))  # (a per-problem count read from samples, times problems, can carry 1e-15)
+    return StageCost("refined", units, "traces", generated=generated, scored=scored, spread=spread)
 
 
 def preference_training_cost(steps: int, rows_per_step: int, a: Assumptions, reference: bool) -> list[StageCost]:
