@@ -33,7 +33,7 @@ import pandas as pd
 from tsq.models.base import TrainedOnTeacher
 from tsq.sampling.base import SamplingParams
 from tsq.sampling.executors import ModelReplica
-from tsq.selection import Selector, build_pairs, positives_with_negatives, select_all
+from tsq.selection import Selector, positives_with_negatives, select_all
 from tsq.stages.pairs import PairSettings
 
 # what the settings do not fix (`+plan.<name>=` overrides each); pairs_per_problem only counts when training runs
@@ -99,15 +99,12 @@ class Assumptions:
 def construction_assumptions(samples: pd.DataFrame, selector: Selector, pairs: PairSettings) -> dict[str, float]:
     """`refined_per_problem`, `step_tokens` and `pairs_per_problem` as data construction will find them in graded
     training samples: the selector's positives that some negative pairs with (the traces refinement refines), their
-    tokens per step, and the pairs built from the unrefined lengths (a refined positive is shorter, so it can pair
-    with a few more negatives: a slight undercount)."""
+    tokens per step, and the pairs the `pairs` stage builds (it pairs by the unrefined lengths, so the count is
+    exact)."""
     selected = select_all(samples, selector)
     refined = positives_with_negatives(selected)
     chosen = pd.DataFrame([selected[pid][0].loc[row] for pid, row in refined])
-    pair_count = sum(
-        len(build_pairs(g["n_tokens"].tolist(), g["correct"].tolist(), sel, pairs.max_pairs, pairs.per, pairs.seed))
-        for g, sel in selected.values()
-    )
+    pair_count = sum(len(pairs.pairs_of(pid, group, sel)) for pid, (group, sel) in selected.items())
     made = {"refined_per_problem": len(refined) / len(selected), "pairs_per_problem": pair_count / len(selected)}
     if len(chosen) and chosen["n_steps"].sum() > 0:
         made["step_tokens"] = float(chosen["step_tokens"].sum() / chosen["n_steps"].sum())

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tsq.cache import Artifact, Build, Stage, json_ready
 from tsq.data.base import Problem
-from tsq.selection import Selection, build_pairs, pass_rate
+from tsq.selection import Pair, Selection, build_pairs, pass_rate
 from tsq.stages.context import RunContext
 from tsq.stages.refined import read_refined
 from tsq.stages.samples import GradedSamples
@@ -38,6 +38,12 @@ class PairSettings:
 
     def key_material(self) -> dict:
         return asdict(self)
+
+    def pairs_of(self, problem_id: str, group: pd.DataFrame, selection: Selection) -> list[Pair]:
+        """One problem's pairs from its samples (in sample order) and its selection, subsampled with the problem's
+        own seed."""
+        lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
+        return build_pairs(lengths, correct, selection, self.max_pairs, self.per, _problem_seed(self.seed, problem_id))
 
     def __post_init__(self) -> None:
         if self.max_pairs <= 0:
@@ -87,15 +93,7 @@ def pairs(
         rows = []
         for pid, (group, selection) in selected.items():
             lengths, correct = group["n_tokens"].tolist(), group["correct"].tolist()
-            problem_pairs = build_pairs(
-                lengths,
-                correct,
-                selection,
-                pair_settings.max_pairs,
-                pair_settings.per,
-                _problem_seed(pair_settings.seed, pid),
-            )
-            for pair in problem_pairs:
+            for pair in pair_settings.pairs_of(pid, group, selection):
                 chosen = refined[(pid, int(group.loc[pair.chosen, "sample"]))]
                 rows.append(
                     {
