@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -170,28 +171,42 @@ def test_the_shipped_protocol_and_its_phases(tmp_path):
     lr = protocol.search["preference"]["train.lr"]
     assert len(lr) >= 6 and min(lr) == 5e-6 and all(b / a > 1.5 for a, b in zip(lr, lr[1:], strict=False))  # log-spaced
     assert len(protocol.seeds) >= 5 and protocol.search_seed not in protocol.seeds and protocol.noninferiority == 0.01
-    (search,) = launch.search_phases("ts_table2", protocol, tmp_path)
-    assert "eval.split=dev" in search.overrides and f"seed={protocol.search_seed}" in search.overrides
-    assert set(protocol.dev_overrides) <= set(search.overrides)
+    searches = launch.search_phases("ts_table2", protocol, tmp_path)
+    # one multirun per setting of the grid (a phase that fits a session), over every row, at the search seed, on dev
+    assert [[o for o in p.overrides if o.startswith("train.lr=")] for p in searches] == [[f"train.lr={v}"] for v in lr]
+    for search in searches:
+        assert "eval.split=dev" in search.overrides and f"seed={protocol.search_seed}" in search.overrides
+        assert (
+            set(protocol.dev_overrides) <= set(search.overrides)
+            and "selector=shortest,qfix,qdyn_extra_neg,qdyn" in search.overrides
+        )
+    assert len({p.sweep_dir for p in searches}) == len(lr)
+    assert searches[0].id(tmp_path) == f"ts_table2/search/train.lr{lr[0]}"
     selected = {"shortest": {"setting": {"train.lr": lr[0]}}, "qfix": {"setting": {"train.lr": lr[1]}},
                 "qdyn": {"setting": {"train.lr": lr[0]}}}  # fmt: skip
     phases = launch.test_phases("ts_table2", selected, protocol, tmp_path)
-    # one multirun per selected setting, over the rows that chose it and every seed, on the default (test) split
-    assert sorted(p.overrides[1] for p in phases) == ["selector=qfix", "selector=shortest,qdyn"]
-    assert all(f"seed={','.join(map(str, protocol.seeds))}" in p.overrides for p in phases)
+    # one multirun per selected setting and test seed, over the rows that chose it, on the default (test) split
+    runs = sorted((p.overrides[1], p.overrides[-1]) for p in phases)
+    rows = ["selector=qfix", "selector=shortest,qdyn"]
+    assert runs == sorted((r, f"seed={s}") for r in rows for s in protocol.seeds)
     assert not any("eval.split" in o for p in phases for o in p.overrides)
+    assert len({p.sweep_dir for p in phases}) == len(phases)
     # Table 1 mixes kinds: its preference rows search train.lr, its mixtures tldr.lr, its RL rows rl.lr (the same
-    # values), each in its own multirun
-    by_kind = {p.sweep_dir.name: p.overrides for p in launch.search_phases("ts_table1", protocol, tmp_path)}
-    assert sorted(by_kind) == ["preference", "rl", "tldr"]
+    # values), each in its own multiruns
+    by_kind: dict[str, list[tuple[str, ...]]] = {}
+    for phase in launch.search_phases("ts_table1", protocol, tmp_path):
+        by_kind.setdefault(phase.sweep_dir.parent.name, []).append(phase.overrides)
+    assert sorted(by_kind) == ["preference", "rl", "tldr"] and all(len(v) == len(lr) for v in by_kind.values())
     assert protocol.search["rl"]["rl.lr"] == lr == protocol.search["tldr"]["tldr.lr"]
     rl_methods = "grpo,grpo_kimi,grpo_dler,grpo_thinkprune,grpo_shorterbetter,grpo_dot"
-    assert f"method={rl_methods}" in by_kind["rl"] and any(o.startswith("rl.lr=") for o in by_kind["rl"])
-    assert "method=static_mixture,tldr" in by_kind["tldr"] and any(o.startswith("tldr.lr=") for o in by_kind["tldr"])
-    assert not any(o.startswith("train.lr=") for o in by_kind["tldr"])
+    assert all(f"method={rl_methods}" in o and f"rl.lr={v}" in o for o, v in zip(by_kind["rl"], lr, strict=True))
+    tldr = by_kind["tldr"]
+    assert all("method=static_mixture,tldr" in o and f"tldr.lr={v}" in o for o, v in zip(tldr, lr, strict=True))
+    assert not any(o.startswith("train.lr=") for overrides in tldr for o in overrides)
     mixed = {"tldr": {"setting": {"tldr.lr": lr[0]}}, "tokensqueeze": {"setting": {"train.lr": lr[0]}}}
     folders = [p.sweep_dir for p in launch.test_phases("ts_table1", mixed, protocol, tmp_path)]
-    assert len(set(folders)) == 2  # one lr value, two keys: two multiruns must not share a folder
+    # one lr value, two keys: two multiruns per seed, none sharing a folder
+    assert len(set(folders)) == len(folders) == 2 * len(protocol.seeds)
 
 
 def test_a_search_seed_among_the_test_seeds_is_refused(tmp_path):
@@ -239,7 +254,8 @@ def smoke_protocol(smoke_run, tmp_path, experiment: str, preference_lrs: list[st
     out = tmp_path / "RESULTS.md"
     command = [
         "-m", "analysis.results", "--experiments", experiment, "--root", str(tmp_path / "logs"),
-        "--out", str(out), "--protocol", str(protocol), "debug=smoke", f"paths.cache_dir={tmp_path / 'cache'}",
+        "--out", str(out), "--protocol", str(protocol), "--evidence", str(tmp_path / "evidence"), "debug=smoke",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         *extra,
     ]  # fmt: skip
     return out, command
@@ -254,7 +270,8 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
     done = start(*command)
     assert done.returncode == 0, done.stderr[-3000:]
     ledger = launch.ledger(tmp_path / "logs")
-    assert [e["phase"] for e in ledger][0] == "search" and {e["phase"] for e in ledger[1:]} == {"test"}
+    phases = [e["phase"] for e in ledger]  # one search per learning rate, then a test per setting and seed
+    assert phases[:2] == ["search", "search"] and set(phases[2:]) == {"test"} and len(phases) > 2
     # every row's selected setting ran with both seeds on the test split, each with 3 optimizer steps
     tests = list((tmp_path / "logs" / "ts_table3" / "test").rglob("metrics.json"))
     assert len(tests) == 3 * 2
@@ -284,6 +301,24 @@ def test_the_protocol_end_to_end_on_the_smoke_world(smoke_run, tmp_path):
         assert "seed=100" in overrides and "eval.n_samples=1" in overrides
     again = start(*command)
     assert again.returncode == 0 and len(launch.ledger(tmp_path / "logs")) == len(ledger)  # nothing re-run
+    # every phase packed its evidence; a machine without the runs (a new root) restores them all and writes the
+    # same section and verdicts without running anything
+    packed = sorted(p.relative_to(tmp_path / "evidence").as_posix() for p in (tmp_path / "evidence").rglob("*.tar.gz"))
+    swept = [Path(e["command"].split("hydra.sweep.dir=")[1]).relative_to(tmp_path / "logs") for e in ledger]
+    assert packed == sorted(f"{folder.as_posix()}.tar.gz" for folder in swept)
+    elsewhere = [*command]
+    elsewhere[elsewhere.index("--root") + 1] = str(tmp_path / "elsewhere")
+    elsewhere[elsewhere.index("--out") + 1] = str(tmp_path / "RESULTS_elsewhere.md")
+    restored = start(*elsewhere)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    entries = launch.ledger(tmp_path / "elsewhere")
+    assert len(entries) == len(ledger) and all(e["restored_from"] for e in entries)
+    assert [e["wall_s"] for e in entries] == [e["wall_s"] for e in ledger]  # the original runs' times
+    again_text = (tmp_path / "RESULTS_elsewhere.md").read_text()
+    section = text.split("(`ts_table3`)")[1].split("\n## ")[0]
+    assert section == again_text.split("(`ts_table3`)")[1].split("\n## ")[0]
+    mine = [line for claim, line in verdicts.items() if claim.startswith("T3-")]
+    assert mine == [line for line in again_text.splitlines() if line.startswith("| T3-")]
 
 
 @pytest.mark.slow
@@ -358,8 +393,8 @@ def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
     # the SmolLM2 table runs 3: its test multirun and its section say so (the page is written with no run at all)
     assert LAYOUTS["ts_smollm2"].seeds == 3
     table = protocol.with_seeds(3)
-    (phase,) = launch.test_phases("ts_smollm2", {"tokensqueeze": {"setting": {"train.lr": 5e-6}}}, table, tmp_path)
-    assert f"seed={','.join(map(str, protocol.seeds[:3]))}" in phase.overrides
+    phases = launch.test_phases("ts_smollm2", {"tokensqueeze": {"setting": {"train.lr": 5e-6}}}, table, tmp_path)
+    assert [p.overrides[-1] for p in phases] == [f"seed={s}" for s in protocol.seeds[:3]]
     out = tmp_path / "RESULTS.md"
     results.write_results(["ts_smollm2", "ts_table2"], protocol, tmp_path / "logs", out)
     section = out.read_text().split("(`ts_smollm2`)")[1].split("\n## ")[0]

@@ -1,0 +1,170 @@
+"""A finished phase's evidence, packed into the repository so that its verdicts outlive the machine that ran it.
+
+The artifact cache and the protocol's run folders live on one machine; RESULTS.md is computed from the graded
+samples they hold. When a phase of the protocol finishes (`analysis.launch.run_phase`), its evidence is packed into
+`experiments/evidence/<experiment>/<phase>.tar.gz`: every job's metrics.json and config.yaml, and the graded samples
+(and forced-budget rows) of each evaluated model, without the responses' text (the intervals and verdicts read
+correctness, lengths and counts only; the text is what makes a table's samples megabytes). On another machine, a
+phase that has no ledger entry but has an archive is restored from it instead of being run again: its jobs are
+unpacked into the phase's folder with their metrics pointing at the unpacked samples, and its ledger entry (the
+original wall time) is appended with the archive it came from. So a protocol too long for one session runs in parts,
+each part committed; what a restored phase cannot give is its cached models (a later phase that needs them, such as
+the test of a selected setting, trains its own).
+
+    python -m analysis.evidence list     # the archives and what each holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+from tsq.cache import atomic_file
+from tsq.stages.forced_budget import FORCED_FILE
+from tsq.stages.run_metrics import METRICS_FILE
+from tsq.stages.samples import SAMPLES_FILE
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "evidence"
+PHASE_FILE = "phase.json"  # the archive's own record: the phase, its ledger entry, what was left out
+DROPPED_COLUMNS = ("text",)  # left out of the packed samples (the responses themselves)
+EVIDENCE_FOLDER = "evidence"  # inside a job's folder: one folder per evaluated model (role)
+
+
+def archive_path(phase_id: str, evidence_dir: Path) -> Path:
+    return evidence_dir / f"{phase_id}.tar.gz"
+
+
+def slim_jsonl(path: Path) -> bytes:
+    """The JSON lines of `path` without the dropped columns, each record's other values untouched."""
+    lines = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
+        lines.append(json.dumps({k: v for k, v in record.items() if k not in DROPPED_COLUMNS}))
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)  # mtime, owner 0: the same evidence packs to the same bytes
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def pack(phase_id: str, sweep_dir: Path, ledger_entry: dict, evidence_dir: Path = EVIDENCE_DIR) -> Path:
+    """Pack the finished phase in `sweep_dir` (every job with a metrics.json) into its archive, written atomically;
+    raises naming the file when a job's evaluation files are missing."""
+    jobs = sorted(sweep_dir.rglob(METRICS_FILE))
+    if not jobs:
+        raise ValueError(f"{sweep_dir}: no finished job (metrics.json) to pack for phase {phase_id}")
+    members: dict[str, bytes] = {}
+    for metrics_path in jobs:
+        job = metrics_path.parent.relative_to(sweep_dir).as_posix()
+        members[f"{job}/{METRICS_FILE}"] = metrics_path.read_bytes()
+        config = metrics_path.parent / "config.yaml"
+        if config.exists():
+            members[f"{job}/config.yaml"] = config.read_bytes()
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        for role, where in metrics.get("evaluations", {}).items():
+            samples = Path(where["path"]) / SAMPLES_FILE
+            if not samples.exists():
+                raise FileNotFoundError(f"{metrics_path}: the {role} evaluation's samples {samples} are missing")
+            members[f"{job}/{EVIDENCE_FOLDER}/{role}/{SAMPLES_FILE}"] = slim_jsonl(samples)
+            if where.get("forced_path"):
+                members[f"{job}/{EVIDENCE_FOLDER}/{role}/{FORCED_FILE}"] = slim_jsonl(
+                    Path(where["forced_path"]) / FORCED_FILE
+                )
+    record = {"phase": phase_id, "ledger": ledger_entry, "jobs": len(jobs), "dropped_columns": list(DROPPED_COLUMNS)}
+    members[PHASE_FILE] = (json.dumps(record, indent=2) + "\n").encode()
+    out = archive_path(phase_id, evidence_dir)
+    with atomic_file(out, "wb") as fh:
+        with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+            for name in sorted(members):
+                _add(tar, name, members[name])
+    log.info("evidence of %s: %s (%d jobs, %.0f kB)", phase_id, out, len(jobs), out.stat().st_size / 1e3)
+    return out
+
+
+def read_record(archive: Path) -> dict:
+    """The archive's phase.json."""
+    with tarfile.open(archive, "r:gz") as tar:
+        member = tar.extractfile(PHASE_FILE)
+        if member is None:
+            raise ValueError(f"{archive}: no {PHASE_FILE}; not a tsq evidence archive")
+        return json.loads(member.read())
+
+
+def restore(phase_id: str, sweep_dir: Path, evidence_dir: Path = EVIDENCE_DIR) -> dict | None:
+    """Unpack the phase's archive (if there is one) into `sweep_dir`, each job's metrics.json pointing at its
+    unpacked samples; return the ledger entry to record (the original's, with `restored_from`), or None without
+    an archive. Refuses to write over a job that finished here."""
+    archive = archive_path(phase_id, evidence_dir)
+    if not archive.exists():
+        return None
+    record = read_record(archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        names = tar.getnames()
+        jobs = sorted({n.rsplit("/", 1)[0] for n in names if n.endswith(f"/{METRICS_FILE}")})
+        clashes = [sweep_dir / job / METRICS_FILE for job in jobs if (sweep_dir / job / METRICS_FILE).exists()]
+        if clashes:
+            raise FileExistsError(
+                f"{archive}: phase {phase_id} has no ledger entry here, but {[str(c) for c in clashes]} finished "
+                "here; remove them or the archive"
+            )
+        members = [m for m in tar.getmembers() if m.name != PHASE_FILE and not m.name.endswith(f"/{METRICS_FILE}")]
+        tar.extractall(sweep_dir, members=members, filter="data")
+        for job in jobs:
+            metrics = json.loads(tar.extractfile(f"{job}/{METRICS_FILE}").read())
+            for role, where in metrics.get("evaluations", {}).items():
+                unpacked = sweep_dir / job / EVIDENCE_FOLDER / role
+                where["packed_from"] = {k: where[k] for k in ("path", "forced_path") if k in where}
+                where["path"] = str(unpacked)
+                if "forced_path" in where:
+                    where["forced_path"] = str(unpacked)
+            with atomic_file(sweep_dir / job / METRICS_FILE) as fh:  # last: a job is finished once this exists
+                fh.write(json.dumps(metrics, indent=2) + "\n")
+    log.info("%s: restored from %s (%d jobs)", phase_id, archive, len(jobs))
+    return {**record["ledger"], "restored_from": archive.name}
+
+
+def archives(evidence_dir: Path = EVIDENCE_DIR) -> list[dict]:
+    """Every archive below `evidence_dir`: its phase, jobs, size and the wall time of the run that made it."""
+    rows = []
+    for archive in sorted(evidence_dir.rglob("*.tar.gz")):
+        record = read_record(archive)
+        rows.append(
+            {
+                "phase": record["phase"],
+                "jobs": record["jobs"],
+                "kB": round(archive.stat().st_size / 1e3, 1),
+                "wall_s": record["ledger"].get("wall_s"),
+                "finished_at": record["ledger"].get("finished_at"),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["list"])
+    parser.add_argument("--evidence", default=str(EVIDENCE_DIR))
+    args = parser.parse_args()
+    rows = archives(Path(args.evidence))
+    for row in rows:
+        print(json.dumps(row))
+    if not rows:
+        print(f"no evidence archive below {args.evidence}")
+
+
+if __name__ == "__main__":
+    main()
