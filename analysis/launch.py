@@ -11,8 +11,10 @@ import logging
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,9 +148,30 @@ def run_phase(phase: Phase, root: Path, rerun: bool = False, evidence_dir: Path 
         pack(phase.id(root), phase.sweep_dir, entry, evidence_dir)
 
 
+def run_phases(
+    phases: list[Phase], root: Path, rerun: bool = False, evidence_dir: Path | None = None, jobs: int = 1
+) -> None:
+    """Run the phases, `jobs` at a time (each its own multirun process; phases of one list do not depend on each
+    other). A phase that fails does not stop the others; the first failure is raised once all have ended."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if jobs == 1:
+        for phase in phases:
+            run_phase(phase, root, rerun, evidence_dir)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_phase, phase, root, rerun, evidence_dir) for phase in phases]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    if failures:
+        raise failures[0]
+
+
+_LEDGER_LOCK = threading.Lock()  # phases running at once append from their own threads
+
+
 def append_ledger(root: Path, entry: dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    with open(ledger_path(root), "a", encoding="utf-8") as fh:
+    with _LEDGER_LOCK, open(ledger_path(root), "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
 
 

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from analysis.evidence import EVIDENCE_DIR
-from analysis.launch import ROOT, run_phase, search_phases, test_phases
+from analysis.launch import ROOT, run_phases, search_phases, test_phases
 from analysis.layouts import LAYOUTS
 from analysis.page import write_results
 from analysis.protocol import PROTOCOL_FILE, load_protocol
@@ -53,6 +53,13 @@ def main() -> None:
         "(relative: to the repository)",
     )
     parser.add_argument("--no-evidence", action="store_true", help="neither pack nor restore evidence")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="phases run at once, each its own multirun (on 2 cores: 2, with OMP_NUM_THREADS=1); two phases that "
+        "need one uncached artifact wait for each other on its lock",
+    )
     parser.add_argument("overrides", nargs="*", help="added to every run, e.g. paths.cache_dir=/scratch/tsq")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -65,14 +72,13 @@ def main() -> None:
     if not args.write_only:
         for experiment in experiments:
             table = protocol.with_seeds(LAYOUTS[experiment].seeds)
-            for phase in search_phases(experiment, table, root, extra):
-                run_phase(phase, root, args.rerun, evidence)
+            run_phases(search_phases(experiment, table, root, extra), root, args.rerun, evidence, args.jobs)
             selected, _ = selection(experiment, table, root)
             missing = [r for r in LAYOUTS[experiment].labels if r not in selected]
             if missing:
                 raise RuntimeError(f"{experiment}: the search finished without every setting of rows {missing}")
-            for phase in test_phases(experiment, selected, table, root, extra):
-                run_phase(phase, root, args.rerun, evidence)
+            tests = test_phases(experiment, selected, table, root, extra)
+            run_phases(tests, root, args.rerun, evidence, args.jobs)
     written = [*EXPERIMENTS, *(e for e in experiments if e not in EXPERIMENTS)]
     print(write_results(written, protocol, root, Path(args.out), extra))
 

@@ -400,3 +400,35 @@ def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
     section = out.read_text().split("(`ts_smollm2`)")[1].split("\n## ")[0]
     assert f"first 3 test seeds ({list(protocol.seeds[:3])}" in section
     assert "first 3" not in out.read_text().split("(`ts_table2`)")[1]
+
+
+def test_phases_run_at_once_record_each_ledger_entry_and_a_failure_ends_no_other(tmp_path):
+    """`--jobs 2`: two phases overlap in time, each gets its ledger entry, and a failing phase is raised only after
+    the other has finished (its work is not lost)."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Scripted(launch.Phase):
+        script: str = ""
+
+        @property
+        def command(self) -> list[str]:
+            return ["python", "-c", self.script]
+
+    def phase(name: str, code: int) -> Scripted:
+        marks = tmp_path / name
+        script = (
+            f"import time, pathlib; p = pathlib.Path({str(marks)!r}); p.mkdir(); "
+            "(p / 'start').write_text(str(time.time())); "
+            f"time.sleep(1.5); (p / 'end').write_text(str(time.time())); raise SystemExit({code})"
+        )
+        return Scripted("search", "exp", (), tmp_path / "logs" / name, script)
+
+    with pytest.raises(RuntimeError, match=r"exp search failed \(exit 3\)"):
+        launch.run_phases([phase("a", 3), phase("b", 0)], tmp_path / "logs", jobs=2)
+    times = {n: [float((tmp_path / n / m).read_text()) for m in ("start", "end")] for n in ("a", "b")}
+    assert times["a"][0] < times["b"][1] and times["b"][0] < times["a"][1]  # they overlapped
+    entries = launch.ledger(tmp_path / "logs")
+    assert sorted(e["returncode"] for e in entries) == [0, 3]
+    with pytest.raises(ValueError, match="--jobs"):
+        launch.run_phases([], tmp_path / "logs", jobs=0)
