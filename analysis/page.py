@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,7 @@ from analysis.tables import (
 )
 from analysis.verdicts import claim_rows, dev_choice_note
 from tsq.cache import atomic_write_text
+from tsq.stages.run_metrics import METRICS_FILE
 
 
 def experiment_section(
@@ -124,9 +126,70 @@ def protocol_paragraph(protocol: Protocol) -> str:
     )
 
 
+CARRIED = (
+    "Carried over from the previous RESULTS.md: no run of this experiment is on the machine that wrote this file, "
+    "and `experiments/evidence/` holds no archive of it, so its section and verdicts are the earlier ones, unchanged."
+)
+
+
+@dataclass
+class PreviousPage:
+    """What an earlier RESULTS.md said, by experiment (its section, its wall-time rows) and by claim (its verdict
+    row), so that a page written where some experiments' runs are missing keeps what they showed."""
+
+    sections: dict[str, str]
+    verdicts: dict[str, str]
+    wall_rows: dict[str, list[list[str]]]
+
+    @classmethod
+    def read(cls, path: Path) -> PreviousPage:
+        if not path.exists():
+            return cls({}, {}, {})
+        text = path.read_text(encoding="utf-8")
+        sections, wall_rows = {}, {}
+        for part in text.split("\n## ")[1:]:
+            header = part.splitlines()[0]
+            for experiment in LAYOUTS:
+                if header.endswith(f"(`{experiment}`)"):
+                    sections[experiment] = "## " + part.rstrip("\n") + "\n"
+            if header == "How this file was made":
+                for line in part.split("\n\n")[1].splitlines()[2:]:
+                    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                    if cells and cells[0] in LAYOUTS:
+                        wall_rows.setdefault(cells[0], []).append(cells)
+        verdicts = {
+            claim.id: line for claim in CLAIMS for line in text.splitlines() if line.startswith(f"| {claim.id}:")
+        }
+        return cls(sections, verdicts, wall_rows)
+
+
+def has_runs(experiment: str, root: Path) -> bool:
+    return any((root / experiment).rglob(METRICS_FILE))
+
+
+def claim_experiments(claim) -> set[str]:
+    return {side[0] for part in claim.parts for side in (part.row, part.versus)}
+
+
+def with_carried_rows(times: pd.DataFrame, carried: list[list[str]]) -> pd.DataFrame:
+    """The ledger's wall-time table with an earlier page's rows of carried experiments, and the total again."""
+    if not carried:
+        return times
+    columns = ["experiment", "phase", "computing (s)", "latest call (s)"]
+    rows = times[times["experiment"] != "all"] if len(times) else pd.DataFrame(columns=columns)
+    earlier = pd.DataFrame([[e, p, float(c), float(lc)] for e, p, c, lc in carried], columns=columns)
+    rows = pd.concat([rows, earlier], ignore_index=True)
+    rows.loc[len(rows)] = ["all", "", rows["computing (s)"].sum(), rows["latest call (s)"].sum()]
+    return rows
+
+
 def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, out: Path, extra: tuple[str, ...] = ()):
-    """RESULTS.md (at `out`) from the runs below `root`; figures go to `experiments/figures/` beside it."""
-    sections, results, commands = [], {}, []
+    """RESULTS.md (at `out`) from the runs below `root`; figures go to `experiments/figures/` beside it. An
+    experiment without any run below `root` keeps its section, verdict rows and wall times from the RESULTS.md
+    already at `out` (marked as carried over), so a page written on a machine that ran one experiment does not
+    erase what the others showed."""
+    previous = PreviousPage.read(out)
+    sections, results, commands, carried = [], {}, [], set()
     for experiment in experiments:
         table = protocol.with_seeds(LAYOUTS[experiment].seeds)  # (a costly table may run fewer test seeds)
         selected, base_dev_acc = selection(experiment, table, root)
@@ -134,10 +197,19 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
         results[experiment] = (rows, base, selected)
         commands += search_phases(experiment, table, root, extra)
         commands += test_phases(experiment, selected, table, root, extra)
-        text = experiment_section(experiment, rows, base, selected, base_dev_acc, table, out)
-        sections.append("\n".join(text))
-    verdict_rows = []
+        text = "\n".join(experiment_section(experiment, rows, base, selected, base_dev_acc, table, out))
+        earlier = previous.sections.get(experiment)
+        if earlier is not None and not has_runs(experiment, root) and earlier.rstrip() != text.rstrip():
+            carried.add(experiment)
+            if CARRIED not in earlier:
+                header, rest = earlier.split("\n", 1)
+                earlier = f"{header}\n\n{CARRIED}\n{rest}"
+            text = earlier
+        sections.append(text)
+    verdict_rows, carried_claims = [], {}
     for claim in CLAIMS:
+        if claim_experiments(claim) <= carried and claim.id in previous.verdicts:
+            carried_claims[claim.id] = previous.verdicts[claim.id]
         measured = claim_rows(claim, results, protocol)
         verdict_rows.append(
             {
@@ -149,7 +221,11 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
                 "at equal settings (dev)": measured.equal_settings if measured else "",
             }
         )
-    times = wall_times(root)
+    verdict_table = [
+        next((carried_claims[c.id] for c in CLAIMS if line.startswith(f"| {c.id}:") and c.id in carried_claims), line)
+        for line in md(pd.DataFrame(verdict_rows), index=False).splitlines()
+    ]
+    times = with_carried_rows(wall_times(root), [r for e in sorted(carried) for r in previous.wall_rows.get(e, [])])
     page = [
         "# Results (generated)",
         "",
@@ -157,7 +233,7 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
         "",
         "## Verdicts",
         "",
-        md(pd.DataFrame(verdict_rows), index=False),
+        *verdict_table,
         "",
         *sections,
         "## How this file was made",
@@ -165,9 +241,11 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
         md(times, index=False) if len(times) else "No phase has run yet.",
         "",
         "Wall times of finished calls, from logs/protocol/ledger.jsonl (computing: the longest call of each "
-        "command; latest call: its last, mostly cache hits). Not counted: calls that were interrupted (the stages "
-        "they finished were cache hits for the next call) and stages cached before a phase's first call (such as "
-        "the base model).",
+        "command; latest call: its last, mostly cache hits; a phase restored from its evidence archive keeps the "
+        "time of the call that ran it). Phases run at once (`--jobs`) overlap, so the total is core time, not "
+        "elapsed time. Not counted: calls that were interrupted (the stages they finished were cache hits for the "
+        "next call) and stages cached before a phase's first call (such as the base model). A carried-over "
+        "experiment's rows are the earlier page's.",
         "",
         "Commands (each a Hydra multirun; `python -m analysis.results` runs them in this order):",
         "",

@@ -432,3 +432,47 @@ def test_phases_run_at_once_record_each_ledger_entry_and_a_failure_ends_no_other
     assert sorted(e["returncode"] for e in entries) == [0, 3]
     with pytest.raises(ValueError, match="--jobs"):
         launch.run_phases([], tmp_path / "logs", jobs=0)
+
+
+def test_a_page_written_without_an_experiments_runs_keeps_what_the_earlier_page_showed(tmp_path):
+    """RESULTS.md written where ts_table2 has no run and no evidence: its section, its claims' verdict rows and its
+    wall times are the earlier page's, marked as carried over; an experiment whose earlier section said nothing
+    more than a fresh one is written fresh, and a claim that is not on the earlier page stays not run."""
+    from analysis.page import CARRIED, write_results
+
+    protocol, out = load_protocol(), tmp_path / "RESULTS.md"
+    write_results(["ts_table2", "ts_smollm2"], protocol, tmp_path / "logs", out)  # nothing run: every part fresh
+    fresh = out.read_text()
+    smollm2 = fresh[fresh.index("## ", fresh.index("## Verdicts") + 3) :].split("## How this file")[0]
+    smollm2 = smollm2[smollm2.index("\n## ") + 1 :]  # the fresh ts_smollm2 section (after ts_table2's)
+    verdict = (
+        "| T2-qdyn-vs-qfix: Q-DYN beats Q-FIX | paper | Acc qdyn - qfix = 1.00 [0.50, 1.50] pt | **holds** | x | y |"
+    )
+    earlier = "\n".join(
+        [
+            "# Results (generated)", "", "protocol", "", "## Verdicts", "",
+            "| claim | paper | here (test, seeds pooled) | verdict | effect vs the paper's | at equal settings (dev) |",
+            "|:--|:--|:--|:--|:--|:--|", verdict, "",
+            f"## {LAYOUTS['ts_table2'].caption} (`ts_table2`)", "",
+            "| Row | Acc |", "|:--|--:|", "| Q-DYN | 99.0 |", "",
+            smollm2.rstrip("\n"), "",
+            "## How this file was made", "",
+            "| experiment | phase | computing (s) | latest call (s) |", "|:--|:--|--:|--:|",
+            "| ts_table2 | search | 100.0 | 100.0 |", "| ts_table2 | test | 20.0 | 20.0 |",
+            "| all |  | 120.0 | 120.0 |",
+            "", "Wall times ...", "",
+        ]
+    )  # fmt: skip
+    out.write_text(earlier)
+    write_results(["ts_table2", "ts_smollm2"], protocol, tmp_path / "logs", out)
+    text = out.read_text()
+    table2 = text.split("(`ts_table2`)")[1].split("\n## ")[0]
+    assert CARRIED in table2 and "| Q-DYN | 99.0 |" in table2
+    assert CARRIED not in text.split("(`ts_smollm2`)")[1].split("\n## ")[0]
+    lines = text.splitlines()
+    assert verdict in lines  # byte for byte
+    assert any(line.startswith("| T2-qdyn-vs-shortest:") and "not run yet" in line for line in lines)
+    times = text.split("## How this file was made")[1]
+    assert "| ts_table2" in times and any(line.startswith("| all") and "120" in line for line in times.splitlines())
+    write_results(["ts_table2", "ts_smollm2"], protocol, tmp_path / "logs", out)
+    assert out.read_text().count(CARRIED) == 1  # carried again, marked once
