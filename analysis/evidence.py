@@ -24,7 +24,7 @@ import logging
 import tarfile
 from pathlib import Path
 
-from tsq.cache import atomic_file
+from tsq.cache import atomic_file, read_jsonl
 from tsq.stages.forced_budget import FORCED_FILE
 from tsq.stages.run_metrics import METRICS_FILE
 from tsq.stages.samples import SAMPLES_FILE
@@ -43,16 +43,8 @@ def archive_path(phase_id: str, evidence_dir: Path) -> Path:
 
 def slim_jsonl(path: Path) -> bytes:
     """The JSON lines of `path` without the dropped columns, each record's other values untouched."""
-    lines = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not JSON ({err})") from err
-        lines.append(json.dumps({k: v for k, v in record.items() if k not in DROPPED_COLUMNS}))
-    return ("\n".join(lines) + "\n").encode() if lines else b""
+    rows = read_jsonl(path)
+    return "".join(json.dumps({k: v for k, v in r.items() if k not in DROPPED_COLUMNS}) + "\n" for r in rows).encode()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
