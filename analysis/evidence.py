@@ -11,16 +11,24 @@ original wall time) is appended with the archive it came from. So a protocol too
 each part committed; what a restored phase cannot give is its cached models (a later phase that needs them, such as
 the test of a selected setting, trains its own).
 
+Parts run on different machines are pooled only if the pipeline reproduces across machines: an evaluation is
+content-addressed by its inputs (its cache key), so two archives holding the same key must hold the same graded
+samples. Every search phase evaluates the base model, for instance, so a fine-tuned base model that came out
+differently on another machine is caught when the first phase run there is packed.
+
     python -m analysis.evidence list     # the archives and what each holds
+    python -m analysis.evidence check    # the evaluations that two archives disagree on (exit 1 if any)
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import json
 import logging
+import sys
 import tarfile
 from pathlib import Path
 
@@ -79,12 +87,61 @@ def pack(phase_id: str, sweep_dir: Path, ledger_entry: dict, evidence_dir: Path 
     record = {"phase": phase_id, "ledger": ledger_entry, "jobs": len(jobs), "dropped_columns": list(DROPPED_COLUMNS)}
     members[PHASE_FILE] = (json.dumps(record, indent=2) + "\n").encode()
     out = archive_path(phase_id, evidence_dir)
+    digests = {str(a): evaluation_digests(read_members(a)) for a in sorted(evidence_dir.rglob("*.tar.gz")) if a != out}
+    conflicts = disagreements({**digests, str(out): evaluation_digests(members)})
+    if conflicts:
+        raise NotReproduced(
+            f"phase {phase_id} (its run folder {sweep_dir} is kept) is not packed: evaluations with the same inputs "
+            "gave different graded samples here and in archives made elsewhere, so the pipeline did not reproduce "
+            "across machines and the parts cannot be pooled:\n" + "\n".join(conflicts)
+        )
     with atomic_file(out, "wb") as fh:
         with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
             for name in sorted(members):
                 _add(tar, name, members[name])
     log.info("evidence of %s: %s (%d jobs, %.0f kB)", phase_id, out, len(jobs), out.stat().st_size / 1e3)
     return out
+
+
+class NotReproduced(RuntimeError):
+    """Two archives hold different graded samples for one evaluation (one cache key)."""
+
+
+def evaluation_digests(members: dict[str, bytes]) -> dict[str, str]:
+    """{an evaluation file's cache address (`<stage>/<key>/<file>`, as it was where it ran): the SHA-256 of its packed
+    bytes} for every evaluation file among an archive's `members`."""
+    digests = {}
+    for name, data in members.items():
+        if not name.endswith(f"/{METRICS_FILE}"):
+            continue
+        job = name.rsplit("/", 1)[0]
+        for role, where in json.loads(data).get("evaluations", {}).items():
+            where = where.get("packed_from", where)
+            for field, file in (("path", SAMPLES_FILE), ("forced_path", FORCED_FILE)):
+                if where.get(field):
+                    address = "/".join([*Path(where[field]).parts[-2:], file])
+                    digests[address] = hashlib.sha256(members[f"{job}/{EVIDENCE_FOLDER}/{role}/{file}"]).hexdigest()
+    return digests
+
+
+def disagreements(digests: dict[str, dict[str, str]]) -> list[str]:
+    """One line per evaluation address that the sources (archive -> its `evaluation_digests`) hold with different
+    contents, naming the sources of each version."""
+    versions: dict[str, dict[str, list[str]]] = {}
+    for source, found in digests.items():
+        for address, digest in found.items():
+            versions.setdefault(address, {}).setdefault(digest, []).append(source)
+    return [
+        f"{address}: " + "; ".join(f"{digest[:12]} in {', '.join(sources)}" for digest, sources in by_digest.items())
+        for address, by_digest in sorted(versions.items())
+        if len(by_digest) > 1
+    ]
+
+
+def read_members(archive: Path) -> dict[str, bytes]:
+    """Every file of an archive, by name."""
+    with tarfile.open(archive, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
 def read_record(archive: Path) -> dict:
@@ -148,9 +205,14 @@ def archives(evidence_dir: Path = EVIDENCE_DIR) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["list"])
+    parser.add_argument("action", choices=["list", "check"])
     parser.add_argument("--evidence", default=str(EVIDENCE_DIR))
     args = parser.parse_args()
+    if args.action == "check":
+        found = sorted(Path(args.evidence).rglob("*.tar.gz"))
+        conflicts = disagreements({str(a): evaluation_digests(read_members(a)) for a in found})
+        print("\n".join(conflicts) or f"{len(found)} archives agree on every evaluation they share")
+        sys.exit(1 if conflicts else 0)
     rows = archives(Path(args.evidence))
     for row in rows:
         print(json.dumps(row))

@@ -161,7 +161,7 @@ def run_phases(
         return
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run_phase, phase, root, rerun, evidence_dir) for phase in phases]
-    failures = [f.exception() for f in futures if f.exception() is not None]
+    failures = [error for error in (f.exception() for f in futures) if error is not None]
     if failures:
         raise failures[0]
 

@@ -128,7 +128,8 @@ def protocol_paragraph(protocol: Protocol) -> str:
 
 CARRIED = (
     "Carried over from the previous RESULTS.md: no run of this experiment is on the machine that wrote this file, "
-    "and `experiments/evidence/` holds no archive of it, so its section and verdicts are the earlier ones, unchanged."
+    "and no evidence archive of it was restored (`--evidence`), so its section and verdicts are the earlier ones, "
+    "unchanged."
 )
 
 
@@ -222,7 +223,7 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
             }
         )
     verdict_table = [
-        next((carried_claims[c.id] for c in CLAIMS if line.startswith(f"| {c.id}:") and c.id in carried_claims), line)
+        carried_claims.get(line.removeprefix("| ").split(":", 1)[0], line)
         for line in md(pd.DataFrame(verdict_rows), index=False).splitlines()
     ]
     times = with_carried_rows(wall_times(root), [r for e in sorted(carried) for r in previous.wall_rows.get(e, [])])

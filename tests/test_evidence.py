@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.evidence import archive_path, archives, pack, restore
+from analysis.evidence import NotReproduced, archive_path, archives, disagreements, pack, restore
 from analysis.runs import Run
 from tsq.sampling.graded import read_samples
 from tsq.stages.run_metrics import RunMetrics
@@ -84,3 +84,37 @@ def test_packing_refuses_a_phase_without_finished_jobs_or_with_missing_samples(t
     with pytest.raises(FileNotFoundError, match="trained evaluation's samples"):
         pack("exp/search/x", sweep, {}, tmp_path / "evidence")
     assert not archive_path("exp/search/x", tmp_path / "evidence").exists()  # nothing half-written
+
+
+def test_packing_refuses_a_phase_whose_shared_evaluation_came_out_differently_on_another_machine(tmp_path):
+    evidence = tmp_path / "evidence"
+    first, _ = finished_phase(tmp_path / "machine1")
+    pack("exp/search/train.lr1e-05", first, {}, evidence)
+    # another machine runs the next grid point: the same base-model evaluations (same cache keys), other trained ones
+    second, _ = finished_phase(tmp_path / "machine2")
+    for job in ("0", "1"):
+        (tmp_path / "machine2" / "cache" / "eval" / f"trained{job}").rename(second / f"trained{job}")
+        record = RunMetrics.read(second / job)
+        record.evaluations["trained"]["path"] = str(second / f"trained{job}")
+        record.write(second / job)
+    pack("exp/search/train.lr2e-05", second, {}, evidence)  # the base evaluations agree: packed
+    # a third machine's base model differs (one response one token longer): its phase is not packed
+    third, _ = finished_phase(tmp_path / "machine3")
+    base = tmp_path / "machine3" / "cache" / "eval" / "base1" / "samples.jsonl"
+    base.write_text(base.read_text().replace('"n_tokens":8', '"n_tokens":9', 1))
+    with pytest.raises(
+        NotReproduced, match=r"eval/base1/samples.jsonl: \w{12} in .*train.lr1e-05.tar.gz.*lr5e-05"
+    ) as e:
+        pack("exp/search/train.lr5e-05", third, {}, evidence)
+    assert "eval/base0" not in str(e.value)  # only the evaluation that differs is named
+    assert not archive_path("exp/search/train.lr5e-05", evidence).exists()
+
+
+def test_disagreements_name_each_version_and_its_sources():
+    digests = {
+        "a": {"eval/k/s": "1" * 64, "eval/j/s": "3" * 64},
+        "b": {"eval/k/s": "2" * 64},
+        "c": {"eval/k/s": "1" * 64},
+    }
+    assert disagreements(digests) == ["eval/k/s: 111111111111 in a, c; 222222222222 in b"]
+    assert disagreements({"a": digests["a"], "c": digests["c"]}) == []
