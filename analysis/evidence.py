@@ -87,8 +87,7 @@ def pack(phase_id: str, sweep_dir: Path, ledger_entry: dict, evidence_dir: Path 
     record = {"phase": phase_id, "ledger": ledger_entry, "jobs": len(jobs), "dropped_columns": list(DROPPED_COLUMNS)}
     members[PHASE_FILE] = (json.dumps(record, indent=2) + "\n").encode()
     out = archive_path(phase_id, evidence_dir)
-    digests = {str(a): evaluation_digests(read_members(a)) for a in sorted(evidence_dir.rglob("*.tar.gz")) if a != out}
-    conflicts = disagreements({**digests, str(out): evaluation_digests(members)})
+    conflicts = disagreements({**archive_digests(evidence_dir, but=out), str(out): evaluation_digests(members)})
     if conflicts:
         raise NotReproduced(
             f"phase {phase_id} (its run folder {sweep_dir} is kept) is not packed: evaluations with the same inputs "
@@ -136,6 +135,11 @@ def disagreements(digests: dict[str, dict[str, str]]) -> list[str]:
         for address, by_digest in sorted(versions.items())
         if len(by_digest) > 1
     ]
+
+
+def archive_digests(evidence_dir: Path, but: Path | None = None) -> dict[str, dict[str, str]]:
+    """{archive path: its `evaluation_digests`} for every archive below `evidence_dir` other than `but`."""
+    return {str(a): evaluation_digests(read_members(a)) for a in sorted(evidence_dir.rglob("*.tar.gz")) if a != but}
 
 
 def read_members(archive: Path) -> dict[str, bytes]:
@@ -209,9 +213,9 @@ def main() -> None:
     parser.add_argument("--evidence", default=str(EVIDENCE_DIR))
     args = parser.parse_args()
     if args.action == "check":
-        found = sorted(Path(args.evidence).rglob("*.tar.gz"))
-        conflicts = disagreements({str(a): evaluation_digests(read_members(a)) for a in found})
-        print("\n".join(conflicts) or f"{len(found)} archives agree on every evaluation they share")
+        digests = archive_digests(Path(args.evidence))
+        conflicts = disagreements(digests)
+        print("\n".join(conflicts) or f"{len(digests)} archives agree on every evaluation they share")
         sys.exit(1 if conflicts else 0)
     rows = archives(Path(args.evidence))
     for row in rows:
