@@ -16,7 +16,7 @@ from analysis.figures import budget_figure, forced_figure, frontier_figure, k_fi
 from analysis.launch import search_phases, test_phases, wall_times
 from analysis.layouts import LAYOUTS
 from analysis.protocol import Protocol
-from analysis.runs import RowResult, selection, test_results
+from analysis.runs import RowResult, dev_search, selected_settings, test_results
 from analysis.tables import (
     dev_table,
     k_table,
@@ -34,9 +34,17 @@ from tsq.stages.run_metrics import METRICS_FILE
 
 
 def experiment_section(
-    experiment: str, rows: dict[str, RowResult], base: RowResult | None, selected: dict, base_dev_acc, protocol, out
+    experiment: str,
+    rows: dict[str, RowResult],
+    base: RowResult | None,
+    selected: dict,
+    searching: dict,
+    base_dev_acc,
+    protocol,
+    out,
 ) -> list[str]:
-    """One experiment's part of the page (`out`: the page's path; figures and the LaTeX table go beside it)."""
+    """One experiment's part of the page (`out`: the page's path; figures and the LaTeX table go beside it).
+    `searching`: the rows whose dev search has begun but not finished, with the settings run so far."""
     layout = LAYOUTS[experiment]
     figures = out.parent / "experiments" / "figures"
     text = [f"## {layout.caption or experiment} (`{experiment}`)", ""]
@@ -86,8 +94,20 @@ def experiment_section(
             text += ["Positives chosen per problem (k): problems per k.", "", md(k), ""]
             kfig = k_figure(k, figures, f"{experiment}_k")[0]
             text += [f"![k per problem]({kfig.relative_to(out.parent)})", ""]
+    dev_acc = f"{100 * base_dev_acc:.2f}%" if base_dev_acc is not None else "?"
+    if searching:
+        progress = "; ".join(
+            f"{layout.labels[row]}: {len(choice['dev'])} of {len(protocol.grid(layout.kind_of(row)))} settings"
+            for row, choice in searching.items()
+        )
+        text += [
+            f"Dev search in progress ({progress}; base model dev Acc {dev_acc}). A row's setting is selected only "
+            "once every setting of its grid has run, so these rows have none selected and no test result yet:",
+            "",
+            md(dev_table(experiment, searching), index=False),
+            "",
+        ]
     if selected:
-        dev_acc = f"{100 * base_dev_acc:.2f}%" if base_dev_acc is not None else "?"
         text += [
             f"Dev selection (base model dev Acc {dev_acc}; rule: shortest dev Len-T within "
             f"{100 * protocol.acc_margin:g} point of it, else most accurate):",
@@ -193,12 +213,15 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
     sections, results, commands, carried = [], {}, [], set()
     for experiment in experiments:
         table = protocol.with_seeds(LAYOUTS[experiment].seeds)  # (a costly table may run fewer test seeds)
-        selected, base_dev_acc = selection(experiment, table, root)
+        searched, base_dev_acc = dev_search(experiment, table, root)
+        selected = selected_settings(experiment, table, searched, base_dev_acc)
+        searching = {r: {"setting": None, "dev": found} for r, found in searched.items() if found and r not in selected}
         rows, base = test_results(experiment, selected, table, root)
         results[experiment] = (rows, base, selected)
         commands += search_phases(experiment, table, root, extra)
         commands += test_phases(experiment, selected, table, root, extra)
-        text = "\n".join(experiment_section(experiment, rows, base, selected, base_dev_acc, table, out))
+        section = experiment_section(experiment, rows, base, selected, searching, base_dev_acc, table, out)
+        text = "\n".join(section)
         earlier = previous.sections.get(experiment)
         if earlier is not None and not has_runs(experiment, root) and earlier.rstrip() != text.rstrip():
             carried.add(experiment)

@@ -75,26 +75,43 @@ def matches(run: Run, setting: dict) -> bool:
     return all(key in run.overrides and same_value(run.overrides[key], value) for key, value in setting.items())
 
 
-def selection(experiment: str, protocol: Protocol, root: Path) -> tuple[dict[str, dict], float | None]:
-    """Per row: every searched setting's dev Acc and Len-T (and its run, for comparisons at equal settings) and the
-    selected one; and the base model's dev Acc."""
+def dev_search(experiment: str, protocol: Protocol, root: Path) -> tuple[dict[str, list[dict]], float | None]:
+    """Per row: each searched setting that has a finished dev run, in grid order, with its dev Acc and Len-T (and
+    its run, for comparisons at equal settings); and the base model's dev Acc (None before any run)."""
     layout = LAYOUTS[experiment]
     runs = [r for r in read_runs(root / experiment / "search", layout) if matches(r, _seed(protocol))]
     base_acc = runs[-1].overall("base")["acc"] if runs else None
     out = {}
     for row in layout.labels:
-        grid = protocol.grid(layout.kind_of(row))
         found = []
-        for setting in grid:
+        for setting in protocol.grid(layout.kind_of(row)):
             mine = [r for r in runs if r.row == row and matches(r, setting)]
             if mine:
                 trained = mine[-1].overall("trained")
                 found.append({"setting": setting, "acc": trained["acc"], "len_t": trained["len_t"], "run": mine[-1]})
-        if len(found) < len(grid):
+        out[row] = found
+    return out, base_acc
+
+
+def selected_settings(
+    experiment: str, protocol: Protocol, searched: dict[str, list[dict]], base_acc: float | None
+) -> dict[str, dict]:
+    """Per row whose whole grid has run (`dev_search`): the selected setting and every setting's dev values."""
+    layout = LAYOUTS[experiment]
+    out = {}
+    for row, found in searched.items():
+        if not found or len(found) < len(protocol.grid(layout.kind_of(row))):
             continue  # the search of this row is not complete
         chosen = select_setting(pd.DataFrame(found)[["acc", "len_t"]], base_acc, protocol.acc_margin)
         out[row] = {"setting": found[chosen]["setting"], "dev": found}
-    return out, base_acc
+    return out
+
+
+def selection(experiment: str, protocol: Protocol, root: Path) -> tuple[dict[str, dict], float | None]:
+    """Per row whose search is complete: every searched setting's dev Acc and Len-T (and its run) and the selected
+    one; and the base model's dev Acc."""
+    searched, base_acc = dev_search(experiment, protocol, root)
+    return selected_settings(experiment, protocol, searched, base_acc), base_acc
 
 
 def _seed(protocol: Protocol, seed: int | None = None) -> dict:

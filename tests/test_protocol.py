@@ -402,6 +402,47 @@ def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
     assert "first 3" not in out.read_text().split("(`ts_table2`)")[1]
 
 
+def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its_grid_is_complete(tmp_path):
+    """SmolLM2's TokenSqueeze row searched at 2 of its 6 learning rates: its section lists both settings' dev values
+    and selects none; with all 6 it selects by the rule (base dev Acc 80%: within 1 point, 79% to 81% qualify, the
+    shortest of them is the 4th setting) and the progress note is gone."""
+    from tsq.stages.run_metrics import RunMetrics
+
+    protocol = load_protocol()
+    lrs = [setting["train.lr"] for setting in protocol.grid("preference")]
+    accs, lens = [0.2, 0.81, 0.5, 0.79, 0.795, 0.1], [10.0, 30.0, 5.0, 20.0, 25.0, 1.0]
+
+    def search_run(i: int) -> None:
+        rows = [
+            {"role": "base", "level": "all", "acc": 0.8, "len_t": 50.0},
+            {"role": "trained", "level": "all", "acc": accs[i], "len_t": lens[i]},
+        ]
+        run = {"choices": {"method": "tokensqueeze"}, "overrides": [f"train.lr={lrs[i]}", "seed=100"]}
+        RunMetrics(rows=rows, run=run).write(tmp_path / "logs" / "ts_smollm2" / "search" / f"lr{i}" / "0")
+
+    def section() -> str:
+        out = tmp_path / "RESULTS.md"
+        results.write_results(["ts_smollm2"], protocol, tmp_path / "logs", out)
+        return out.read_text().split("(`ts_smollm2`)")[1].split("\n## ")[0]
+
+    for i in (0, 1):
+        search_run(i)
+    text = section()
+    assert "Dev search in progress (TokenSqueeze: 2 of 6 settings; base model dev Acc 80.00%)" in text
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if "train.lr=" in line]
+    assert [(c[1], float(c[2]), float(c[3]), c[4]) for c in cells] == [
+        (f"train.lr={lrs[0]}", 20.0, 10.0, ""),
+        (f"train.lr={lrs[1]}", 81.0, 30.0, ""),
+    ]
+    assert "Dev selection" not in text
+    for i in range(2, 6):
+        search_run(i)
+    text = section()
+    assert "in progress" not in text and "Dev selection" in text
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if "train.lr=" in line]
+    assert [c[1] for c in cells if c[4] == "yes"] == [f"train.lr={lrs[3]}"] and len(cells) == 6
+
+
 def test_phases_run_at_once_record_each_ledger_entry_and_a_failure_ends_no_other(tmp_path):
     """`--jobs 2`: two phases overlap in time, each gets its ledger entry, and a failing phase is raised only after
     the other has finished (its work is not lost)."""
