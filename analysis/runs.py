@@ -100,7 +100,7 @@ def selected_settings(
     layout = LAYOUTS[experiment]
     out = {}
     for row, found in searched.items():
-        if not found or len(found) < len(protocol.grid(layout.kind_of(row))):
+        if len(found) < len(protocol.grid(layout.kind_of(row))):  # (a grid is never empty: Protocol)
             continue  # the search of this row is not complete
         chosen = select_setting(pd.DataFrame(found)[["acc", "len_t"]], base_acc, protocol.acc_margin)
         out[row] = {"setting": found[chosen]["setting"], "dev": found}

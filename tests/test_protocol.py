@@ -420,6 +420,9 @@ def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its
         run = {"choices": {"method": "tokensqueeze"}, "overrides": [f"train.lr={lrs[i]}", "seed=100"]}
         RunMetrics(rows=rows, run=run).write(tmp_path / "logs" / "ts_smollm2" / "search" / f"lr{i}" / "0")
 
+    def dev_rows(text: str) -> list[list[str]]:
+        return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if "train.lr=" in line]
+
     def section() -> str:
         out = tmp_path / "RESULTS.md"
         results.write_results(["ts_smollm2"], protocol, tmp_path / "logs", out)
@@ -429,7 +432,7 @@ def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its
         search_run(i)
     text = section()
     assert "Dev search in progress (TokenSqueeze: 2 of 6 settings; base model dev Acc 80.00%)" in text
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if "train.lr=" in line]
+    cells = dev_rows(text)
     assert [(c[1], float(c[2]), float(c[3]), c[4]) for c in cells] == [
         (f"train.lr={lrs[0]}", 20.0, 10.0, ""),
         (f"train.lr={lrs[1]}", 81.0, 30.0, ""),
@@ -439,7 +442,7 @@ def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its
         search_run(i)
     text = section()
     assert "in progress" not in text and "Dev selection" in text
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if "train.lr=" in line]
+    cells = dev_rows(text)
     assert [c[1] for c in cells if c[4] == "yes"] == [f"train.lr={lrs[3]}"] and len(cells) == 6
 
 
