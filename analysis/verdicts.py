@@ -15,12 +15,11 @@ from analysis.layouts import LAYOUTS, DevChoice
 from analysis.protocol import Protocol, difference, select_setting
 from analysis.runs import RowResult
 from analysis.tables import BASE, fmt_interval, number
-from tsq.evaluation.intervals import SeedInterval, seed_aware_interval
+from tsq.evaluation.intervals import SeedInterval, per_problem_sums, seed_aware_interval
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC_NAMES = {"acc": "Acc", "len_t": "Len-T", "len_a": "Len-A", "step_len": "StepLen"}
-LENGTHS = ("len_t", "len_a", "step_len")
-UNDEFINED = "undefined (a row has no correct response)"
+UNDEFINED = "undefined (a row has no correct response; for StepLen: none with a reasoning step)"
 
 
 @dataclass(frozen=True)
@@ -133,6 +132,12 @@ def claim_rows(
     return ClaimResult(combine(verdicts), parts, effects, equal_settings(claim, results, protocol))
 
 
+def averaged(samples: pd.DataFrame, metric: str) -> bool:
+    """Whether `metric` has anything to average over in `samples`: Len-T needs a correct response, StepLen a correct
+    response with a reasoning step (a correct answer given with no step has none)."""
+    return bool(per_problem_sums(samples, metric)["den"].sum() > 0)
+
+
 def grid_point(setting: dict[str, object]) -> tuple:
     """A searched setting as a point of the protocol's grid, which is one for every kind of row: keys are compared by
     their last part, so `train.lr`, `rl.lr` and `tldr.lr` at one value are the same learning rate."""
@@ -158,8 +163,8 @@ def equal_settings(
             if setting not in versus_at:
                 continue
             a, b = entry["run"].frame("trained"), versus_at[setting]["run"].frame("trained")
-            if comparison.metric in LENGTHS and not (a["correct"].any() and b["correct"].any()):
-                by_setting.setdefault(setting, []).append(UNDEFINED)  # a row with nothing correct has no Len-T
+            if not (averaged(a, comparison.metric) and averaged(b, comparison.metric)):
+                by_setting.setdefault(setting, []).append(UNDEFINED)
                 continue
             interval = difference(a, b, comparison.metric, protocol.n_boot, protocol.level)
             by_setting.setdefault(setting, []).append(
