@@ -39,12 +39,14 @@ def experiment_section(
     base: RowResult | None,
     selected: dict,
     searching: dict,
+    testing: dict[str, tuple[RowResult, RowResult]],
     base_dev_acc,
     protocol,
     out,
 ) -> list[str]:
     """One experiment's part of the page (`out`: the page's path; figures and the LaTeX table go beside it).
-    `searching`: the rows whose dev search has begun but not finished, with the settings run so far."""
+    `searching`: the rows whose dev search has begun but not finished, with the settings run so far; `testing`: the
+    rows whose test has finished some seeds but not all, with the base model's row at those seeds."""
     layout = LAYOUTS[experiment]
     figures = out.parent / "experiments" / "figures"
     text = [f"## {layout.caption or experiment} (`{experiment}`)", ""]
@@ -94,6 +96,18 @@ def experiment_section(
             text += ["Positives chosen per problem (k): problems per k.", "", md(k), ""]
             kfig = k_figure(k, figures, f"{experiment}_k")[0]
             text += [f"![k per problem]({kfig.relative_to(out.parent)})", ""]
+    if testing:
+        text += [
+            f"Test in progress ({test_progress(testing, protocol)}). Pooled cells, intervals and verdicts wait for "
+            "every seed; the finished seeds' test values:",
+            "",
+        ]
+        by_seeds: dict[tuple[int, ...], list[tuple[str, RowResult, RowResult]]] = {}
+        for row, (result, base_at_seeds) in testing.items():
+            by_seeds.setdefault(result.seeds, []).append((row, result, base_at_seeds))
+        for seeds, group in by_seeds.items():
+            table = per_seed_table({row: result for row, result, _ in group}, group[0][2], seeds)
+            text += [md(table), ""]
     dev_acc = f"{100 * base_dev_acc:.2f}%" if base_dev_acc is not None else "?"
     if searching:
         progress = "; ".join(
@@ -122,6 +136,15 @@ def experiment_section(
             note = dev_choice_note(layout.dev_choice, selected, base_dev_acc, protocol)
             text += [note, ""] if note else []
     return text
+
+
+def test_progress(testing: dict[str, tuple[RowResult, RowResult]], protocol: Protocol) -> str:
+    """Which test seeds each row in progress has finished, e.g. "TokenSqueeze: seeds 0, 1 of 0, 1, 2"."""
+    every = ", ".join(map(str, protocol.seeds))
+    return "; ".join(
+        f"{result.label}: seed{'s' if len(result.seeds) > 1 else ''} {', '.join(map(str, result.seeds))} of {every}"
+        for result, _ in testing.values()
+    )
 
 
 def protocol_paragraph(protocol: Protocol) -> str:
@@ -192,6 +215,12 @@ def claim_experiments(claim) -> set[str]:
     return {side[0] for part in claim.parts for side in (part.row, part.versus)}
 
 
+def not_yet(claim, in_progress: dict[str, str]) -> str:
+    """A claim without a verdict: "not run yet", or which test seeds its experiments have finished."""
+    progress = [in_progress[e] for e in sorted(claim_experiments(claim)) if in_progress.get(e)]
+    return f"test in progress ({'; '.join(progress)})" if progress else "not run yet"
+
+
 def with_carried_rows(times: pd.DataFrame, carried: list[list[str]]) -> pd.DataFrame:
     """The ledger's wall-time table with an earlier page's rows of carried experiments, and the total again."""
     if not carried:
@@ -210,17 +239,18 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
     already at `out` (marked as carried over), so a page written on a machine that ran one experiment does not
     erase what the others showed."""
     previous = PreviousPage.read(out)
-    sections, results, commands, carried = [], {}, [], set()
+    sections, results, commands, carried, in_progress = [], {}, [], set(), {}
     for experiment in experiments:
         table = protocol.with_seeds(LAYOUTS[experiment].seeds)  # (a costly table may run fewer test seeds)
         searched, base_dev_acc = dev_search(experiment, table, root)
         selected = selected_settings(experiment, table, searched, base_dev_acc)
         searching = {r: {"setting": None, "dev": found} for r, found in searched.items() if found and r not in selected}
-        rows, base = test_results(experiment, selected, table, root)
+        rows, base, testing = test_results(experiment, selected, table, root)
         results[experiment] = (rows, base, selected)
+        in_progress[experiment] = test_progress(testing, table) if testing else ""
         commands += search_phases(experiment, table, root, extra)
         commands += test_phases(experiment, selected, table, root, extra)
-        section = experiment_section(experiment, rows, base, selected, searching, base_dev_acc, table, out)
+        section = experiment_section(experiment, rows, base, selected, searching, testing, base_dev_acc, table, out)
         text = "\n".join(section)
         earlier = previous.sections.get(experiment)
         if earlier is not None and not has_runs(experiment, root) and earlier.rstrip() != text.rstrip():
@@ -239,7 +269,9 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
             {
                 "claim": f"{claim.id}: {claim.statement}",
                 "paper": claim.paper,
-                "here (test, seeds pooled)": "<br>".join(measured.measured) if measured else "not run yet",
+                "here (test, seeds pooled)": (
+                    "<br>".join(measured.measured) if measured else not_yet(claim, in_progress)
+                ),
                 "verdict": f"**{measured.verdict}**" if measured else "–",
                 "effect vs the paper's": "<br>".join(measured.effects) if measured else "",
                 "at equal settings (dev)": measured.equal_settings if measured else "",

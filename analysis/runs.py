@@ -125,6 +125,7 @@ class RowResult:
 
     label: str
     runs: list[Run] = field(default_factory=list)
+    seeds: tuple[int, ...] = ()  # the seed of each run
     _pooled: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def frames(self, role: str = "trained") -> list[pd.DataFrame]:
@@ -150,27 +151,35 @@ class RowResult:
 
 def test_results(
     experiment: str, selected: dict[str, dict], protocol: Protocol, root: Path
-) -> tuple[dict[str, RowResult], RowResult | None]:
-    """The rows whose every seed has a finished test run of the selected setting, and the base model's row (its
-    evaluation at every seed, from any run of that seed)."""
+) -> tuple[dict[str, RowResult], RowResult | None, dict[str, tuple[RowResult, RowResult]]]:
+    """The rows whose every seed has a finished test run of the selected setting; the base model's row (its
+    evaluation at every seed, from any run of that seed); and the rows whose test has finished some seeds but not
+    all: each row's runs of those seeds and the base model's row at the same seeds."""
     layout = LAYOUTS[experiment]
     runs = read_runs(root / experiment / "test", layout)
-    rows = {}
-    for row, choice in selected.items():
-        per_seed = []
+
+    def last_per_seed(setting: dict, row: str | None = None) -> dict[int, Run]:
+        found = {}
         for seed in protocol.seeds:
-            mine = [r for r in runs if r.row == row and matches(r, {**choice["setting"], **_seed(protocol, seed)})]
+            wanted = {**setting, **_seed(protocol, seed)}
+            mine = [r for r in runs if (row is None or r.row == row) and matches(r, wanted)]
             if mine:
-                per_seed.append(mine[-1])
+                found[seed] = mine[-1]
+        return found
+
+    base_runs = last_per_seed({})
+    rows, testing = {}, {}
+    for row, choice in selected.items():
+        per_seed = last_per_seed(choice["setting"], row)
         if len(per_seed) == len(protocol.seeds):
-            rows[row] = RowResult(layout.labels[row], per_seed)
-    base_runs = []
-    for seed in protocol.seeds:
-        mine = [r for r in runs if matches(r, _seed(protocol, seed))]
-        if mine:
-            base_runs.append(mine[-1])
-    base = RowResult("Baseline", base_runs) if len(base_runs) == len(protocol.seeds) else None
-    return rows, base
+            rows[row] = RowResult(layout.labels[row], list(per_seed.values()), tuple(per_seed))
+        elif per_seed:
+            seeds = tuple(per_seed)
+            base_at_seeds = RowResult("Baseline", [base_runs[s] for s in seeds], seeds)
+            testing[row] = (RowResult(layout.labels[row], list(per_seed.values()), seeds), base_at_seeds)
+    complete = len(base_runs) == len(protocol.seeds)
+    base = RowResult("Baseline", list(base_runs.values()), tuple(base_runs)) if complete else None
+    return rows, base, testing
 
 
 def collect_metrics(root: str | Path) -> pd.DataFrame:

@@ -383,6 +383,37 @@ def test_an_accuracy_claim_between_trained_rows_is_judged_at_every_common_learni
     assert equal_settings(against_base, results, protocol) == ""
 
 
+def test_a_step_length_claim_is_undefined_at_a_setting_where_the_correct_responses_have_no_step():
+    """StepLen averages over the steps of correct responses: a row whose only correct response has no reasoning
+    step has none to average (Len-T it has), so the claim is undefined at that setting instead of failing the
+    page (the smoke world's dev runs did this)."""
+    from dataclasses import replace
+
+    from analysis.claims import Claim, Comparison
+    from analysis.runs import Run
+    from analysis.verdicts import UNDEFINED, averaged, equal_settings
+
+    def dev_run(steps: list[int], lr: float) -> dict:
+        samples = pd.DataFrame(
+            {
+                "problem_id": ["p0", "p1", "p2"],
+                "correct": [True, False, True],
+                "n_tokens": [4, 11, 6],
+                "n_steps": steps,
+                "step_tokens": [2 * n for n in steps],
+            }
+        )
+        return {"setting": {"train.lr": lr}, "run": Run(None, {}, "row", {"trained": samples})}
+
+    stepless, stepped = dev_run([0, 1, 0], 1e-5), dev_run([1, 0, 2], 1e-5)
+    assert not averaged(stepless["run"].frame("trained"), "step_len")
+    assert averaged(stepless["run"].frame("trained"), "len_t") and averaged(stepped["run"].frame("trained"), "step_len")
+    results = {"exp": ({}, None, {"a": {"dev": [stepless]}, "b": {"dev": [stepped]}})}
+    claim = Claim("X", "test", "", "", (Comparison("step_len", ("exp", "a"), ("exp", "b"), "<"),))
+    line = equal_settings(claim, results, replace(load_protocol(), n_boot=200))
+    assert line == f"at equal settings on dev: holds at 0 of 1 (1e-05: {UNDEFINED})"
+
+
 def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
     protocol = load_protocol()
     assert protocol.with_seeds(None) is protocol
@@ -444,6 +475,87 @@ def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its
     assert "in progress" not in text and "Dev selection" in text
     cells = dev_rows(text)
     assert [c[1] for c in cells if c[4] == "yes"] == [f"train.lr={lrs[3]}"] and len(cells) == 6
+
+
+def test_a_test_in_progress_shows_each_finished_seed_and_no_pooled_cell_or_verdict(tmp_path):
+    """SmolLM2's selected setting has finished test seeds 0 and 1 of its 3: its section lists those seeds' test Acc
+    and Len-T (base and trained, from the graded samples: hand-computed below) and no pooled table, and its claims
+    say which seeds are done instead of a verdict. With seed 2 as well, the row is complete."""
+    from analysis.page import claim_experiments
+    from analysis.runs import dev_search, selected_settings, test_results
+    from tsq.stages.run_metrics import RunMetrics
+    from tsq.stages.samples import SAMPLES_FILE
+
+    protocol = load_protocol()
+    lrs = [setting["train.lr"] for setting in protocol.grid("preference")]
+    logs = tmp_path / "logs" / "ts_smollm2"
+    for i, lr in enumerate(lrs):  # a complete search; the rule selects lrs[0], the only one within 1 point
+        rows = [
+            {"role": "base", "level": "all", "acc": 0.8, "len_t": 50.0},
+            {"role": "trained", "level": "all", "acc": 0.8 if i == 0 else 0.1, "len_t": 40.0},
+        ]
+        run = {"choices": {"method": "tokensqueeze"}, "overrides": [f"train.lr={lr}", "seed=100"]}
+        RunMetrics(rows=rows, run=run).write(logs / "search" / f"lr{i}" / "0")
+
+    def graded(right: list[bool], tokens: list[int]) -> pd.DataFrame:
+        # two problems, two samples each
+        return pd.DataFrame(
+            {"problem_id": ["a", "a", "b", "b"], "level": "1", "correct": right, "n_tokens": tokens, "text": ""}
+        )
+
+    # per seed: (base samples, trained samples); hand-computed Acc and Len-T (mean tokens of the correct ones)
+    samples = {
+        0: (graded([True, True, True, False], [10, 20, 30, 99]), graded([True, False, False, False], [8, 1, 1, 1])),
+        1: (graded([True, False, True, False], [10, 1, 50, 1]), graded([True, True, False, True], [4, 6, 1, 11])),
+        2: (graded([True] * 4, [10] * 4), graded([True] * 4, [5] * 4)),
+    }
+    expected = {  # seed: base Acc, base Len-T, trained Acc, trained Len-T
+        0: (75.0, 20.0, 25.0, 8.0),
+        1: (50.0, 30.0, 75.0, 7.0),
+    }
+
+    def test_run(seed: int) -> None:
+        folder = logs / "test" / f"seed{seed}" / "0"
+        evaluations = {}
+        for role, frame in zip(("base", "trained"), samples[seed], strict=True):
+            (folder / role).mkdir(parents=True)
+            frame.to_json(folder / role / SAMPLES_FILE, orient="records", lines=True)
+            evaluations[role] = {"split": "test", "path": str(folder / role)}
+        run = {"choices": {"method": "tokensqueeze"}, "overrides": [f"train.lr={lrs[0]}", f"seed={seed}"]}
+        RunMetrics(run=run, evaluations=evaluations).write(folder)
+
+    def page() -> tuple[str, list[str]]:
+        out = tmp_path / "RESULTS.md"
+        results.write_results(["ts_smollm2"], protocol, tmp_path / "logs", out)
+        text = out.read_text()
+        smol_claims = [c.id for c in CLAIMS if claim_experiments(c) == {"ts_smollm2"}]
+        verdicts = [line for line in text.splitlines() for c in smol_claims if line.startswith(f"| {c}:")]
+        return text.split("(`ts_smollm2`)")[1].split("\n## ")[0], verdicts
+
+    test_run(0)
+    test_run(1)
+    section, verdicts = page()
+    assert "Test in progress (TokenSqueeze: seeds 0, 1 of 0, 1, 2)" in section
+    table = section[section.index("Test in progress") :].split("\n\n")[1].splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = {
+        r[0]: dict(zip(header[1:], r[1:], strict=True))
+        for r in ([c.strip() for c in line.strip("|").split("|")] for line in table[2:])
+    }
+    assert header[1:] == ["Acc s0", "Acc s1", "Len-T s0", "Len-T s1"]
+    for seed, (base_acc, base_len, acc, len_t) in expected.items():
+        for row, values in (("Baseline", (base_acc, base_len)), ("TokenSqueeze", (acc, len_t))):
+            assert (float(cells[row][f"Acc s{seed}"]), float(cells[row][f"Len-T s{seed}"])) == values
+    assert "Per seed (test" not in section  # no pooled table
+    assert verdicts and all("test in progress (TokenSqueeze: seeds 0, 1 of 0, 1, 2)" in v for v in verdicts)
+    assert all("**" not in v for v in verdicts)
+    # with seed 2 the row is complete: it leaves the rows in progress for the pooled table (tested end to end in
+    # test_the_protocol_end_to_end_on_the_smoke_world)
+    test_run(2)
+    table = protocol.with_seeds(3)
+    selected = selected_settings("ts_smollm2", table, *dev_search("ts_smollm2", table, tmp_path / "logs"))
+    rows, base, testing = test_results("ts_smollm2", selected, table, tmp_path / "logs")
+    assert not testing and rows["tokensqueeze"].seeds == base.seeds == (0, 1, 2)
 
 
 def test_phases_run_at_once_record_each_ledger_entry_and_a_failure_ends_no_other(tmp_path):
