@@ -19,7 +19,7 @@ from tsq.evaluation.intervals import SeedInterval, per_problem_sums, seed_aware_
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC_NAMES = {"acc": "Acc", "len_t": "Len-T", "len_a": "Len-A", "step_len": "StepLen"}
-UNDEFINED = "undefined (a row has no correct response; for StepLen: none with a reasoning step)"
+UNDEFINED = "undefined (a row has no correct response, or not at two seeds; for StepLen: none with a step)"
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,12 @@ def claim_rows(
             f"{fmt_interval(interval, scale, 2)}{unit} (claimed {comparison.relation} {scale * threshold:g}; "
             f"per seed {seeds})"
         )
-        verdicts.append(verdict(interval, comparison.relation, threshold))
+        defined = math.isfinite(interval.low) and math.isfinite(interval.high)  # (a seed with nothing to average)
+        verdicts.append(verdict(interval, comparison.relation, threshold) if defined else UNDEFINED)
         num, den = versus_result.sums(comparison.metric, versus_role)
         effects.append(_effect(comparison, interval, float(num.sum() / den.sum())))
-    return ClaimResult(combine(verdicts), parts, effects, equal_settings(claim, results, protocol))
+    judged = UNDEFINED if UNDEFINED in verdicts else combine(verdicts)
+    return ClaimResult(judged, parts, effects, equal_settings(claim, results, protocol))
 
 
 def averaged(samples: pd.DataFrame, metric: str) -> bool:

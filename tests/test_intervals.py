@@ -1,10 +1,18 @@
 """Bootstrap intervals over problems (tsq/evaluation/intervals.py), against hand-computed values."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tsq.evaluation.intervals import Interval, bootstrap_ratio, paired_bootstrap_ratio, per_problem_sums
+from tsq.evaluation.intervals import (
+    Interval,
+    bootstrap_ratio,
+    paired_bootstrap_ratio,
+    per_problem_sums,
+    seed_aware_interval,
+)
 
 SAMPLES = pd.DataFrame(
     {
@@ -75,7 +83,6 @@ def test_pairing_resolves_a_difference_that_separate_intervals_cannot():
 def test_the_seed_aware_interval_by_hand():
     """Two seeds, two problems, 2 samples each: per-seed accuracies of row and versus, their differences, the
     pooled difference, and the seeds' standard error s / sqrt(S)."""
-    from tsq.evaluation.intervals import seed_aware_interval
 
     row = (np.array([[2.0, 1.0], [1.0, 1.0]]), np.full((2, 2), 2.0))  # accuracies 3/4, 2/4
     versus = (np.array([[1.0, 1.0], [1.0, 0.0]]), np.full((2, 2), 2.0))  # 2/4, 1/4
@@ -90,6 +97,23 @@ def test_the_seed_aware_interval_by_hand():
     assert spread.low < 0 and spread.high > 1
     bounded = seed_aware_interval((np.array([[2.0, 2.0], [0.0, 0.0]]), np.full((2, 2), 2.0)), n_boot=200, bounds=(0, 1))
     assert (bounded.low, bounded.high) == (0, 1) and bounded.estimate == spread.estimate == 0.5
+
+
+def test_a_seed_without_a_value_leaves_the_spread_unestimated_not_zero():
+    """Len-T at three seeds on two problems; at seed 2 nothing is correct, so it has no Len-T. Two seeds left: their
+    spread is estimated from them (per seed 5 and 7 tokens). One left of three: the interval is undefined (NaN), not
+    the narrower one-seed interval that takes the spread as none. A single run's one seed keeps its interval."""
+    tokens = np.array([[10.0, 0.0], [14.0, 0.0], [0.0, 0.0]])  # correct tokens per seed and problem
+    correct = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    two = seed_aware_interval((tokens, correct), n_boot=200)
+    assert two.per_seed[:2] == (5.0, 7.0) and math.isnan(two.per_seed[2])
+    assert two.estimate == 6.0 and two.se_seeds == pytest.approx(1.0)  # sqrt(var(5, 7) / 2)
+    assert math.isfinite(two.low) and math.isfinite(two.high)
+    tokens[1], correct[1] = 0.0, 0.0
+    one = seed_aware_interval((tokens, correct), n_boot=200)
+    assert one.estimate == 5.0 and math.isnan(one.low) and math.isnan(one.high)
+    alone = seed_aware_interval((tokens[:1], correct[:1]), n_boot=200)
+    assert alone.estimate == 5.0 and math.isfinite(alone.low)
 
 
 @pytest.mark.parametrize("sd_points", [0.0, 0.5, 1.0])

@@ -414,6 +414,30 @@ def test_a_step_length_claim_is_undefined_at_a_setting_where_the_correct_respons
     assert line == f"at equal settings on dev: holds at 0 of 1 (1e-05: {UNDEFINED})"
 
 
+def test_a_test_claim_on_a_length_a_seed_cannot_average_is_undefined_not_inconclusive():
+    """Test rows at two seeds: at seed 1 row a answers nothing right, so its Len-T at that seed does not exist and
+    the seed-aware interval has no spread to estimate; the claim's verdict says so instead of "inconclusive"."""
+    from dataclasses import replace
+
+    from analysis.claims import Claim, Comparison
+    from analysis.runs import Run
+    from analysis.verdicts import UNDEFINED, claim_rows
+
+    def run(correct: list[bool]) -> Run:
+        samples = pd.DataFrame({"problem_id": ["p0", "p1", "p2"], "correct": correct, "n_tokens": [4, 8, 6]})
+        return Run(None, {}, "row", {"trained": samples})
+
+    a = RowResult("A", [run([True, True, False]), run([False, False, False])], (0, 1))
+    b = RowResult("B", [run([True, True, True]), run([True, False, True])], (0, 1))
+    results = {"exp": ({"a": a, "b": b}, None, {"a": {}, "b": {}})}
+    protocol = replace(load_protocol(), n_boot=200)
+    shorter = Claim("X", "test", "", "", (Comparison("len_t", ("exp", "a"), ("exp", "b"), "<"),))
+    assert claim_rows(shorter, results, protocol).verdict == UNDEFINED
+    # Acc is defined at every seed: a verdict as usual (a is less accurate at both seeds: 67 - 100, 0 - 67 points)
+    accurate = Claim("Y", "test", "", "", (Comparison("acc", ("exp", "a"), ("exp", "b"), ">"),))
+    assert claim_rows(accurate, results, protocol).verdict in (FAILS, INCONCLUSIVE)
+
+
 def test_a_costly_table_runs_the_protocols_first_test_seeds(tmp_path):
     protocol = load_protocol()
     assert protocol.with_seeds(None) is protocol

@@ -174,9 +174,11 @@ def seed_aware_interval(
     from how much larger the bootstrap variance of one seed's value is than the pooled value's
     ((mean per-seed variance - pooled variance) / (S - 1)). The interval is estimate +- t * SE with
     Welch-Satterthwaite degrees of freedom (the problems' part counted as known). With one seed it is the problem
-    bootstrap's normal interval. Measured coverage: tests/test_intervals.py simulates it. The interval is clipped to
-    `bounds`, the values the metric can take (an accuracy's [0, 1]): a t interval over few spread seeds can reach past
-    them, and clipping never drops a possible true value.
+    bootstrap's normal interval. A seed whose value does not exist (a Len-T with no correct response) is left out of
+    the spread; with fewer than two seeds left of several the interval is NaN (undefined), not the one-seed interval.
+    Measured coverage: tests/test_intervals.py simulates it. The interval is clipped to `bounds`, the values the
+    metric can take (an accuracy's [0, 1]): a t interval over few spread seeds can reach past them, and clipping never
+    drops a possible true value.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -202,7 +204,10 @@ def seed_aware_interval(
     finite = np.isfinite(per_seed)
     seeds = int(finite.sum())
     pooled_variance = boot_variance(slice(None))
-    if not math.isfinite(estimate) or not math.isfinite(pooled_variance):
+    # runs at several seeds of which fewer than two have a value: their spread cannot be estimated, and taking it as
+    # none would give an interval too narrow
+    spread_unknown = num.shape[0] > 1 and seeds < 2
+    if not math.isfinite(estimate) or not math.isfinite(pooled_variance) or spread_unknown:
         return SeedInterval(estimate, math.nan, math.nan, tuple(per_seed.tolist()), math.nan, math.nan, math.nan)
     if seeds > 1:
         seed_variance = float(per_seed[finite].var(ddof=1)) / seeds
