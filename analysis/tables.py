@@ -20,7 +20,13 @@ FORCED_COLUMNS = (16, 32)  # forced-budget accuracies shown in the tables (the f
 
 
 def fmt_interval(interval, scale: float = 1.0, digits: int = 1) -> str:
+    """`estimate [low, high]`; an undefined value or interval (nothing to average; a seed spread from fewer than two
+    seeds: `seed_aware_interval`) says so instead of printing NaN."""
     e, lo, hi = (scale * v for v in (interval.estimate, interval.low, interval.high))
+    if not math.isfinite(e):
+        return "undefined"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{e:.{digits}f} [no interval]"
     return f"{e:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 

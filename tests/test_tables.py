@@ -1,5 +1,6 @@
 """The tables of RESULTS.md, from made-up graded samples whose values are worked out by hand."""
 
+import math
 import shutil
 import subprocess
 
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 
 from analysis.runs import RowResult
-from analysis.tables import dev_table, k_table, per_level_table, to_latex
+from analysis.tables import dev_table, fmt_interval, k_table, per_level_table, to_latex
+from tsq.evaluation.intervals import Interval
 from tsq.stages.run_metrics import RunMetrics
 
 
@@ -26,6 +28,12 @@ def graded(levels: dict[str, tuple[int, int, list[int]]]) -> pd.DataFrame:
         for i in range(total):
             rows.append({"level": level, "correct": i < right, "n_tokens": tokens[i], "problem_id": f"{level}-{i}"})
     return pd.DataFrame(rows)
+
+
+def test_an_undefined_value_or_interval_is_named_not_printed_as_nan():
+    assert fmt_interval(Interval(0.5, 0.25, 0.75), 100) == "50.0 [25.0, 75.0]"
+    assert fmt_interval(Interval(5.0, math.nan, math.nan), digits=2) == "5.00 [no interval]"
+    assert fmt_interval(Interval(math.nan, math.nan, math.nan)) == "undefined"
 
 
 def test_tldr_layout_by_hand():
