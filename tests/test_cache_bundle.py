@@ -84,3 +84,9 @@ def test_the_command_line_packs_and_unpacks(store, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "packed: pairs/aaaa" in printed and "left: policy/bbbb" in printed and "restored: pairs/aaaa" in printed
     assert ArtifactStore(tmp_path / "there").usable("pairs", "aaaa")
+
+
+def test_an_artifact_that_fails_its_manifest_check_is_not_packed(store, tmp_path):
+    (store.path("pairs", "aaaa") / "pairs.jsonl").write_text('{"chosen": 2}\n')  # same size, other bytes
+    report = pack_bundle(store, tmp_path / "b.tar.gz", max_bytes=10_000)
+    assert report.skipped["pairs/aaaa"] == "fails its manifest check" and report.done == ["policy/bbbb"]

@@ -61,12 +61,15 @@ def pack_bundle(store: ArtifactStore, out: Path, max_bytes: int, stages: list[st
             if not store.exists(stage_dir.name, folder.name):
                 report.skipped[address] = "unfinished (no artifact.json)"
                 continue
-            if not store.usable(stage_dir.name, folder.name):  # (moved aside, with a warning naming the file)
-                report.skipped[address] = "fails its manifest check"
-                continue
-            size = artifact_size(folder)
+            try:  # the size first: a model left out is not hashed
+                size = artifact_size(folder)
+            except (CorruptArtifact, ValueError, OSError):
+                size = 0  # (the manifest check below names what is wrong)
             if size > max_bytes:
                 report.skipped[address] = f"{size:,} bytes, over the limit of {max_bytes:,}"
+                continue
+            if not store.usable(stage_dir.name, folder.name):  # (moved aside, with a warning naming the file)
+                report.skipped[address] = "fails its manifest check"
                 continue
             meta = json.loads((folder / META_FILE).read_text())
             names = [META_FILE, *sorted(meta["files"])]
