@@ -27,6 +27,7 @@ BEST_RL = "best_rl"
 # plain GRPO (correctness reward only) is the RL rows' reference point, not a Long2Short method: never BEST_RL
 RL_REFERENCE = "grpo"
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+UNDEFINED = "undefined (a row has no correct response, or not at two seeds; for StepLen: none with a step)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def combine(verdicts: list[str]) -> str:
     """A claim's verdict from its comparisons' verdicts."""
     if not verdicts:
         raise ValueError("a claim needs at least one comparison")
+    if UNDEFINED in verdicts:  # a comparison that cannot be made decides nothing, a failure included
+        return UNDEFINED
     if FAILS in verdicts:
         return FAILS
     return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from analysis.claims import BEST_RL, HOLDS, RL_REFERENCE, Claim, Comparison, combine, threshold_of, verdict
+from analysis.claims import BEST_RL, HOLDS, RL_REFERENCE, UNDEFINED, Claim, Comparison, combine, threshold_of, verdict
 from analysis.layouts import LAYOUTS, DevChoice
 from analysis.protocol import Protocol, difference, select_setting
 from analysis.runs import RowResult
@@ -19,7 +19,6 @@ from tsq.evaluation.intervals import SeedInterval, per_problem_sums, seed_aware_
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC_NAMES = {"acc": "Acc", "len_t": "Len-T", "len_a": "Len-A", "step_len": "StepLen"}
-UNDEFINED = "undefined (a row has no correct response, or not at two seeds; for StepLen: none with a step)"
 
 
 @dataclass(frozen=True)
@@ -130,8 +129,7 @@ def claim_rows(
         verdicts.append(verdict(interval, comparison.relation, threshold) if defined else UNDEFINED)
         num, den = versus_result.sums(comparison.metric, versus_role)
         effects.append(_effect(comparison, interval, float(num.sum() / den.sum())))
-    judged = UNDEFINED if UNDEFINED in verdicts else combine(verdicts)
-    return ClaimResult(judged, parts, effects, equal_settings(claim, results, protocol))
+    return ClaimResult(combine(verdicts), parts, effects, equal_settings(claim, results, protocol))
 
 
 def averaged(samples: pd.DataFrame, metric: str) -> bool:
@@ -172,9 +170,7 @@ def equal_settings(
             by_setting.setdefault(setting, []).append(
                 verdict(interval, comparison.relation, threshold_of(comparison, protocol.noninferiority))
             )
-    complete = {
-        k: UNDEFINED if UNDEFINED in v else combine(v) for k, v in by_setting.items() if len(v) == len(claim.parts)
-    }
+    complete = {k: combine(v) for k, v in by_setting.items() if len(v) == len(claim.parts)}
     if not complete:
         return ""
     held = [k for k, v in complete.items() if v == HOLDS]

@@ -15,6 +15,7 @@ from analysis.claims import (
     HOLDS,
     INCONCLUSIVE,
     NONINFERIOR,
+    UNDEFINED,
     Comparison,
     combine,
     verdict,
@@ -82,6 +83,7 @@ def test_a_claim_holds_only_when_every_part_holds_and_fails_when_any_part_fails(
     assert combine([HOLDS, HOLDS]) == HOLDS
     assert combine([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
     assert combine([INCONCLUSIVE, FAILS, HOLDS]) == FAILS
+    assert combine([FAILS, UNDEFINED]) == UNDEFINED  # a comparison that cannot be made decides nothing
 
 
 def test_the_best_rl_row_is_chosen_on_dev_among_the_rl_rows_with_a_length_reward():
