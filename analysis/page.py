@@ -55,7 +55,8 @@ def experiment_section(
             f"This table runs the protocol's first {layout.seeds} test seeds ({list(protocol.seeds)}; `table.seeds`).",
             "",
         ]
-    missing = [layout.labels[r] for r in layout.labels if r not in rows]
+    # a row in progress has its own paragraph below
+    missing = [layout.labels[r] for r in layout.labels if r not in rows and r not in testing and r not in searching]
     if missing:
         text += [f"Not run yet (no complete search or test): {', '.join(missing)}.", ""]
     if rows and base:

@@ -491,6 +491,7 @@ def test_a_search_in_progress_shows_its_dev_values_and_selects_nothing_until_its
         search_run(i)
     text = section()
     assert "Dev search in progress (TokenSqueeze: 2 of 6 settings; base model dev Acc 80.00%)" in text
+    assert "Not run yet" not in text  # the row in progress is not also called not run
     cells = dev_rows(text)
     assert [(c[1], float(c[2]), float(c[3]), c[4]) for c in cells] == [
         (f"train.lr={lrs[0]}", 20.0, 10.0, ""),
@@ -564,6 +565,7 @@ def test_a_test_in_progress_shows_each_finished_seed_and_no_pooled_cell_or_verdi
     test_run(1)
     section, verdicts = page()
     assert "Test in progress (TokenSqueeze: seeds 0, 1 of 0, 1, 2)" in section
+    assert "Not run yet" not in section
     table = section[section.index("Test in progress") :].split("\n\n")[1].splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     cells = {
