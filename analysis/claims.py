@@ -28,6 +28,7 @@ BEST_RL = "best_rl"
 RL_REFERENCE = "grpo"
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 UNDEFINED = "undefined (a row has no correct response, or not at two seeds; for StepLen: none with a step)"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNDEFINED)  # every verdict a computed claim can get
 
 
 @dataclass(frozen=True)
