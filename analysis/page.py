@@ -92,9 +92,9 @@ def experiment_section(
             text += [md(per_level_table(rows, base)), ""]
             text += ["Kept checkpoints (dev evaluation every `tldr.update_every` steps):", ""]
             text += [md(tldr_checkpoints(rows, protocol.seed_key), index=False), ""]
-        k = k_table([(result.runs[0].record, result.label) for result in rows.values()])
+        k = k_table([(run.record, result.label) for result in rows.values() for run in result.runs])
         if len(k.columns) and layout.protocol_kind == "preference":
-            text += ["Positives chosen per problem (k): problems per k.", "", md(k), ""]
+            text += ["Positives chosen per problem (k): problems per k, the mean over the row's seeds.", "", md(k), ""]
             kfig = k_figure(k, figures, f"{experiment}_k")[0]
             text += [f"![k per problem]({kfig.relative_to(out.parent)})", ""]
     if testing:

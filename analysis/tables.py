@@ -91,26 +91,48 @@ def result_table(
             if len(at):
                 record[f"forced Acc@{budget} (%)"] = fmt_interval(cell(at, "acc", protocol.n_boot, protocol.level), 100)
         if key != BASE:
-            record.update(budget_columns(result.runs[0].record, selected[key]["setting"]))
+            record.update(budget_columns([run.record for run in result.runs], selected[key]["setting"]))
             record.update(compute_columns([run.record for run in result.runs]))
         records.append(record)
     return pd.DataFrame(records).set_index("row").fillna("")
 
 
-def budget_columns(record: RunMetrics, setting: dict) -> dict:
+def budget_columns(records: list[RunMetrics], setting: dict) -> dict:
     """What training a row had: pairs (or mixture examples, or RL rollouts), optimizer steps, passes over the data,
-    setting."""
+    setting. Each seed draws its own pairs, so a count that differs between a row's seeds is their mean with the
+    range."""
     out = {"setting": ", ".join(f"{k}={v}" for k, v in setting.items())}
-    if record.training is not None:
-        training = record.training
-        out.update(pairs=str(training["pairs"]), steps=str(training["steps"]), epochs=f"{training['epochs']:.2f}")
-    elif record.tldr is not None:
-        tldr = record.tldr
+    first = records[0]
+    if first.training is not None:
+        training = [r.training for r in records]
+        out.update(
+            pairs=seed_count([t["pairs"] for t in training]),
+            steps=seed_count([t["steps"] for t in training]),
+            epochs=f"{np.mean([t['epochs'] for t in training]):.2f}",
+        )
+    elif first.tldr is not None:
         # the last dev evaluation is at the last step (DevReweighting evaluates at max_steps)
-        out.update(steps=str(max(h["step"] for h in tldr["history"])), checkpoint=checkpoint_note(tldr))
-    elif record.rl is not None:
-        out.update(steps=str(record.rl["steps"]), rollouts=str(record.rl["rollouts"]))
+        out.update(
+            steps=seed_count([max(h["step"] for h in r.tldr["history"]) for r in records]),
+            checkpoint=seed_notes([checkpoint_note(r.tldr) for r in records]),
+        )
+    elif first.rl is not None:
+        out.update(
+            steps=seed_count([r.rl["steps"] for r in records]), rollouts=seed_count([r.rl["rollouts"] for r in records])
+        )
     return out
+
+
+def seed_notes(notes: list[str]) -> str:
+    """A note over a row's seeds: the note when they agree, else each seed's in seed order, `step 32; step 96`."""
+    return notes[0] if len(set(notes)) == 1 else "; ".join(notes)
+
+
+def seed_count(values: list[int]) -> str:
+    """A count over a row's seeds: the value when they agree, else the mean and the range, `389 (359-405)`."""
+    if min(values) == max(values):
+        return str(values[0])
+    return f"{np.mean(values):.0f} ({min(values)}-{max(values)})"
 
 
 def compute_columns(records: list[RunMetrics]) -> dict:
@@ -215,14 +237,18 @@ def tldr_checkpoints(rows: dict[str, RowResult], seed_key: str) -> pd.DataFrame:
 
 
 def k_table(records: list[tuple[RunMetrics, str]]) -> pd.DataFrame:
-    """Problems per k, the positives the selector chose per problem (0: no correct response), one column per
-    (record, label) (its construction statistics); empty without construction."""
-    counts = {}
+    """Problems per k, the positives the selector chose per problem (0: no correct response), one column per label
+    (its records' construction statistics); a label given several records (a row's seeds, each with pairs of its
+    own) gets their mean. Empty without construction."""
+    counts: dict[str, list[dict[int, int]]] = {}
     for record, label in records:
         stats = (record.construction or {}).get("positives_per_problem")
         if stats:
-            counts[label] = {int(k): n for k, n in stats.items()}
-    table = pd.DataFrame(counts).fillna(0).astype(int).sort_index()
+            counts.setdefault(label, []).append({int(k): n for k, n in stats.items()})
+    columns = {label: pd.DataFrame(seeds).fillna(0).mean() for label, seeds in counts.items()}
+    table = pd.DataFrame(columns).fillna(0).sort_index()
+    # one record per label (or equal counts): whole problems; else a mean, to a tenth of a problem
+    table = table.astype(int) if (table == table.round()).all().all() else table.round(1)
     table.index.name = "k"
     return table
 

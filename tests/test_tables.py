@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.runs import RowResult
-from analysis.tables import dev_table, fmt_interval, k_table, per_level_table, to_latex
+from analysis.tables import budget_columns, dev_table, fmt_interval, k_table, per_level_table, to_latex
 from tsq.evaluation.intervals import Interval
 from tsq.stages.run_metrics import RunMetrics
 
@@ -97,3 +97,23 @@ def test_generated_table_compiles_with_pdflatex(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_a_rows_seeds_are_averaged_in_the_k_table_and_their_counts_ranged_in_the_budget_columns():
+    seeds = [
+        RunMetrics(
+            construction={"positives_per_problem": {"1": 4, "2": 6}},
+            training={"pairs": 359, "steps": 50, "epochs": 2.0},
+        ),
+        RunMetrics(
+            construction={"positives_per_problem": {"1": 3, "3": 2}},
+            training={"pairs": 405, "steps": 50, "epochs": 2.5},
+        ),
+    ]
+    table = k_table([(record, "TokenSqueeze") for record in seeds])
+    # k=1: (4 + 3) / 2; k=2: (6 + 0) / 2; k=3: (0 + 2) / 2
+    assert list(table.index) == [1, 2, 3] and table["TokenSqueeze"].tolist() == [3.5, 3.0, 1.0]
+    budget = budget_columns(seeds, {"train.lr": 5e-6})
+    assert budget == {"setting": "train.lr=5e-06", "pairs": "382 (359-405)", "steps": "50", "epochs": "2.25"}
+    tldr = [RunMetrics(tldr={"history": [{"step": s} for s in (32, 64)], "selected": {"step": k}}) for k in (32, 64)]
+    assert budget_columns(tldr, {})["checkpoint"] == "step 32; step 64"
