@@ -76,13 +76,13 @@ def pack(phase_id: str, sweep_dir: Path, ledger_entry: dict, evidence_dir: Path 
             members[f"{job}/config.yaml"] = config.read_bytes()
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         for role, where in metrics.get("evaluations", {}).items():
-            samples = Path(where["path"]) / SAMPLES_FILE
+            samples = metrics_path.parent / where["path"] / SAMPLES_FILE  # (a restored job's path is relative)
             if not samples.exists():
                 raise FileNotFoundError(f"{metrics_path}: the {role} evaluation's samples {samples} are missing")
             members[f"{job}/{EVIDENCE_FOLDER}/{role}/{SAMPLES_FILE}"] = slim_jsonl(samples)
             if where.get("forced_path"):
                 members[f"{job}/{EVIDENCE_FOLDER}/{role}/{FORCED_FILE}"] = slim_jsonl(
-                    Path(where["forced_path"]) / FORCED_FILE
+                    metrics_path.parent / where["forced_path"] / FORCED_FILE
                 )
     record = {"phase": phase_id, "ledger": ledger_entry, "jobs": len(jobs), "dropped_columns": list(DROPPED_COLUMNS)}
     members[PHASE_FILE] = (json.dumps(record, indent=2) + "\n").encode()
@@ -159,8 +159,8 @@ def read_record(archive: Path) -> dict:
 
 def restore(phase_id: str, sweep_dir: Path, evidence_dir: Path = EVIDENCE_DIR) -> dict | None:
     """Unpack the phase's archive (if there is one) into `sweep_dir`, each job's metrics.json pointing at its
-    unpacked samples; return the ledger entry to record (the original's, with `restored_from`), or None without
-    an archive. Refuses to write over a job that finished here."""
+    unpacked samples by a path relative to the job's folder; return the ledger entry to record (the original's, with
+    `restored_from`), or None without an archive. Refuses to write over a job that finished here."""
     archive = archive_path(phase_id, evidence_dir)
     if not archive.exists():
         return None
@@ -179,11 +179,12 @@ def restore(phase_id: str, sweep_dir: Path, evidence_dir: Path = EVIDENCE_DIR) -
         for job in jobs:
             metrics = json.loads(tar.extractfile(f"{job}/{METRICS_FILE}").read())
             for role, where in metrics.get("evaluations", {}).items():
-                unpacked = sweep_dir / job / EVIDENCE_FOLDER / role
+                # relative to the job's folder (RunMetrics.read resolves it), so the folder can move
+                unpacked = f"{EVIDENCE_FOLDER}/{role}"
                 where["packed_from"] = {k: where[k] for k in ("path", "forced_path") if k in where}
-                where["path"] = str(unpacked)
+                where["path"] = unpacked
                 if "forced_path" in where:
-                    where["forced_path"] = str(unpacked)
+                    where["forced_path"] = unpacked
             with atomic_file(sweep_dir / job / METRICS_FILE) as fh:  # last: a job is finished once this exists
                 fh.write(json.dumps(metrics, indent=2) + "\n")
     log.info("%s: restored from %s (%d jobs)", phase_id, archive, len(jobs))

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.evidence import NotReproduced, archive_path, archives, disagreements, pack, restore
+from analysis.evidence import NotReproduced, archive_path, archives, disagreements, pack, read_members, restore
 from analysis.runs import Run
 from tsq.sampling.graded import read_samples
 from tsq.stages.run_metrics import RunMetrics
@@ -118,3 +118,27 @@ def test_disagreements_name_each_version_and_its_sources():
     }
     assert disagreements(digests) == ["eval/k/s: 111111111111 in a, c; 222222222222 in b"]
     assert disagreements({"a": digests["a"], "c": digests["c"]}) == []
+
+
+def test_a_restored_phase_can_move_and_still_be_read_and_packed(tmp_path):
+    """The restored metrics point at their samples relative to the job's folder: a logs folder restored in one
+    checkout (a worktree) and read from another finds them, and packs to the archive it came from."""
+    sweep, _ = finished_phase(tmp_path)
+    archive = pack("exp/search/train.lr1e-05", sweep, {"wall_s": 1.0}, tmp_path / "evidence")
+    restored = tmp_path / "checkout1" / "exp" / "search" / "train.lr1e-05"
+    restore("exp/search/train.lr1e-05", restored, tmp_path / "evidence")
+    moved = tmp_path / "checkout2"
+    (tmp_path / "checkout1").rename(moved)
+    for job in ("0", "1"):
+        record = RunMetrics.read(moved / "exp" / "search" / "train.lr1e-05" / job)
+        assert record.evaluations["trained"]["path"] == str(
+            moved / "exp/search/train.lr1e-05" / job / "evidence/trained"
+        )
+        assert len(Run(record, {}, "row").frame("base")) == 3
+    repacked = pack(
+        "exp/search/train.lr1e-05", moved / "exp" / "search" / "train.lr1e-05", {"wall_s": 1.0}, tmp_path / "again"
+    )
+    samples = {n: d for n, d in read_members(repacked).items() if n.endswith("samples.jsonl")}
+    assert (
+        samples == {n: d for n, d in read_members(archive).items() if n.endswith("samples.jsonl")} and len(samples) == 4
+    )

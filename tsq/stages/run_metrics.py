@@ -57,7 +57,7 @@ class RunMetrics:
 
     @classmethod
     def read(cls, where: str | Path) -> RunMetrics:
-        """The record in `where` (a run folder or its metrics.json)."""
+        """The record in `where` (a run folder or its metrics.json); evaluation paths come back absolute."""
         path = Path(where)
         if path.is_dir():
             path = path / METRICS_FILE
@@ -76,4 +76,8 @@ class RunMetrics:
         unknown = sorted(set(payload) - known)
         if unknown:
             raise ValueError(f"{path}: unknown metrics.json fields {unknown}")
+        for where in payload.get("evaluations", {}).values():
+            for key in ("path", "forced_path"):
+                if where.get(key):  # a relative path (a restored evidence archive's) is the run folder's
+                    where[key] = str(path.parent / where[key])
         return cls(**payload)
