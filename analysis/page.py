@@ -164,7 +164,8 @@ def protocol_paragraph(protocol: Protocol) -> str:
         'tests/test_intervals.py); a claim compares two rows paired by seed. "Keeps accuracy" means the Acc '
         f"difference's interval lies above -{100 * protocol.noninferiority:g} point. A claim between two trained "
         "rows is also judged at every learning rate both rows searched (train.lr, rl.lr and tldr.lr share one grid), "
-        "on the dev search (one seed; intervals over problems only). "
+        "and a claim against the base model at every learning rate the trained row searched, on the dev search (one "
+        "seed; intervals over problems only). "
         "Each comparison's effect stands beside the paper's (7B MATH500; TL;DR: its averages). AUC is post hoc "
         "(accuracy within B tokens, integrated to the generation cap). Verdict rule: analysis/claims.py."
     )

@@ -24,8 +24,7 @@ METRIC_NAMES = {"acc": "Acc", "len_t": "Len-T", "len_a": "Len-A", "step_len": "S
 @dataclass(frozen=True)
 class ClaimResult:
     """A claim judged: its verdict on the test rows (seeds pooled, seed-aware intervals), each comparison's measured
-    difference, its effect beside the paper's, and, for a claim about lengths, its verdict at every common setting of
-    the dev search."""
+    difference, its effect beside the paper's, and its verdict at every setting of the dev search (`equal_settings`)."""
 
     verdict: str
     measured: list[str]
@@ -147,22 +146,13 @@ def grid_point(setting: dict[str, object]) -> tuple:
 def equal_settings(
     claim: Claim, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]], protocol: Protocol
 ) -> str:
-    """For a claim between two trained rows (about lengths or accuracy): its verdict at every grid point both rows
-    searched (`grid_point`: a preference row and an RL row meet at equal learning rates), on the dev search (one
-    seed; an interval over problems only), e.g. "holds at 4 of 6 (...)"; empty for a claim against the base model,
-    which has no setting."""
-    if any(BASE in (c.row[1], c.versus[1]) for c in claim.parts):
-        return ""
+    """A claim's verdict at every setting of the dev search (one seed; an interval over problems only), e.g. "holds
+    at 4 of 6 (...)": between two trained rows at every grid point both searched (`grid_point`: a preference row and
+    an RL row meet at equal learning rates); against the base model at every setting the trained row searched, so a
+    headline that only the selected setting makes true says so."""
     by_setting: dict[tuple, list[str]] = {}
     for comparison in claim.parts:
-        row_dev = results.get(comparison.row[0], ({}, None, {}))[2].get(comparison.row[1], {}).get("dev", [])
-        versus_dev = results.get(comparison.versus[0], ({}, None, {}))[2].get(comparison.versus[1], {}).get("dev", [])
-        versus_at = {grid_point(e["setting"]): e for e in versus_dev}
-        for entry in row_dev:
-            setting = grid_point(entry["setting"])
-            if setting not in versus_at:
-                continue
-            a, b = entry["run"].frame("trained"), versus_at[setting]["run"].frame("trained")
+        for setting, a, b in dev_pairs(comparison, results):
             if not (averaged(a, comparison.metric) and averaged(b, comparison.metric)):
                 by_setting.setdefault(setting, []).append(UNDEFINED)
                 continue
@@ -175,7 +165,35 @@ def equal_settings(
         return ""
     held = [k for k, v in complete.items() if v == HOLDS]
     shown = ", ".join(f"{', '.join(f'{x}' for _, x in k)}: {v}" for k, v in sorted(complete.items()))
-    return f"at equal settings on dev: holds at {len(held)} of {len(complete)} ({shown})"
+    against_base = any(BASE in (c.row[1], c.versus[1]) for c in claim.parts)
+    where = "at each searched setting on dev" if against_base else "at equal settings on dev"
+    return f"{where}: holds at {len(held)} of {len(complete)} ({shown})"
+
+
+def dev_pairs(
+    comparison: Comparison, results: dict[str, tuple[dict[str, RowResult], RowResult | None, dict]]
+) -> list[tuple[tuple, pd.DataFrame, pd.DataFrame]]:
+    """(grid point, the row's dev samples, the versus side's dev samples) for each setting of the dev search the
+    comparison can be made at. Two trained rows: each grid point both searched. Against the base model: each setting
+    the trained row searched, against the base model's evaluation in that same run (one dev evaluation, whatever the
+    setting)."""
+
+    def dev(side: tuple[str, str]) -> list[dict]:
+        return results.get(side[0], ({}, None, {}))[2].get(side[1], {}).get("dev", [])
+
+    if BASE in (comparison.row[1], comparison.versus[1]):
+        trained_first = comparison.versus[1] == BASE
+        out = []
+        for entry in dev(comparison.row if trained_first else comparison.versus):
+            trained, base = entry["run"].frame("trained"), entry["run"].frame("base")
+            out.append((grid_point(entry["setting"]), *((trained, base) if trained_first else (base, trained))))
+        return out
+    versus_at = {grid_point(e["setting"]): e for e in dev(comparison.versus)}
+    return [
+        (point, entry["run"].frame("trained"), versus_at[point]["run"].frame("trained"))
+        for entry in dev(comparison.row)
+        if (point := grid_point(entry["setting"])) in versus_at
+    ]
 
 
 def dev_choice_note(choice: DevChoice, selected: dict[str, dict], base_acc: float, protocol: Protocol) -> str:

@@ -359,7 +359,7 @@ def test_rows_of_every_kind_meet_at_equal_learning_rates():
 def test_an_accuracy_claim_between_trained_rows_is_judged_at_every_common_learning_rate():
     """Two rows' dev runs at three learning rates: row a answers every problem right at 1e-5 (b half of them), both
     answer the same at 1e-4, and only a searched 1e-3. The accuracy claim a > b holds at 1e-5 and not at 1e-4, and
-    1e-3 is not a common setting; a claim against the base model has no settings to meet at."""
+    1e-3 is not a common setting."""
     from dataclasses import replace
 
     from analysis.claims import Claim, Comparison
@@ -383,8 +383,34 @@ def test_an_accuracy_claim_between_trained_rows_is_judged_at_every_common_learni
     line = equal_settings(claim, results, protocol)
     assert line.startswith("at equal settings on dev: holds at 1 of 2 (")
     assert f"1e-05: {HOLDS}" in line and f"0.0001: {INCONCLUSIVE}" in line and "0.001" not in line
-    against_base = Claim("Y", "test", "", "", (Comparison("acc", ("exp", "a"), ("exp", "base"), ">"),))
-    assert equal_settings(against_base, results, protocol) == ""
+
+
+def test_a_claim_against_the_base_model_is_judged_at_every_setting_the_trained_row_searched():
+    """Each dev run evaluates the base model too (half its 40 problems right). The trained row answers every problem
+    right at 1e-5 and none at 1e-4: "more accurate than the base" holds at 1e-5 (+50 pt) and does not at 1e-4
+    (-50 pt), and "keeps the base's accuracy within 1 point" (base - row < 1 pt) the same way round."""
+    from dataclasses import replace
+
+    from analysis.claims import Claim, Comparison
+    from analysis.runs import Run
+    from analysis.verdicts import equal_settings
+
+    def frame(correct: list[bool]) -> pd.DataFrame:
+        return pd.DataFrame({"problem_id": [f"p{i}" for i in range(len(correct))], "correct": correct, "n_tokens": 10})
+
+    def dev_run(correct: list[bool], lr: float) -> dict:
+        frames = {"trained": frame(correct), "base": frame([True, False] * 20)}
+        return {"setting": {"train.lr": lr}, "run": Run(None, {}, "row", frames)}
+
+    selected = {"a": {"dev": [dev_run([True] * 40, 1e-5), dev_run([False] * 40, 1e-4)]}}
+    results = {"exp": ({}, None, selected)}
+    protocol = replace(load_protocol(), n_boot=500)
+    better = Claim("Y", "test", "", "", (Comparison("acc", ("exp", "a"), ("exp", "base"), ">"),))
+    line = equal_settings(better, results, protocol)
+    assert line == f"at each searched setting on dev: holds at 1 of 2 (1e-05: {HOLDS}, 0.0001: {FAILS})"
+    keeps = Claim("Z", "test", "", "", (Comparison("acc", ("exp", "base"), ("exp", "a"), "<", 0.01),))
+    line = equal_settings(keeps, results, protocol)
+    assert line == f"at each searched setting on dev: holds at 1 of 2 (1e-05: {HOLDS}, 0.0001: {FAILS})"
 
 
 def test_a_step_length_claim_is_undefined_at_a_setting_where_the_correct_responses_have_no_step():
