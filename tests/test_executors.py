@@ -34,12 +34,21 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A local cluster, as executor=ray starts one, from a driver whose environment says OMP_NUM_THREADS=1 (as a
+    run limited to one thread would): its replicas must still run at their own CPU count."""
     import signal
 
     import ray
 
-    before = signal.getsignal(signal.SIGTERM)
-    RayExecutor(replicas=2).connect()  # a local cluster, as executor=ray starts one
+    before, threads = signal.getsignal(signal.SIGTERM), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the cluster's processes, not read again by this one's torch
+    try:
+        RayExecutor(replicas=2).connect()
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
     assert signal.getsignal(signal.SIGTERM) == before  # the run's SIGTERM handling is kept
     yield
     ray.shutdown()
@@ -66,8 +75,8 @@ def built(tmp_path: Path, name: str, overrides: list[str], refine: bool = True):
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Torch at `n` threads, as a Ray replica of `n` CPUs runs (Ray sets its OMP_NUM_THREADS): KL scores are float
-    sums whose last digits depend on the BLAS reduction order, hence on the thread count."""
+    """Torch at `n` threads, as a Ray replica of `n` CPUs runs (`ShardWorker`): KL scores are float sums whose last
+    digits depend on the BLAS reduction order, hence on the thread count."""
     import torch
 
     before = torch.get_num_threads()

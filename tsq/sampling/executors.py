@@ -10,9 +10,10 @@ part of any key), and a shard written before a crash is not redone.
 * `ray` runs them on a Ray cluster of model replicas through Ray Data: `map_batches` over a class that holds one
   sampler (tsq's own, HF or vLLM) per replica, `executor.replicas` replicas with `cpus_per_replica` CPUs and
   `gpus_per_replica` GPUs each (tensor parallelism inside a replica is the sampler's own setting, e.g.
-  `sampler.tensor_parallel_size`). Ray Data's LLM processors (`ray.data.llm`) are not used: they return vLLM's
-  outputs, not tsq's completions (EOS and stop handling, token counts), they cannot run the HF sampler, and KL
-  refinement scores candidates with the replica's model in memory, which they do not expose.
+  `sampler.tensor_parallel_size`); a replica runs torch at `cpus_per_replica` threads (at least 1). Ray Data's
+  LLM processors (`ray.data.llm`) are not used: they return vLLM's outputs, not tsq's completions (EOS and stop
+  handling, token counts), they cannot run the HF sampler, and KL refinement scores candidates with the replica's
+  model in memory, which they do not expose.
   `executor.address` joins an existing cluster (`auto` on a node of a `ray start` cluster); null starts a local one.
   A shard whose task fails is retried `max_retries` times; after that the stage fails naming the shard.
 """
@@ -110,9 +111,15 @@ class LocalExecutor:
 
 class ShardWorker:
     """A Ray Data actor: one model replica that builds the shards it is given (its sampler created on the first
-    shard that asks for it, and kept for the next)."""
+    shard that asks for it, and kept for the next), with torch at `threads` threads."""
 
-    def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[Shard]) -> None:
+    def __init__(self, replica: ModelReplica, world: ProblemSource, jobs: Sequence[Shard], threads: int) -> None:
+        import torch
+
+        # Ray sets a replica's OMP_NUM_THREADS to its CPUs only when the driver has none set, so a driver run with
+        # OMP_NUM_THREADS=1 would leave a 2-CPU replica on one thread (and KL scores' last digits, which depend on
+        # the thread count, different from a local run at 2)
+        torch.set_num_threads(threads)
         self.replica, self.live = replica, None
         self.world, self.jobs = world, {job.index: job for job in jobs}
 
@@ -179,7 +186,12 @@ class RayExecutor:
         dataset = ray.data.from_items([{"shard": job.index} for job in jobs], override_num_blocks=len(jobs))
         results = dataset.map_batches(
             ShardWorker,
-            fn_constructor_kwargs={"replica": replica, "world": world, "jobs": list(jobs)},
+            fn_constructor_kwargs={
+                "replica": replica,
+                "world": world,
+                "jobs": list(jobs),
+                "threads": max(1, int(self.cpus_per_replica)),
+            },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=min(self.replicas, len(jobs))),
             num_cpus=self.cpus_per_replica,
