@@ -209,6 +209,15 @@ class PreviousPage:
         return cls(sections, verdicts, wall_rows)
 
 
+def carried_verdicts_line(claim_ids: list[str]) -> str:
+    """Which verdict rows are an earlier page's (so written by an earlier version of the verdict code: a column it
+    did not fill stays empty)."""
+    return (
+        "Carried over from the previous RESULTS.md, unchanged (no run or evidence of their experiments here): "
+        f"{', '.join(claim_ids)}."
+    )
+
+
 def has_runs(experiment: str, root: Path) -> bool:
     return any((root / experiment).rglob(METRICS_FILE))
 
@@ -293,6 +302,7 @@ def write_results(experiments: Iterable[str], protocol: Protocol, root: Path, ou
         "",
         *verdict_table,
         "",
+        *([carried_verdicts_line(sorted(carried_claims)), ""] if carried_claims else []),
         *sections,
         "## How this file was made",
         "",

@@ -682,7 +682,9 @@ def test_a_page_written_without_an_experiments_runs_keeps_what_the_earlier_page_
     assert CARRIED in table2 and "| Q-DYN | 99.0 |" in table2
     assert CARRIED not in text.split("(`ts_smollm2`)")[1].split("\n## ")[0]
     lines = text.splitlines()
-    assert verdict in lines  # byte for byte
+    assert verdict in lines  # byte for byte, and named as carried under the table
+    carried = "Carried over from the previous RESULTS.md, unchanged (no run or evidence of their experiments here): "
+    assert f"{carried}T2-qdyn-vs-qfix." in lines
     assert any(line.startswith("| T2-qdyn-vs-shortest:") and "not run yet" in line for line in lines)
     times = text.split("## How this file was made")[1]
     assert "| ts_table2" in times and any(line.startswith("| all") and "120" in line for line in times.splitlines())
