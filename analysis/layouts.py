@@ -20,6 +20,11 @@ class DevChoice:
     default_key: str
 
 
+# what `table.columns` can name: Acc, Len (Len-T, Len-A) and AUC are in every table; Steps and StepLen (over correct
+# responses) and NoStep (the share of responses with no reasoning step, and their accuracy) only where listed
+COLUMNS = ("Acc", "Len", "AUC", "Steps", "StepLen", "NoStep")
+
+
 @dataclass(frozen=True)
 class Layout:
     """One paper table: which config group is swept, row labels in order, and its columns."""
@@ -34,6 +39,11 @@ class Layout:
     row_kinds: dict[str, str] | None = None
     # how many of the protocol's test seeds (the first ones) the table runs; None: all (a costly table may run fewer)
     seeds: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.columns) - set(COLUMNS))
+        if unknown:
+            raise ValueError(f"table.columns: unknown {unknown}; known: {', '.join(COLUMNS)}")
 
     @property
     def protocol_kind(self) -> str:
@@ -68,7 +78,7 @@ def load_layouts(folder: Path = EXPERIMENTS_DIR) -> dict[str, Layout]:
                 **{**spec, "columns": tuple(spec.get("columns", Layout.columns))},
                 dev_choice=DevChoice(**choice) if choice else None,
             )
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: bad table layout ({err})") from err
     return layouts
 

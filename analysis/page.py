@@ -63,6 +63,12 @@ def experiment_section(
         table = result_table(experiment, rows, base, selected, protocol)
         atomic_write_text(figures / f"{experiment}.tex", to_latex(table, layout.caption, f"tab:{experiment}"))
         text += [md(table), ""]
+        if "NoStep" in layout.columns:
+            text += [
+                "No step: the share of test responses (seeds pooled) whose reasoning has no step (an answer with no "
+                "working), and the accuracy of those responses.",
+                "",
+            ]
         text += [
             f"Per seed (test; seeds {', '.join(map(str, protocol.seeds))}):",
             "",

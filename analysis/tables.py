@@ -85,6 +85,10 @@ def result_table(
             steps, _ = M.step_stats(samples["n_steps"], samples["step_tokens"], samples["correct"])
             record["Steps"] = f"{steps:.2f}"
             record["StepLen"] = fmt_interval(seed_cell(result, role, "step_len", protocol), digits=2)
+        if "NoStep" in layout.columns:  # pooled over seeds, no interval: a diagnostic of how rows fail
+            share, stepless_acc = M.stepless(samples["n_steps"], samples["correct"])
+            record["no step (%)"] = f"{100 * share:.1f}"
+            record["Acc with no step (%)"] = f"{100 * stepless_acc:.1f}" if share else "no such response"
         forced = result.forced(role)
         for budget in FORCED_COLUMNS if forced is not None else ():
             at = forced[forced["budget"] == budget]

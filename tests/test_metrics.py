@@ -39,6 +39,15 @@ def test_step_stats_and_relative_change():
     assert M.relative_change(75, 100) == pytest.approx(-0.25)
 
 
+def test_stepless_responses_share_and_accuracy_by_hand():
+    # 5 responses, 2 with no step: one of them right -> 2/5 of the responses, half of them right
+    assert M.stepless([0, 3, 0, 2, 1], [True, True, False, False, True]) == (pytest.approx(0.4), pytest.approx(0.5))
+    share, acc = M.stepless([1, 2], [True, False])
+    assert share == 0.0 and acc != acc  # none without a step: their accuracy is undefined (NaN)
+    with pytest.raises(ValueError):
+        M.stepless([0, 1], [True])
+
+
 def test_mismatched_inputs_fail():
     with pytest.raises(ValueError):
         M.mean_length_correct([1, 2], [True])

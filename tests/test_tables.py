@@ -117,3 +117,11 @@ def test_a_rows_seeds_are_averaged_in_the_k_table_and_their_counts_ranged_in_the
     assert budget == {"setting": "train.lr=5e-06", "pairs": "382 (359-405)", "steps": "50", "epochs": "2.25"}
     tldr = [RunMetrics(tldr={"history": [{"step": s} for s in (32, 64)], "selected": {"step": k}}) for k in (32, 64)]
     assert budget_columns(tldr, {})["checkpoint"] == "step 32; step 64"
+
+
+def test_a_layout_naming_an_unknown_column_is_refused_with_the_file(tmp_path):
+    from analysis.layouts import load_layouts
+
+    (tmp_path / "exp.yaml").write_text("table:\n  group: choice.method\n  labels: {a: A}\n  columns: [Acc, NoSteps]\n")
+    with pytest.raises(ValueError, match=r"exp.yaml: bad table layout .*unknown \['NoSteps'\]"):
+        load_layouts(tmp_path)

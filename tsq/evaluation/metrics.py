@@ -84,6 +84,16 @@ def step_stats(n_steps: Sequence[int], step_tokens: Sequence[int], correct: Sequ
     return float(steps[ok].mean()), float(toks[ok].sum() / total_steps) if total_steps else float("nan")
 
 
+def stepless(n_steps: Sequence[int], correct: Sequence[bool]) -> tuple[float, float]:
+    """(share, accuracy) of the responses whose reasoning has no step (an answer with no working, `<think> </think>
+    7`): a model that learned to skip its reasoning shows here, its accuracy near the answer space's guessing rate."""
+    steps, ok = np.asarray(n_steps, dtype=int), np.asarray(correct, dtype=bool)
+    if steps.shape != ok.shape or not len(steps):
+        raise ValueError(f"{steps.size} step counts and {ok.size} correctness flags: need as many, at least one")
+    none = steps == 0
+    return float(none.mean()), float(ok[none].mean()) if none.any() else float("nan")
+
+
 def relative_change(new: float, base: float) -> float:
     """(new - base) / base, as the papers print it in parentheses."""
     return float("nan") if not base else (new - base) / base
