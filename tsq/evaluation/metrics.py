@@ -86,7 +86,7 @@ def step_stats(n_steps: Sequence[int], step_tokens: Sequence[int], correct: Sequ
 
 def stepless(n_steps: Sequence[int], correct: Sequence[bool]) -> tuple[float, float]:
     """(share, accuracy) of the responses whose reasoning has no step (an answer with no working, `<think> </think>
-    7`): a model that learned to skip its reasoning shows here, its accuracy near the answer space's guessing rate."""
+    7`): a model that learned to skip its reasoning shows here, and their accuracy says how often its guesses land."""
     steps, ok = np.asarray(n_steps, dtype=int), np.asarray(correct, dtype=bool)
     if steps.shape != ok.shape or not len(steps):
         raise ValueError(f"{steps.size} step counts and {ok.size} correctness flags: need as many, at least one")

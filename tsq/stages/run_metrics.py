@@ -76,8 +76,8 @@ class RunMetrics:
         unknown = sorted(set(payload) - known)
         if unknown:
             raise ValueError(f"{path}: unknown metrics.json fields {unknown}")
-        for where in payload.get("evaluations", {}).values():
+        for evaluation in payload.get("evaluations", {}).values():
             for key in ("path", "forced_path"):
-                if where.get(key):  # a relative path (a restored evidence archive's) is the run folder's
-                    where[key] = str(path.parent / where[key])
+                if evaluation.get(key):  # a relative path (a restored evidence archive's) is the run folder's
+                    evaluation[key] = str(path.parent / evaluation[key])
         return cls(**payload)
