@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tsq.cache import atomic_file, read_jsonl
 from tsq.stages.forced_budget import FORCED_FILE
-from tsq.stages.run_metrics import METRICS_FILE
+from tsq.stages.run_metrics import METRICS_FILE, RunMetrics
 from tsq.stages.samples import SAMPLES_FILE
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,15 @@ def pack(phase_id: str, sweep_dir: Path, ledger_entry: dict, evidence_dir: Path 
         config = metrics_path.parent / "config.yaml"
         if config.exists():
             members[f"{job}/config.yaml"] = config.read_bytes()
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        for role, where in metrics.get("evaluations", {}).items():
-            samples = metrics_path.parent / where["path"] / SAMPLES_FILE  # (a restored job's path is relative)
+        # RunMetrics.read resolves a restored job's paths, which are relative to its folder
+        for role, where in RunMetrics.read(metrics_path).evaluations.items():
+            samples = Path(where["path"]) / SAMPLES_FILE
             if not samples.exists():
                 raise FileNotFoundError(f"{metrics_path}: the {role} evaluation's samples {samples} are missing")
             members[f"{job}/{EVIDENCE_FOLDER}/{role}/{SAMPLES_FILE}"] = slim_jsonl(samples)
             if where.get("forced_path"):
                 members[f"{job}/{EVIDENCE_FOLDER}/{role}/{FORCED_FILE}"] = slim_jsonl(
-                    metrics_path.parent / where["forced_path"] / FORCED_FILE
+                    Path(where["forced_path"]) / FORCED_FILE
                 )
     record = {"phase": phase_id, "ledger": ledger_entry, "jobs": len(jobs), "dropped_columns": list(DROPPED_COLUMNS)}
     members[PHASE_FILE] = (json.dumps(record, indent=2) + "\n").encode()

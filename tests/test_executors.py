@@ -40,15 +40,10 @@ def ray_cluster():
 
     import ray
 
-    before, threads = signal.getsignal(signal.SIGTERM), os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the cluster's processes, not read again by this one's torch
-    try:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")  # inherited by the cluster's processes, not read again by this one's torch
         RayExecutor(replicas=2).connect()
-    finally:
-        if threads is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = threads
     assert signal.getsignal(signal.SIGTERM) == before  # the run's SIGTERM handling is kept
     yield
     ray.shutdown()
